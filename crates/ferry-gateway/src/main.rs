@@ -1,0 +1,3 @@
+fn main() {
+    println!("ferry-gateway {}", env!("CARGO_PKG_VERSION"));
+}

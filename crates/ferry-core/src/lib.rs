@@ -1,2 +1,4 @@
 //! Ferry's headless engine. It has no dependency on Tauri or WebKit: the
 //! desktop app and the `ferry` CLI are thin layers over it.
+
+pub mod secrets;

@@ -1,0 +1,1 @@
+//! Embedded S3-compatible object store.

@@ -1,3 +1,63 @@
-fn main() {
-    println!("ferry {}", env!("CARGO_PKG_VERSION"));
+//! `ferry`: the command-line tool over `ferry-core`.
+//!
+//! Results go to stdout (one JSON document per command with `--json`, or
+//! NDJSON events for transfers); status messages, progress bars, logs and
+//! errors go to stderr. The exit codes are listed in `cli::EXIT_CODES_HELP`.
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+mod progress;
+mod sandbox;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+use crate::exit::{CliError, Exit};
+use crate::output::Output;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with status 2.
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let output = Output::new(cli.json);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            output.error(&CliError::failure(format!("failed to start the async runtime: {error}")));
+            return Exit::Failure.into();
+        }
+    };
+
+    match runtime.block_on(commands::run(cli, output)) {
+        Ok(()) => Exit::Success.into(),
+        Err(error) => {
+            output.error(&error);
+            error.exit.into()
+        }
+    }
+}
+
+/// Sends `tracing` output to stderr: `warn` by default, `info` with `-v`,
+/// `debug` with `-vv` and more. `RUST_LOG`, when set, replaces the default.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -1,0 +1,303 @@
+//! Command-line arguments of `ferry`, parsed with clap's derive API.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Text shown after `--help`: the exit codes that scripts can rely on.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    failure (a server, the network or the local disk failed)
+  2    usage error (an invalid argument or a missing file)
+  3    sign-in required (run `ferry login`)
+  4    transfer or verification failed (a checksum, a receipt or the log did not verify)
+  5    interrupted and resumable (for example the network went away); run `ferry resume`
+  6    upload blocked because the study names another patient
+         (check the study, or pass --confirm-patient-mismatch REASON)
+  130  stopped by Ctrl-C; transfers are paused in the journal, run `ferry resume`";
+
+/// Ferry moves clinical files between this workstation and a healthcare
+/// platform: the gateway decides, signed URLs deliver.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Server profile to use (see `ferry profiles`); the built-in `sandbox`
+    /// profile when omitted.
+    #[arg(long, global = true, env = "FERRY_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Print machine-readable JSON to stdout: one document per command, or
+    /// one JSON event per line for transfers.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr: -v for info, -vv for debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in with SMART on FHIR in the system browser.
+    Login(LoginArgs),
+    /// Revoke the refresh token at the server and delete it from this machine.
+    Logout,
+    /// Show who is signed in, with which scopes and patient context.
+    Whoami,
+    /// List, add or remove server profiles.
+    Profiles {
+        #[command(subcommand)]
+        action: Option<ProfilesAction>,
+    },
+    /// Upload files, study folders or zip archives.
+    Upload(UploadArgs),
+    /// Download documents by their DocumentReference id.
+    Download(DownloadArgs),
+    /// List the documents that can be downloaded.
+    Documents {
+        /// Logical id of the FHIR Patient (imaging staff); a clinician's
+        /// patient context is used when omitted.
+        #[arg(long, value_name = "ID")]
+        patient: Option<String>,
+    },
+    /// Search the server's patients.
+    Patients {
+        /// Part of the patient's name.
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+    },
+    /// List transfers in the journal, or pause, resume or cancel one.
+    Transfers {
+        #[command(subcommand)]
+        action: Option<TransfersAction>,
+    },
+    /// Finish every interrupted transfer in the journal.
+    Resume,
+    /// Scan a DICOM folder or zip archive and check its patient, without uploading.
+    Scan(ScanArgs),
+    /// Show, verify or export the signed transfer log.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+    },
+    /// Run the main job on a sandbox gateway started for this run: sign in,
+    /// upload the sample imaging archive, download it and verify it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Which kind of sign-in to request.
+    #[arg(long = "as", value_enum, default_value_t = LoginRole::ImagingStaff)]
+    pub role: LoginRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoginRole {
+    /// One patient's context: `launch/patient` and `patient/` scopes.
+    Clinician,
+    /// Any patient, chosen per transfer: `user/` scopes.
+    ImagingStaff,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesAction {
+    /// List the server profiles (the default action).
+    List,
+    /// Add a server profile.
+    Add {
+        /// Profile name: letters, digits, `-` and `_`.
+        name: String,
+        /// FHIR base URL, for example https://fhir.hospital.example/r4.
+        fhir_url: String,
+    },
+    /// Remove a server profile and its stored refresh token.
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Files, DICOM study folders or zip archives to upload.
+    #[arg(required = true, value_name = "FILE|FOLDER|ZIP")]
+    pub paths: Vec<PathBuf>,
+
+    /// Logical id of the FHIR Patient the files belong to; a clinician's
+    /// patient context is used when omitted.
+    #[arg(long, value_name = "ID")]
+    pub patient: Option<String>,
+
+    /// Part size in MiB (5 to 5120); the gateway may raise it for very large files.
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size: Option<u64>,
+
+    /// Parts sent at the same time (memory use is about this times the part size).
+    #[arg(long, value_name = "N", value_parser = parse_parallel)]
+    pub parallel: Option<NonZeroUsize>,
+
+    /// Upload a study although its Patient ID, name or birth date does not
+    /// match the chosen patient; REASON is recorded in the signed log and
+    /// the gateway's audit.
+    #[arg(long, value_name = "REASON")]
+    pub confirm_patient_mismatch: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Logical ids of FHIR DocumentReferences (see `ferry documents`).
+    #[arg(required = true, value_name = "DOCUMENT_ID")]
+    pub document_ids: Vec<String>,
+
+    /// Folder to download into; the current folder when omitted.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+
+    /// Replace files that already exist in the folder.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransfersAction {
+    /// List the transfers in the journal (the default action).
+    List,
+    /// Pause a running or queued transfer.
+    Pause { id: String },
+    /// Resume a paused or interrupted transfer and wait for it to finish.
+    Resume { id: String },
+    /// Cancel a transfer; an upload is aborted at the gateway.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// DICOM folder, mounted disc or zip archive.
+    pub path: PathBuf,
+    /// Logical id of the FHIR Patient to compare the study with.
+    #[arg(long, value_name = "ID")]
+    pub patient: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogAction {
+    /// Show the entries of this profile's transfer log.
+    Show {
+        /// Only entries at or after this time: an RFC 3339 timestamp or a
+        /// date (2026-12-04).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries about this patient (logical id).
+        #[arg(long, value_name = "ID")]
+        patient: Option<String>,
+    },
+    /// Verify the log's hash chain, seals and checkpoints.
+    Verify {
+        /// Verify an exported log with its verification bundle instead of
+        /// this profile's log.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+    },
+    /// Export the log as FHIR R4 AuditEvent resources (NDJSON) and a
+    /// verification bundle.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output file; the bundle is written beside it. Stdout when omitted.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// NDJSON of FHIR R4 AuditEvent resources.
+    Fhir,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sign in as the sandbox clinician (patient context) instead of the
+    /// imaging technologist.
+    #[arg(long = "as", value_enum, default_value_t = LoginRole::ImagingStaff)]
+    pub role: LoginRole,
+    /// Keep the gateway's data folder and the downloaded files in this
+    /// folder instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+fn parse_parallel(text: &str) -> Result<NonZeroUsize, String> {
+    let value: usize = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a whole number; use 1 to 64"))?;
+    match NonZeroUsize::new(value) {
+        Some(value) if value.get() <= 64 => Ok(value),
+        _ => Err(format!("{value} parts in flight is out of range; use 1 to 64")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parallel_zero_is_rejected() {
+        let error = Cli::try_parse_from(["ferry", "upload", "a.zip", "--parallel", "0"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn upload_options_parse() {
+        let cli = Cli::try_parse_from([
+            "ferry", "--json", "upload", "a.zip", "b", "--patient", "pat-001", "--part-size", "8",
+            "--parallel", "6",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Upload(upload) = cli.command else {
+            panic!("expected upload, got {:?}", cli.command);
+        };
+        assert_eq!(upload.paths, vec![PathBuf::from("a.zip"), PathBuf::from("b")]);
+        assert_eq!(upload.patient.as_deref(), Some("pat-001"));
+        assert_eq!(upload.part_size, Some(8));
+        assert_eq!(upload.parallel.map(NonZeroUsize::get), Some(6));
+    }
+
+    #[test]
+    fn part_size_below_store_minimum_is_rejected() {
+        let error = Cli::try_parse_from(["ferry", "upload", "a.zip", "--part-size", "4"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn global_flags_follow_subcommands() {
+        let cli = Cli::try_parse_from(["ferry", "whoami", "--profile", "work", "-vv"]).unwrap();
+        assert_eq!(cli.profile.as_deref(), Some("work"));
+        assert_eq!(cli.verbose, 2);
+    }
+
+    #[test]
+    fn login_role_defaults_to_imaging_staff() {
+        let cli = Cli::try_parse_from(["ferry", "login"]).unwrap();
+        let Command::Login(login) = cli.command else {
+            panic!("expected login");
+        };
+        assert_eq!(login.role, LoginRole::ImagingStaff);
+        let cli = Cli::try_parse_from(["ferry", "login", "--as", "clinician"]).unwrap();
+        let Command::Login(login) = cli.command else {
+            panic!("expected login");
+        };
+        assert_eq!(login.role, LoginRole::Clinician);
+    }
+}

@@ -1,0 +1,34 @@
+//! Dispatch of parsed commands to their implementations.
+
+use crate::cli::{Cli, Command};
+use crate::exit::{CliError, CliResult};
+use crate::output::Output;
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
+    let _ = output;
+    match cli.command {
+        other => Err(CliError::failure(format!(
+            "`{}` is not available in this build yet",
+            command_name(&other)
+        ))),
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Login(_) => "login",
+        Command::Logout => "logout",
+        Command::Whoami => "whoami",
+        Command::Profiles { .. } => "profiles",
+        Command::Upload(_) => "upload",
+        Command::Download(_) => "download",
+        Command::Documents { .. } => "documents",
+        Command::Patients { .. } => "patients",
+        Command::Transfers { .. } => "transfers",
+        Command::Resume => "resume",
+        Command::Scan(_) => "scan",
+        Command::Log { .. } => "log",
+        Command::Demo(_) => "demo",
+    }
+}

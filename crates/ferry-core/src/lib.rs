@@ -1,4 +1,6 @@
 //! Ferry's headless engine. It has no dependency on Tauri or WebKit: the
 //! desktop app and the `ferry` CLI are thin layers over it.
 
+pub mod grant;
+pub mod journal;
 pub mod secrets;

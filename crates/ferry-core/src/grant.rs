@@ -1,0 +1,524 @@
+//! HTTP client of the grant API (`docs/grant-api.md`): upload and download
+//! grants, part URLs, upload state, completion, abort and the JWKS that signs
+//! receipts.
+//!
+//! The client asks its [`AccessTokenSource`] for a token right before every
+//! request, because the step before a request (hashing a large file) can
+//! outlast an access token. It does not retry: the transfer engine decides
+//! which calls are safe to repeat.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::{
+    ApiError, CompleteUploadRequest, CompletedUpload, DownloadGrant, DownloadGrantRequest,
+    ErrorCode, PartChecksum, PartUrl, PartUrls, PartUrlsRequest, Receipt, SignedReceipt,
+    UploadGrant, UploadGrantRequest, UploadState,
+};
+use futures::future::BoxFuture;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::secrets::Secret;
+
+/// Longest part of an unexpected response body kept in an error message.
+const MAX_BODY_IN_ERROR: usize = 300;
+
+/// Failure to obtain an access token.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no access token is available: {message}")]
+pub struct AccessTokenError {
+    pub message: String,
+    /// True when only a new sign-in can fix it (the refresh token was
+    /// rejected or is missing).
+    pub sign_in_required: bool,
+}
+
+/// A source of SMART access tokens for the grant API. The sign-in session
+/// implements it; it refreshes the token when it is about to expire.
+pub trait AccessTokenSource: Send + Sync {
+    fn access_token(&self) -> BoxFuture<'_, Result<Secret, AccessTokenError>>;
+}
+
+/// A fixed access token, for tests and for callers that manage tokens themselves.
+pub struct StaticAccessToken(pub Secret);
+
+impl AccessTokenSource for StaticAccessToken {
+    fn access_token(&self) -> BoxFuture<'_, Result<Secret, AccessTokenError>> {
+        let token = self.0.clone();
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+/// Failure of a grant API call. Each variant names the call (`stage`).
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{stage}: {source}")]
+    AccessToken {
+        stage: &'static str,
+        #[source]
+        source: AccessTokenError,
+    },
+    /// The gateway answered with the grant API's error body.
+    #[error("{stage}: the gateway returned {status} {code}: {}{}", .error.message, field_suffix(.error.field.as_deref()))]
+    Api {
+        stage: &'static str,
+        status: u16,
+        code: ErrorCodeName,
+        error: ApiError,
+        retry_after: Option<Duration>,
+    },
+    /// The gateway answered with a status and a body that is not the grant
+    /// API's error body, or a success body that does not parse.
+    #[error("{stage}: the gateway returned {status} with an unexpected body: {body}")]
+    UnexpectedResponse {
+        stage: &'static str,
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// No response: connection refused or reset, DNS, TLS, timeout.
+    #[error("{stage}: the request to the gateway failed: {source}")]
+    Transport {
+        stage: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+fn field_suffix(field: Option<&str>) -> String {
+    match field {
+        Some(field) => format!(" (field `{field}`)"),
+        None => String::new(),
+    }
+}
+
+/// The wire name of an [`ErrorCode`], for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCodeName(pub ErrorCode);
+
+impl fmt::Display for ErrorCodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = serde_json::to_value(self.0)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{:?}", self.0));
+        f.write_str(&name)
+    }
+}
+
+impl GrantError {
+    /// Returns the HTTP status of the gateway's response, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => Some(*status),
+            Self::AccessToken { .. } | Self::Transport { .. } => None,
+        }
+    }
+
+    /// Returns the grant API's error code, if the gateway sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { error, .. } => Some(error.error),
+            _ => None,
+        }
+    }
+
+    /// Returns true for failures that may pass when the same request is sent
+    /// again later: no response at all, 5xx and 429.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => {
+                *status >= 500 || *status == 429
+            }
+            Self::AccessToken { .. } => false,
+        }
+    }
+
+    /// Returns true when no response arrived because the connection failed,
+    /// which usually means the network is down.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(self, Self::Transport { source, .. } if source.is_connect() || source.is_timeout())
+    }
+
+    /// Returns the delay the gateway asked for with `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } | Self::UnexpectedResponse { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Client of one gateway's grant API.
+#[derive(Clone)]
+pub struct GrantClient {
+    base_url: Url,
+    http: reqwest::Client,
+    tokens: Arc<dyn AccessTokenSource>,
+}
+
+impl fmt::Debug for GrantClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantClient").field("base_url", &self.base_url.as_str()).finish()
+    }
+}
+
+impl GrantClient {
+    /// Creates a client for the grant API at `base_url` (the SMART
+    /// configuration's `ferry_grant_api`, for example
+    /// `http://127.0.0.1:7420/grant/v1`).
+    pub fn new(base_url: Url, http: reqwest::Client, tokens: Arc<dyn AccessTokenSource>) -> Self {
+        Self { base_url, http, tokens }
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// `POST /uploads`. Not idempotent: sending it twice creates two uploads,
+    /// and the one left unused expires at the gateway.
+    pub async fn create_upload(&self, request: &UploadGrantRequest) -> Result<UploadGrant, GrantError> {
+        let stage = "creating the upload grant";
+        let builder = self.http.post(self.url(&["uploads"])).json(request);
+        self.send_json(stage, builder).await
+    }
+
+    /// `POST /uploads/{upload_id}/part-urls` for at most
+    /// [`ferry_api::MAX_PART_URLS_PER_REQUEST`] parts.
+    pub async fn part_urls(&self, upload_id: &str, parts: &[PartChecksum]) -> Result<Vec<PartUrl>, GrantError> {
+        let stage = "requesting part URLs";
+        let body = PartUrlsRequest { parts: parts.to_vec() };
+        let builder = self.http.post(self.url(&["uploads", upload_id, "part-urls"])).json(&body);
+        let urls: PartUrls = self.send_json(stage, builder).await?;
+        Ok(urls.urls)
+    }
+
+    /// `GET /uploads/{upload_id}`: the parts the store holds and the
+    /// completion, once there is one.
+    pub async fn upload_state(&self, upload_id: &str) -> Result<UploadState, GrantError> {
+        let stage = "reading the upload's state";
+        let builder = self.http.get(self.url(&["uploads", upload_id]));
+        self.send_json(stage, builder).await
+    }
+
+    /// `POST /uploads/{upload_id}/complete`. Completing twice returns the same
+    /// receipt, so the call is safe to repeat.
+    pub async fn complete(
+        &self,
+        upload_id: &str,
+        request: &CompleteUploadRequest,
+    ) -> Result<CompletedUpload, GrantError> {
+        let stage = "completing the upload";
+        let builder = self.http.post(self.url(&["uploads", upload_id, "complete"])).json(request);
+        self.send_json(stage, builder).await
+    }
+
+    /// `DELETE /uploads/{upload_id}`. Aborting an aborted upload succeeds.
+    pub async fn abort(&self, upload_id: &str) -> Result<(), GrantError> {
+        let stage = "aborting the upload";
+        let builder = self.http.delete(self.url(&["uploads", upload_id]));
+        let response = self.send(stage, builder).await?;
+        let _ = response.bytes().await;
+        Ok(())
+    }
+
+    /// `POST /downloads`.
+    pub async fn download(&self, document_id: &str) -> Result<DownloadGrant, GrantError> {
+        let stage = "requesting the download grant";
+        let body = DownloadGrantRequest { document_id: document_id.to_owned() };
+        let builder = self.http.post(self.url(&["downloads"])).json(&body);
+        self.send_json(stage, builder).await
+    }
+
+    /// `GET /keys`: the JWKS whose keys sign receipts and checkpoints.
+    pub async fn keys(&self) -> Result<JwkSet, GrantError> {
+        let stage = "fetching the gateway's signing keys";
+        let builder = self.http.get(self.url(&["keys"]));
+        self.send_json(stage, builder).await
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        {
+            let mut path = url.path_segments_mut().expect("the grant API base URL is an http(s) URL");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        stage: &'static str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<T, GrantError> {
+        let response = self.send(stage, builder).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| GrantError::Transport { stage, source })?;
+        serde_json::from_slice(&body).map_err(|error| GrantError::UnexpectedResponse {
+            stage,
+            status,
+            body: format!("{error}; body: {}", truncate_body(&body)),
+            retry_after: None,
+        })
+    }
+
+    /// Sends the request with a fresh bearer token and maps error statuses
+    /// to [`GrantError`].
+    async fn send(
+        &self,
+        stage: &'static str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GrantError> {
+        let token = self
+            .tokens
+            .access_token()
+            .await
+            .map_err(|source| GrantError::AccessToken { stage, source })?;
+        let response = builder
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|source| GrantError::Transport { stage, source })?;
+
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| GrantError::Transport { stage, source })?;
+        Err(match serde_json::from_slice::<ApiError>(&body) {
+            Ok(error) => GrantError::Api {
+                stage,
+                status: status.as_u16(),
+                code: ErrorCodeName(error.error),
+                error,
+                retry_after,
+            },
+            Err(_) => GrantError::UnexpectedResponse {
+                stage,
+                status: status.as_u16(),
+                body: truncate_body(&body),
+                retry_after,
+            },
+        })
+    }
+}
+
+fn truncate_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(MAX_BODY_IN_ERROR);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < text.len() {
+        format!("{}…", &text[..end])
+    } else {
+        text.into_owned()
+    }
+}
+
+/// Parses a `Retry-After` value: delay seconds or an HTTP date (RFC 9110
+/// §10.2.3). A date in the past gives zero.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let wait = date.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Failure to verify a completion receipt.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("the receipt's {field} is {actual} but the client computed {expected}")]
+    Mismatch { field: &'static str, expected: String, actual: String },
+    #[error("the receipt's signature names key {kid:?}, which is not in the gateway's JWKS")]
+    UnknownKey { kid: Option<String> },
+    #[error("the receipt's signature is invalid: {0}")]
+    Signature(#[source] jsonwebtoken::errors::Error),
+    #[error("the signed payload differs from the receipt the gateway returned")]
+    PayloadDiffers,
+}
+
+/// What the client knows about an upload, to check a receipt against.
+#[derive(Debug, Clone)]
+pub struct ExpectedReceipt<'a> {
+    pub upload_id: &'a str,
+    pub size: u64,
+    pub sha256: &'a str,
+    /// Each part's SHA-256 (hex) in part-number order.
+    pub part_sha256: &'a [String],
+}
+
+/// Computes the S3 composite checksum: SHA-256 (hex) of the parts' binary
+/// SHA-256 digests concatenated in part-number order.
+pub fn parts_sha256(part_sha256: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for part in part_sha256 {
+        let digest = hex::decode(part).unwrap_or_default();
+        hasher.update(&digest);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Verifies a receipt: its fields match what the client computed, and its
+/// `jws` is an ES256 signature by a key of `keys` over the same receipt.
+pub fn verify_receipt(
+    signed: &SignedReceipt,
+    expected: &ExpectedReceipt<'_>,
+    keys: &JwkSet,
+) -> Result<(), ReceiptError> {
+    let receipt = &signed.receipt;
+    check_field("upload_id", expected.upload_id, &receipt.upload_id)?;
+    check_field("size", &expected.size.to_string(), &receipt.size.to_string())?;
+    check_field("sha256", expected.sha256, &receipt.sha256)?;
+    check_field(
+        "part_count",
+        &expected.part_sha256.len().to_string(),
+        &receipt.part_count.to_string(),
+    )?;
+    check_field("parts_sha256", &parts_sha256(expected.part_sha256), &receipt.parts_sha256)?;
+
+    let header = jsonwebtoken::decode_header(&signed.jws).map_err(ReceiptError::Signature)?;
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => keys.find(kid),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => None,
+    }
+    .ok_or_else(|| ReceiptError::UnknownKey { kid: header.kid.clone() })?;
+    let key = DecodingKey::from_jwk(jwk).map_err(ReceiptError::Signature)?;
+
+    // The receipt is not a JWT: no registered claims are required or checked.
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    let signed_receipt = jsonwebtoken::decode::<Receipt>(&signed.jws, &key, &validation)
+        .map_err(ReceiptError::Signature)?
+        .claims;
+    if &signed_receipt != receipt {
+        return Err(ReceiptError::PayloadDiffers);
+    }
+    Ok(())
+}
+
+fn check_field(field: &'static str, expected: &str, actual: &str) -> Result<(), ReceiptError> {
+    if expected.eq_ignore_ascii_case(actual) {
+        Ok(())
+    } else {
+        Err(ReceiptError::Mismatch { field, expected: expected.to_owned(), actual: actual.to_owned() })
+    }
+}
+
+/// Returns true when a store's 403 body says the presigned URL expired
+/// (S3 `AccessDenied` with "Request has expired", or an `ExpiredToken` code).
+pub fn is_expired_url_response(status: StatusCode, body: &str) -> bool {
+    status == StatusCode::FORBIDDEN
+        && (body.contains("Request has expired")
+            || body.contains("ExpiredToken")
+            || body.contains("expired"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_accepts_http_date_in_past() {
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_accepts_http_date_in_future() {
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120);
+        let value = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&later)
+            .unwrap();
+        let wait = parse_retry_after(&value).unwrap();
+        assert!(wait > Duration::from_secs(60), "{wait:?} from {value}");
+    }
+
+    #[test]
+    fn retry_after_rejects_garbage() {
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn urls_join_below_base_path() {
+        let client = GrantClient::new(
+            Url::parse("http://127.0.0.1:7420/grant/v1").unwrap(),
+            reqwest::Client::new(),
+            Arc::new(StaticAccessToken(Secret::new("t"))),
+        );
+        assert_eq!(
+            client.url(&["uploads", "upl_1", "part-urls"]).as_str(),
+            "http://127.0.0.1:7420/grant/v1/uploads/upl_1/part-urls"
+        );
+        let trailing = GrantClient::new(
+            Url::parse("http://127.0.0.1:7420/grant/v1/").unwrap(),
+            reqwest::Client::new(),
+            Arc::new(StaticAccessToken(Secret::new("t"))),
+        );
+        assert_eq!(trailing.url(&["keys"]).as_str(), "http://127.0.0.1:7420/grant/v1/keys");
+    }
+
+    #[test]
+    fn parts_sha256_hashes_binary_digests_in_order() {
+        let a = hex::encode(Sha256::digest(b"a"));
+        let b = hex::encode(Sha256::digest(b"b"));
+        let mut concatenated = Sha256::digest(b"a").to_vec();
+        concatenated.extend_from_slice(&Sha256::digest(b"b"));
+        assert_eq!(parts_sha256(&[a.clone(), b.clone()]), hex::encode(Sha256::digest(&concatenated)));
+        assert_ne!(parts_sha256(&[b, a]), hex::encode(Sha256::digest(&concatenated)));
+    }
+
+    #[test]
+    fn error_message_keeps_message_and_field() {
+        let error = GrantError::Api {
+            stage: "creating the upload grant",
+            status: 400,
+            code: ErrorCodeName(ErrorCode::InvalidRequest),
+            error: ApiError {
+                error: ErrorCode::InvalidRequest,
+                message: "size must be at most 5 TiB".into(),
+                field: Some("size".into()),
+                correlation_id: None,
+            },
+            retry_after: None,
+        };
+        assert_eq!(
+            error.to_string(),
+            "creating the upload grant: the gateway returned 400 invalid_request: \
+             size must be at most 5 TiB (field `size`)"
+        );
+        assert!(!error.is_retryable());
+    }
+}

@@ -1,1 +1,69 @@
 //! Ferry's reference gateway.
+//!
+//! The sandbox ([`start_sandbox`]) is a SMART App Launch 2 authorization
+//! server and a small FHIR R4 server with fixed sandbox users and patients,
+//! listening on loopback only and keeping its state in one data folder.
+//! [`router`] composes the HTTP API from one sub-router per module over a
+//! shared [`AppState`].
+
+pub mod db;
+pub mod directory;
+pub mod fhir;
+pub mod scopes;
+pub mod smart;
+pub mod tokens;
+pub mod web;
+
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+
+pub use sandbox::{
+    AutoLogin, SandboxConfig, SandboxHandle, SandboxUrls, StartError, start_sandbox,
+};
+pub use tokens::{AccessClaims, AuthError, Authenticated, TokenVerifier};
+
+/// State shared by every request handler.
+pub struct AppState {
+    pub db: db::Db,
+    pub signing_key: Arc<tokens::SigningKey>,
+    pub verifier: tokens::SharedVerifier,
+    pub urls: SandboxUrls,
+    /// Sign-in choice applied to every authorization request (sandbox only).
+    pub auto_login: Option<AutoLogin>,
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db)
+            .field("urls", &self.urls)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state handle that routers are built over.
+pub type SharedState = Arc<AppState>;
+
+impl FromRef<SharedState> for tokens::SharedVerifier {
+    fn from_ref(state: &SharedState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// Builds the gateway's HTTP API: SMART authorization server, FHIR server and
+/// health check, each with its own body limit, under one request-span layer.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .merge(smart::router())
+        .merge(fhir::router())
+        .merge(web::health_router())
+        .layer(web::trace_layer())
+        .with_state(state)
+}

@@ -3,4 +3,5 @@
 
 pub mod grant;
 pub mod journal;
+pub mod log;
 pub mod secrets;

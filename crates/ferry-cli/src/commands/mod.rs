@@ -1,13 +1,19 @@
 //! Dispatch of parsed commands to their implementations.
 
+mod account;
+
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, CliResult};
 use crate::output::Output;
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
-    let _ = output;
+    let profile = cli.profile.as_deref();
     match cli.command {
+        Command::Login(args) => account::login(profile, args, output).await,
+        Command::Logout => account::logout(profile, output).await,
+        Command::Whoami => account::whoami(profile, output),
+        Command::Profiles { action } => account::profiles(action, output),
         other => Err(CliError::failure(format!(
             "`{}` is not available in this build yet",
             command_name(&other)

@@ -5,3 +5,7 @@ pub mod grant;
 pub mod journal;
 pub mod log;
 pub mod secrets;
+pub mod credentials;
+pub mod http;
+pub mod login;
+pub mod profile;

@@ -1,0 +1,463 @@
+//! A signed-in session: the access token in memory, refresh under the
+//! profile lock, sign-out, and the stored facts of the sign-in.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use oauth2::basic::BasicErrorResponseType;
+use oauth2::{RefreshToken, RequestTokenError, StandardRevocableToken, TokenResponse};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::oauth::{OAuthHttp, SmartTokenResponse, smart_client};
+use super::{LoginError, ProfileContext, SignInKind, SmartConfiguration, discover};
+use crate::http::display_url;
+use crate::profile::{FerryDirs, ProfileLock};
+use crate::secrets::Secret;
+
+/// An access token is refreshed when it expires within this margin, so a
+/// request that starts now does not carry a token that expires on the way.
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// Lifetime assumed for an access token whose response has no `expires_in`
+/// (RFC 6749 §5.1 makes it optional). Short, so such a token is refreshed
+/// early rather than used after it expired.
+const ASSUMED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Non-secret facts of a sign-in, stored in
+/// `{data_dir}/profiles/{name}/session.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub profile: String,
+    pub fhir_base_url: Url,
+    pub kind: SignInKind,
+    /// `fhirUser` claim of the id_token, e.g. `Practitioner/dr-rivera`.
+    pub fhir_user: Option<String>,
+    /// Patient in context (clinician sign-in).
+    pub patient: Option<String>,
+    /// Scopes granted by the server.
+    pub scopes: Vec<String>,
+    /// Base URL of the gateway's grant API (`ferry_grant_api`).
+    pub grant_api: Option<Url>,
+    pub signed_in_at: jiff::Timestamp,
+    /// Whether a refresh token is kept in the credential store.
+    pub refresh_token_stored: bool,
+}
+
+struct AccessToken {
+    secret: Secret,
+    expires_at: Instant,
+    expires_at_utc: jiff::Timestamp,
+}
+
+struct Inner {
+    context: ProfileContext,
+    config: SmartConfiguration,
+    info: StdMutex<SessionInfo>,
+    /// Held across a refresh, so concurrent callers in this process wait for
+    /// one refresh instead of each starting their own.
+    token: tokio::sync::Mutex<AccessToken>,
+    refresh_margin: StdMutex<Duration>,
+}
+
+/// A signed-in session of one profile. Clones share the same tokens.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("profile", &self.inner.context.profile.name)
+            .field("access_token", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Session {
+    pub(super) fn new(
+        context: ProfileContext,
+        config: SmartConfiguration,
+        info: SessionInfo,
+        response: &SmartTokenResponse,
+    ) -> Session {
+        Session {
+            inner: Arc::new(Inner {
+                context,
+                config,
+                info: StdMutex::new(info),
+                token: tokio::sync::Mutex::new(access_token_of(response)),
+                refresh_margin: StdMutex::new(DEFAULT_REFRESH_MARGIN),
+            }),
+        }
+    }
+
+    /// Resumes the sign-in of a profile from its stored refresh token,
+    /// without a browser: used by every command after `ferry login`.
+    #[tracing::instrument(skip_all, fields(profile = %context.profile.name))]
+    pub async fn resume(context: &ProfileContext) -> Result<Session, LoginError> {
+        let not_signed_in = || LoginError::NotSignedIn {
+            profile: context.profile.name.to_string(),
+        };
+        let info = read_session_info(&context.dirs, context)?.ok_or_else(not_signed_in)?;
+        if !info.refresh_token_stored {
+            return Err(not_signed_in());
+        }
+        let config = discover(&context.http, &context.profile.fhir_base_url).await?;
+
+        let _lock = ProfileLock::acquire_async(&context.dirs, &context.profile.name).await?;
+        let response = refresh_with_stored_token(context, &config).await?;
+        let mut info = info;
+        update_info(&mut info, &response, &config);
+        write_session_info(&context.dirs, &info)?;
+
+        Ok(Session::new(context.clone(), config, info, &response))
+    }
+
+    /// Returns an access token valid for at least the refresh margin,
+    /// refreshing it first when needed. Call it right before each request,
+    /// including after long local work such as hashing a large file.
+    pub async fn access_token(&self) -> Result<Secret, LoginError> {
+        let mut token = self.inner.token.lock().await;
+        let margin = *self.inner.refresh_margin.lock().expect("margin lock");
+        if token.expires_at.saturating_duration_since(Instant::now()) > margin {
+            return Ok(token.secret.clone());
+        }
+        self.refresh_locked(&mut token).await?;
+        Ok(token.secret.clone())
+    }
+
+    /// Refreshes the access token now.
+    pub async fn refresh(&self) -> Result<(), LoginError> {
+        let mut token = self.inner.token.lock().await;
+        self.refresh_locked(&mut token).await
+    }
+
+    /// Changes the refresh margin of [`Session::access_token`] (default 60 s).
+    pub fn set_refresh_margin(&self, margin: Duration) {
+        *self.inner.refresh_margin.lock().expect("margin lock") = margin;
+    }
+
+    async fn refresh_locked(&self, token: &mut AccessToken) -> Result<(), LoginError> {
+        let context = &self.inner.context;
+        let _lock = ProfileLock::acquire_async(&context.dirs, &context.profile.name).await?;
+        let response = refresh_with_stored_token(context, &self.inner.config).await?;
+
+        *token = access_token_of(&response);
+        let mut info = self.inner.info.lock().expect("session info lock").clone();
+        update_info(&mut info, &response, &self.inner.config);
+        write_session_info(&context.dirs, &info)?;
+        *self.inner.info.lock().expect("session info lock") = info;
+        tracing::debug!(expires_at = %token.expires_at_utc, "access token refreshed");
+        Ok(())
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        self.inner.info.lock().expect("session info lock").clone()
+    }
+
+    /// Expiry time of the current access token.
+    pub async fn access_token_expires_at(&self) -> jiff::Timestamp {
+        self.inner.token.lock().await.expires_at_utc
+    }
+
+    /// Base URL of the grant API advertised by the server.
+    pub fn grant_api(&self) -> Result<Url, LoginError> {
+        self.inner
+            .config
+            .ferry_grant_api
+            .clone()
+            .ok_or_else(|| LoginError::NoGrantApi {
+                fhir_base_url: self.inner.context.profile.fhir_base_url.to_string(),
+            })
+    }
+
+    pub fn context(&self) -> &ProfileContext {
+        &self.inner.context
+    }
+
+    pub fn smart_configuration(&self) -> &SmartConfiguration {
+        &self.inner.config
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.context.http
+    }
+}
+
+fn access_token_of(response: &SmartTokenResponse) -> AccessToken {
+    let lifetime = response.expires_in().unwrap_or(ASSUMED_TOKEN_LIFETIME);
+    let expires_at_utc = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::ZERO))
+        .unwrap_or(jiff::Timestamp::MAX);
+    AccessToken {
+        secret: Secret::new(response.access_token().secret().clone()),
+        expires_at: Instant::now() + lifetime,
+        expires_at_utc,
+    }
+}
+
+fn update_info(info: &mut SessionInfo, response: &SmartTokenResponse, config: &SmartConfiguration) {
+    if let Some(patient) = &response.extra_fields().patient {
+        info.patient = Some(patient.clone());
+    }
+    if let Some(scopes) = response.scopes() {
+        info.scopes = scopes.iter().map(|scope| scope.to_string()).collect();
+    }
+    info.grant_api = config.ferry_grant_api.clone();
+}
+
+/// Exchanges the stored refresh token for new tokens. The caller holds the
+/// profile lock, and the token is read inside it because another process
+/// may have rotated it since this one last looked. A refresh token the
+/// server rejects with `invalid_grant` is deleted, and the user must sign in
+/// again; there is no retry.
+async fn refresh_with_stored_token(
+    context: &ProfileContext,
+    config: &SmartConfiguration,
+) -> Result<SmartTokenResponse, LoginError> {
+    let sign_in_again = || LoginError::SignInAgain {
+        profile: context.profile.name.to_string(),
+    };
+    let refresh_token = read_refresh_token(context).await?.ok_or_else(sign_in_again)?;
+
+    let client = smart_client(config, &context.profile.client_id, None);
+    let result = client
+        .exchange_refresh_token(&RefreshToken::new(refresh_token.expose().to_owned()))
+        .request_async(&OAuthHttp(&context.http))
+        .await;
+
+    let response = match result {
+        Ok(response) => response,
+        Err(RequestTokenError::ServerResponse(error)) if *error.error() == BasicErrorResponseType::InvalidGrant => {
+            tracing::warn!(profile = %context.profile.name, "refresh token rejected; deleting it");
+            delete_refresh_token(context).await?;
+            mark_signed_out(context)?;
+            return Err(sign_in_again());
+        }
+        Err(error) => return Err(token_error(config, "refresh token", error)),
+    };
+
+    // RFC 6749 §6: the server may issue a new refresh token, which replaces
+    // the old one; without one, the old one stays valid.
+    if let Some(rotated) = response.refresh_token() {
+        store_refresh_token(context, Secret::new(rotated.secret().clone())).await?;
+    }
+    Ok(response)
+}
+
+/// Formats a token endpoint failure: the server's `error` and
+/// `error_description`, or the transport error.
+pub(super) fn token_error<E: std::error::Error + 'static>(
+    config: &SmartConfiguration,
+    stage: &'static str,
+    error: RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> LoginError {
+    let detail = match &error {
+        RequestTokenError::ServerResponse(response) => match response.error_description() {
+            Some(description) => format!("{}: {description}", response.error()),
+            None => response.error().to_string(),
+        },
+        RequestTokenError::Parse(parse_error, _body) => format!("the response is not a valid token response: {parse_error}"),
+        other => error_chain(other),
+    };
+    LoginError::TokenRequest {
+        url: display_url(&config.token_endpoint),
+        stage,
+        detail,
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a server revoked the refresh token at sign-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutReport {
+    /// The refresh token was revoked at the server (RFC 7009).
+    pub revoked: bool,
+    /// Why revocation was skipped or failed; the local token is deleted
+    /// regardless.
+    pub revocation_problem: Option<String>,
+    /// A refresh token was stored before sign-out.
+    pub had_refresh_token: bool,
+}
+
+/// Signs out: revokes the stored refresh token at the server (RFC 7009)
+/// when it has a revocation endpoint, then deletes the token and the session
+/// file. A failed revocation is reported, not fatal, so sign-out works
+/// offline.
+#[tracing::instrument(skip_all, fields(profile = %context.profile.name))]
+pub async fn logout(context: &ProfileContext) -> Result<LogoutReport, LoginError> {
+    let _lock = ProfileLock::acquire_async(&context.dirs, &context.profile.name).await?;
+    let refresh_token = read_refresh_token(context).await?;
+
+    let mut report = LogoutReport {
+        revoked: false,
+        revocation_problem: None,
+        had_refresh_token: refresh_token.is_some(),
+    };
+    if let Some(refresh_token) = refresh_token {
+        match revoke(context, refresh_token).await {
+            Ok(()) => report.revoked = true,
+            Err(problem) => {
+                tracing::warn!(%problem, "refresh token not revoked at the server");
+                report.revocation_problem = Some(problem);
+            }
+        }
+    }
+
+    delete_refresh_token(context).await?;
+    let path = session_file(&context.dirs, context);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(LoginError::SessionFile {
+                action: "delete",
+                path,
+                source,
+            });
+        }
+    }
+    tracing::info!(revoked = report.revoked, "signed out");
+    Ok(report)
+}
+
+async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), String> {
+    let config = discover(&context.http, &context.profile.fhir_base_url)
+        .await
+        .map_err(|error| error.to_string())?;
+    if config.revocation_endpoint.is_none() {
+        return Err("the server has no revocation endpoint".to_owned());
+    }
+    let client = smart_client(&config, &context.profile.client_id, None);
+    let token = StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.expose().to_owned()));
+    client
+        .revoke_token(token)
+        .map_err(|error| error.to_string())?
+        .request_async(&OAuthHttp(&context.http))
+        .await
+        .map_err(|error| format!("the revocation endpoint failed: {}", error_chain(&error)))
+}
+
+/// Returns the stored facts of the profile's sign-in, or `None` when it is
+/// not signed in. It makes no network request.
+pub fn whoami(context: &ProfileContext) -> Result<Option<SessionInfo>, LoginError> {
+    let Some(info) = read_session_info(&context.dirs, context)? else {
+        return Ok(None);
+    };
+    if info.refresh_token_stored && context.store.get(&context.profile.refresh_token_entry())?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(info))
+}
+
+pub(super) async fn read_refresh_token(context: &ProfileContext) -> Result<Option<Secret>, LoginError> {
+    let store = context.store.clone();
+    let entry = context.profile.refresh_token_entry();
+    let result = tokio::task::spawn_blocking(move || store.get(&entry))
+        .await
+        .expect("the credential store task does not panic")?;
+    Ok(result)
+}
+
+pub(super) async fn store_refresh_token(context: &ProfileContext, token: Secret) -> Result<(), LoginError> {
+    let store = context.store.clone();
+    let entry = context.profile.refresh_token_entry();
+    tokio::task::spawn_blocking(move || store.set(&entry, &token))
+        .await
+        .expect("the credential store task does not panic")?;
+    Ok(())
+}
+
+pub(super) async fn delete_refresh_token(context: &ProfileContext) -> Result<(), LoginError> {
+    let store = context.store.clone();
+    let entry = context.profile.refresh_token_entry();
+    tokio::task::spawn_blocking(move || store.delete(&entry))
+        .await
+        .expect("the credential store task does not panic")?;
+    Ok(())
+}
+
+fn session_file(dirs: &FerryDirs, context: &ProfileContext) -> PathBuf {
+    dirs.profile_data_dir(&context.profile.name).join("session.json")
+}
+
+fn read_session_info(dirs: &FerryDirs, context: &ProfileContext) -> Result<Option<SessionInfo>, LoginError> {
+    let path = session_file(dirs, context);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LoginError::SessionFile {
+                action: "read",
+                path,
+                source,
+            });
+        }
+    };
+    match serde_json::from_str::<SessionInfo>(&text) {
+        // A session file of another server (the profile's URL changed since)
+        // does not count.
+        Ok(info) if info.fhir_base_url == context.profile.fhir_base_url => Ok(Some(info)),
+        Ok(_) => Ok(None),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "unreadable session file ignored");
+            Ok(None)
+        }
+    }
+}
+
+pub(super) fn write_session_info(dirs: &FerryDirs, info: &SessionInfo) -> Result<(), LoginError> {
+    let name = crate::profile::ProfileName::new(&info.profile)?;
+    let folder = dirs.profile_data_dir(&name);
+    let path = folder.join("session.json");
+    let write_error = |source| LoginError::SessionFile {
+        action: "write",
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&folder).map_err(write_error)?;
+    let temporary = folder.join("session.json.tmp");
+    let text = serde_json::to_string_pretty(info).expect("session info serialises");
+    std::fs::write(&temporary, text).map_err(write_error)?;
+    std::fs::rename(&temporary, &path).map_err(write_error)
+}
+
+/// Records that the profile has no usable refresh token any more.
+fn mark_signed_out(context: &ProfileContext) -> Result<(), LoginError> {
+    if let Some(mut info) = read_session_info(&context.dirs, context)? {
+        info.refresh_token_stored = false;
+        write_session_info(&context.dirs, &info)?;
+    }
+    Ok(())
+}
+
+impl crate::grant::AccessTokenSource for Session {
+    fn access_token(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Secret, crate::grant::AccessTokenError>> {
+        Box::pin(async move {
+            Session::access_token(self)
+                .await
+                .map_err(|error| crate::grant::AccessTokenError {
+                    sign_in_required: matches!(
+                        error,
+                        LoginError::SignInAgain { .. } | LoginError::NotSignedIn { .. }
+                    ),
+                    message: error.to_string(),
+                })
+        })
+    }
+}

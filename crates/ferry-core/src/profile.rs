@@ -1,0 +1,503 @@
+//! Server profiles, Ferry's folders, and the per-profile lock.
+//!
+//! A profile is a name and a FHIR base URL. Profiles live in
+//! `{config_dir}/profiles.toml`, which holds no secrets: refresh tokens go to
+//! the credential store (see `credentials`). Each profile has a data folder
+//! `{data_dir}/profiles/{name}/` for its journal, log and lock file.
+//!
+//! Folders come from the platform's conventions (`directories` crate) unless
+//! `FERRY_HOME` is set, in which case everything lives below it
+//! (`$FERRY_HOME/config`, `$FERRY_HOME/data`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::http::{HttpError, require_secure};
+
+/// Name of the built-in profile for the local sandbox gateway.
+pub const SANDBOX_PROFILE: &str = "sandbox";
+/// FHIR base URL of the sandbox gateway at its default address.
+pub const SANDBOX_FHIR_BASE_URL: &str = "http://127.0.0.1:7420/fhir";
+/// OAuth 2.0 client id that Ferry uses unless a profile names another one.
+pub const DEFAULT_CLIENT_ID: &str = "ferry";
+/// Environment variable that moves all of Ferry's folders below one root.
+pub const FERRY_HOME_ENV: &str = "FERRY_HOME";
+
+const MAX_PROFILE_NAME_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(
+        "profile name '{0}' is invalid: use 1 to 64 characters from a-z, 0-9, '-' and '_', \
+         starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("profile '{name}' has an invalid FHIR base URL: {source}")]
+    InvalidUrl {
+        name: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("profile '{0}' does not exist; add it with `ferry profile add {0} FHIR_BASE_URL`")]
+    NotFound(String),
+    #[error("profile '{0}' is built in and cannot be removed")]
+    BuiltIn(String),
+    #[error("no home folder found to place Ferry's configuration; set {FERRY_HOME_ENV}")]
+    NoHome,
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid profiles file: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to lock profile '{name}' with {path}: {source}")]
+    Lock {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Ferry's configuration and data folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FerryDirs {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl FerryDirs {
+    /// Returns the folders below `$FERRY_HOME` when it is set, otherwise the
+    /// platform's folders for the application `ferry`.
+    pub fn from_env() -> Result<FerryDirs, ProfileError> {
+        if let Some(home) = std::env::var_os(FERRY_HOME_ENV).filter(|value| !value.is_empty()) {
+            return Ok(FerryDirs::under(Path::new(&home)));
+        }
+        let project = directories::ProjectDirs::from("org", "Ferry", "ferry").ok_or(ProfileError::NoHome)?;
+        Ok(FerryDirs {
+            config_dir: project.config_dir().to_path_buf(),
+            data_dir: project.data_dir().to_path_buf(),
+        })
+    }
+
+    /// Returns the folders `{root}/config` and `{root}/data`.
+    pub fn under(root: &Path) -> FerryDirs {
+        FerryDirs {
+            config_dir: root.join("config"),
+            data_dir: root.join("data"),
+        }
+    }
+
+    pub fn profiles_file(&self) -> PathBuf {
+        self.config_dir.join("profiles.toml")
+    }
+
+    /// Returns `{data_dir}/profiles/{name}`; the name must be valid.
+    pub fn profile_data_dir(&self, name: &ProfileName) -> PathBuf {
+        self.data_dir.join("profiles").join(name.as_str())
+    }
+}
+
+/// A validated profile name, safe to use as a folder name and in credential
+/// store entries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProfileName(String);
+
+impl ProfileName {
+    pub fn new(name: &str) -> Result<ProfileName, ProfileError> {
+        let valid_length = !name.is_empty() && name.len() <= MAX_PROFILE_NAME_LEN;
+        let valid_chars = name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_');
+        let valid_start = name
+            .bytes()
+            .next()
+            .is_some_and(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
+        if valid_length && valid_chars && valid_start {
+            Ok(ProfileName(name.to_owned()))
+        } else {
+            Err(ProfileError::InvalidName(name.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProfileName {
+    type Error = ProfileError;
+
+    fn try_from(name: String) -> Result<ProfileName, ProfileError> {
+        ProfileName::new(&name)
+    }
+}
+
+impl From<ProfileName> for String {
+    fn from(name: ProfileName) -> String {
+        name.0
+    }
+}
+
+impl std::fmt::Display for ProfileName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A server that Ferry signs in to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: ProfileName,
+    /// FHIR base URL; also the `aud` of authorization requests.
+    pub fhir_base_url: Url,
+    /// OAuth 2.0 client id registered at the server for Ferry.
+    pub client_id: String,
+}
+
+impl Profile {
+    /// Builds a profile, checking the name and that the URL is `https://` or
+    /// loopback `http://`.
+    pub fn new(name: &str, fhir_base_url: &str, client_id: Option<&str>) -> Result<Profile, ProfileError> {
+        let name = ProfileName::new(name)?;
+        let url = parse_fhir_base_url(&name, fhir_base_url)?;
+        Ok(Profile {
+            name,
+            fhir_base_url: url,
+            client_id: client_id.unwrap_or(DEFAULT_CLIENT_ID).to_owned(),
+        })
+    }
+
+    /// The built-in profile for the sandbox gateway at its default address.
+    pub fn sandbox() -> Profile {
+        Profile::new(SANDBOX_PROFILE, SANDBOX_FHIR_BASE_URL, None).expect("the sandbox profile is valid")
+    }
+
+    /// Credential store entry of this profile's refresh token.
+    pub fn refresh_token_entry(&self) -> String {
+        format!("profile/{}/refresh-token", self.name)
+    }
+}
+
+fn parse_fhir_base_url(name: &ProfileName, text: &str) -> Result<Url, ProfileError> {
+    let invalid = |source| ProfileError::InvalidUrl {
+        name: name.to_string(),
+        source,
+    };
+    let mut url = Url::parse(text).map_err(|_| {
+        invalid(HttpError::UnsupportedScheme {
+            url: text.to_owned(),
+            scheme: "(not a URL)".to_owned(),
+        })
+    })?;
+    require_secure(&url).map_err(invalid)?;
+
+    // `aud` must match the server's FHIR base URL exactly, which is written
+    // without a trailing slash by SMART servers.
+    if url.path().len() > 1 && url.path().ends_with('/') {
+        let trimmed = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&trimmed);
+    }
+    Ok(url)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ProfilesFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    #[serde(default)]
+    profiles: BTreeMap<String, ProfileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProfileEntry {
+    fhir_base_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+}
+
+/// The saved profiles plus the built-in sandbox profile.
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    path: PathBuf,
+    default: Option<ProfileName>,
+    saved: BTreeMap<ProfileName, Profile>,
+}
+
+impl Profiles {
+    /// Reads `{config_dir}/profiles.toml`; a missing file means no saved
+    /// profiles.
+    pub fn load(dirs: &FerryDirs) -> Result<Profiles, ProfileError> {
+        let path = dirs.profiles_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ProfileError::Read { path, source }),
+        };
+        let file: ProfilesFile = toml::from_str(&text).map_err(|source| ProfileError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+
+        let mut saved = BTreeMap::new();
+        for (name, entry) in file.profiles {
+            let profile = Profile::new(&name, &entry.fhir_base_url, entry.client_id.as_deref())?;
+            saved.insert(profile.name.clone(), profile);
+        }
+        let default = file.default.as_deref().map(ProfileName::new).transpose()?;
+        Ok(Profiles { path, default, saved })
+    }
+
+    /// Writes the saved profiles, replacing the file atomically.
+    pub fn save(&self) -> Result<(), ProfileError> {
+        let file = ProfilesFile {
+            default: self.default.as_ref().map(|name| name.to_string()),
+            profiles: self
+                .saved
+                .values()
+                .map(|profile| {
+                    let client_id = (profile.client_id != DEFAULT_CLIENT_ID).then(|| profile.client_id.clone());
+                    let entry = ProfileEntry {
+                        fhir_base_url: profile.fhir_base_url.to_string(),
+                        client_id,
+                    };
+                    (profile.name.to_string(), entry)
+                })
+                .collect(),
+        };
+        let text = toml::to_string_pretty(&file).expect("profiles serialise to TOML");
+
+        let write_error = |source| ProfileError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let folder = self.path.parent().expect("the profiles file has a parent folder");
+        std::fs::create_dir_all(folder).map_err(write_error)?;
+        let temporary = self.path.with_extension("toml.tmp");
+        std::fs::write(&temporary, text).map_err(write_error)?;
+        std::fs::rename(&temporary, &self.path).map_err(write_error)
+    }
+
+    /// Returns the profile by name; `sandbox` exists unless a saved profile
+    /// of that name replaces it.
+    pub fn get(&self, name: &str) -> Result<Profile, ProfileError> {
+        let name = ProfileName::new(name)?;
+        if let Some(profile) = self.saved.get(&name) {
+            return Ok(profile.clone());
+        }
+        if name.as_str() == SANDBOX_PROFILE {
+            return Ok(Profile::sandbox());
+        }
+        Err(ProfileError::NotFound(name.to_string()))
+    }
+
+    /// Returns the profile named by `default` in the file, or `sandbox`.
+    pub fn default_profile(&self) -> Result<Profile, ProfileError> {
+        match &self.default {
+            Some(name) => self.get(name.as_str()),
+            None => Ok(Profile::sandbox()),
+        }
+    }
+
+    pub fn set_default(&mut self, name: &str) -> Result<(), ProfileError> {
+        let profile = self.get(name)?;
+        self.default = Some(profile.name);
+        Ok(())
+    }
+
+    /// Adds or replaces a saved profile (not yet written; call [`save`]).
+    ///
+    /// [`save`]: Profiles::save
+    pub fn insert(&mut self, profile: Profile) {
+        self.saved.insert(profile.name.clone(), profile);
+    }
+
+    /// Removes a saved profile (not yet written; call [`Profiles::save`]).
+    pub fn remove(&mut self, name: &str) -> Result<Profile, ProfileError> {
+        let name = ProfileName::new(name)?;
+        match self.saved.remove(&name) {
+            Some(profile) => {
+                if self.default.as_ref() == Some(&name) {
+                    self.default = None;
+                }
+                Ok(profile)
+            }
+            None if name.as_str() == SANDBOX_PROFILE => Err(ProfileError::BuiltIn(name.to_string())),
+            None => Err(ProfileError::NotFound(name.to_string())),
+        }
+    }
+
+    /// All profiles, the built-in sandbox first unless a saved one replaces it.
+    pub fn list(&self) -> Vec<Profile> {
+        let sandbox = ProfileName::new(SANDBOX_PROFILE).expect("valid name");
+        let mut profiles = Vec::new();
+        if !self.saved.contains_key(&sandbox) {
+            profiles.push(Profile::sandbox());
+        }
+        profiles.extend(self.saved.values().cloned());
+        profiles
+    }
+}
+
+/// An exclusive, cross-process lock on one profile, released on drop.
+///
+/// It serialises the refresh of tokens, the claiming of transfers and
+/// appends to the transfer log between Ferry processes (the desktop app and
+/// the CLI). It is an advisory lock on `{data_dir}/profiles/{name}/lock`
+/// taken with [`File::lock`] (`flock` on Unix, `LockFileEx` on Windows); two
+/// acquisitions in the same process also exclude each other because each
+/// opens the file anew.
+#[derive(Debug)]
+pub struct ProfileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl ProfileLock {
+    /// Waits until the lock is free and takes it. This blocks the thread; in
+    /// async code use [`ProfileLock::acquire_async`].
+    pub fn acquire(dirs: &FerryDirs, name: &ProfileName) -> Result<ProfileLock, ProfileError> {
+        let (file, path) = open_lock_file(dirs, name)?;
+        file.lock().map_err(|source| ProfileError::Lock {
+            name: name.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+        tracing::trace!(profile = %name, "profile lock acquired");
+        Ok(ProfileLock { _file: file, path })
+    }
+
+    /// Takes the lock if it is free, or returns `None` at once.
+    pub fn try_acquire(dirs: &FerryDirs, name: &ProfileName) -> Result<Option<ProfileLock>, ProfileError> {
+        let (file, path) = open_lock_file(dirs, name)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ProfileLock { _file: file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(ProfileError::Lock {
+                name: name.to_string(),
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Waits for the lock on a blocking thread, so the async runtime keeps
+    /// running meanwhile.
+    pub async fn acquire_async(dirs: &FerryDirs, name: &ProfileName) -> Result<ProfileLock, ProfileError> {
+        let dirs = dirs.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || ProfileLock::acquire(&dirs, &name))
+            .await
+            .expect("the profile lock task does not panic")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_lock_file(dirs: &FerryDirs, name: &ProfileName) -> Result<(File, PathBuf), ProfileError> {
+    let folder = dirs.profile_data_dir(name);
+    let path = folder.join("lock");
+    let lock_error = |source| ProfileError::Lock {
+        name: name.to_string(),
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&folder).map_err(lock_error)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    Ok((file, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_are_checked() {
+        for valid in ["sandbox", "st-mary_2", "0day"] {
+            assert!(ProfileName::new(valid).is_ok(), "{valid} was rejected");
+        }
+        for invalid in ["", "Upper", "../etc", "a/b", "-lead", "sp ace", &"x".repeat(65)] {
+            assert!(ProfileName::new(invalid).is_err(), "{invalid} was accepted");
+        }
+    }
+
+    #[test]
+    fn sandbox_profile_is_built_in() {
+        let root = tempfile::tempdir().unwrap();
+        let profiles = Profiles::load(&FerryDirs::under(root.path())).unwrap();
+        let sandbox = profiles.get("sandbox").unwrap();
+        assert_eq!(sandbox.fhir_base_url.as_str(), SANDBOX_FHIR_BASE_URL);
+        assert_eq!(sandbox.client_id, DEFAULT_CLIENT_ID);
+        assert_eq!(profiles.default_profile().unwrap(), sandbox);
+        assert!(matches!(profiles.get("other"), Err(ProfileError::NotFound(_))));
+    }
+
+    #[test]
+    fn profiles_round_trip_through_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(root.path());
+        let mut profiles = Profiles::load(&dirs).unwrap();
+        profiles.insert(Profile::new("st-mary", "https://fhir.st-mary.example/r4/", Some("ferry-st-mary")).unwrap());
+        profiles.set_default("st-mary").unwrap();
+        profiles.save().unwrap();
+
+        let loaded = Profiles::load(&dirs).unwrap();
+        let profile = loaded.get("st-mary").unwrap();
+        assert_eq!(profile.fhir_base_url.as_str(), "https://fhir.st-mary.example/r4");
+        assert_eq!(profile.client_id, "ferry-st-mary");
+        assert_eq!(loaded.default_profile().unwrap(), profile);
+        let names: Vec<String> = loaded.list().into_iter().map(|p| p.name.to_string()).collect();
+        assert_eq!(names, ["sandbox", "st-mary"]);
+    }
+
+    #[test]
+    fn remote_plain_http_profile_is_rejected() {
+        let error = Profile::new("remote", "http://fhir.example/r4", None).unwrap_err();
+        assert!(error.to_string().contains("http://fhir.example/r4"), "{error}");
+    }
+
+    #[test]
+    fn sandbox_profile_cannot_be_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut profiles = Profiles::load(&FerryDirs::under(root.path())).unwrap();
+        assert!(matches!(profiles.remove("sandbox"), Err(ProfileError::BuiltIn(_))));
+    }
+
+    #[test]
+    fn profile_lock_excludes_second_holder() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(root.path());
+        let name = ProfileName::new("sandbox").unwrap();
+
+        let first = ProfileLock::acquire(&dirs, &name).unwrap();
+        assert_eq!(first.path(), root.path().join("data/profiles/sandbox/lock"));
+        assert!(ProfileLock::try_acquire(&dirs, &name).unwrap().is_none());
+
+        drop(first);
+        assert!(ProfileLock::try_acquire(&dirs, &name).unwrap().is_some());
+    }
+}

@@ -9,3 +9,4 @@ pub mod credentials;
 pub mod http;
 pub mod login;
 pub mod profile;
+pub mod study;

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Write imaging test studies built from pydicom's bundled sample files.
+
+Usage: make-test-study.py OUT_DIR [--only NAME ...] [--ct-instances N] [--bench N]
+
+Each layout is a folder under OUT_DIR:
+  ct-study/        one patient, one CT study, three series, N instances (default 300)
+                   copied from CT_small.dcm with new UIDs and instance numbers
+  disc/            a small CT study written as a DICOM file-set with a DICOMDIR
+  mixed-patients/  a CT study of patient FERRY-0001 and an MR study of FERRY-0002
+  charsets/        non-ASCII patient and file names: ISO_IR 100, ISO_IR 192 and
+                   Japanese in ISO 2022 IR 87
+  invalid/         two valid instances beside a zero-byte file, a .dcm without
+                   preamble, a PDF, a text file, a private SOP class, an instance
+                   without Series Instance UID, and a duplicate SOP Instance UID
+  wrong-patient/   a CT study whose Patient ID is FERRY-9999
+  bench/           only with --bench N: N instances for the scan benchmark
+and OUT_DIR/patient.json is the FHIR R4 Patient the studies are checked against.
+"""
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+
+try:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+except ImportError:
+    sys.exit("pydicom is missing: install it with `pip install pydicom`")
+
+# A fixed prefix and seeds keep the generated UIDs the same on every run.
+UID_PREFIX = "1.2.826.0.1.3680043.10.1432."
+
+PATIENT = {"id": "FERRY-0001", "name": "Müller^Jürgen", "birth_date": "19700131", "sex": "M"}
+OTHER_PATIENT = {"id": "FERRY-0002", "name": "Schmidt^Anna", "birth_date": "19850612", "sex": "F"}
+
+FHIR_PATIENT = {
+    "resourceType": "Patient",
+    "id": "pat-001",
+    "identifier": [{"system": "urn:ferry:mrn", "value": "FERRY-0001"}],
+    "name": [{"family": "Müller", "given": ["Jürgen"]}],
+    "gender": "male",
+    "birthDate": "1970-01-31",
+}
+
+
+def uid(*parts):
+    return generate_uid(prefix=UID_PREFIX, entropy_srcs=[str(p) for p in parts])
+
+
+def template(name):
+    return pydicom.dcmread(get_testdata_file(name))
+
+
+def set_patient(ds, patient, charset="ISO_IR 192"):
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = patient["name"]
+    ds.PatientID = patient["id"]
+    ds.PatientBirthDate = patient["birth_date"]
+    ds.PatientSex = patient["sex"]
+
+
+def make_instance(base, patient, study_key, series_number, instance_number, modality,
+                  series_description, study_description="CT chest", charset="ISO_IR 192"):
+    """Return a copy of `base` re-identified as one instance of a study."""
+    ds = copy.deepcopy(base)
+    set_patient(ds, patient, charset)
+    ds.StudyInstanceUID = uid("study", study_key)
+    ds.SeriesInstanceUID = uid("series", study_key, series_number)
+    ds.SOPInstanceUID = uid("instance", study_key, series_number, instance_number)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyDate = "20240315"
+    ds.StudyDescription = study_description
+    ds.AccessionNumber = "ACC-" + str(study_key)[:12]
+    ds.Modality = modality
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description
+    ds.InstanceNumber = instance_number
+    return ds
+
+
+def write(ds, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def make_ct_study(out, count, patient=PATIENT, study_key="ct", folder="ct-study"):
+    base = template("CT_small.dcm")
+    series = [(1, "Topogram"), (2, "Chest 5mm"), (3, "Chest 1mm")]
+    for n in range(count):
+        series_number, description = series[n % len(series)]
+        ds = make_instance(base, patient, study_key, series_number, n + 1, "CT", description)
+        write(ds, os.path.join(out, folder, f"series{series_number}", f"IM{n + 1:05d}.dcm"))
+
+
+def make_disc(out):
+    from pydicom.fileset import FileSet
+
+    base = template("CT_small.dcm")
+    staging = os.path.join(out, ".disc-staging")
+    fs = FileSet()
+    for n in range(6):
+        ds = make_instance(base, PATIENT, "disc", 1 + n % 2, n + 1, "CT", "Disc series")
+        path = os.path.join(staging, f"{n}.dcm")
+        write(ds, path)
+        fs.add(path)
+    fs.write(os.path.join(out, "disc"))
+    shutil.rmtree(staging)
+
+
+def make_mixed(out):
+    make_ct_study(out, 12, PATIENT, "mixed-ct", "mixed-patients/ct")
+    base = template("MR_small.dcm")
+    for n in range(8):
+        ds = make_instance(base, OTHER_PATIENT, "mixed-mr", 1, n + 1, "MR", "T1 axial",
+                           study_description="MR head")
+        write(ds, os.path.join(out, "mixed-patients", "mr", f"MR{n + 1:03d}.dcm"))
+
+
+def make_charsets(out):
+    base = template("CT_small.dcm")
+    cases = [
+        ("ISO_IR 100", {"id": "CS-100", "name": "Müller^Jürgen", "birth_date": "19700131", "sex": "M"},
+         "latin1/Müller_Jürgen.dcm"),
+        ("ISO_IR 192", {"id": "CS-192", "name": "Øster^Zoë", "birth_date": "19900101", "sex": "F"},
+         "utf8/Øster-Zoë.dcm"),
+        (["", "ISO 2022 IR 87"], {"id": "CS-87", "name": "Yamada^Tarou=山田^太郎=やまだ^たろう",
+                                  "birth_date": "19600505", "sex": "M"},
+         "日本語/山田太郎.dcm"),
+    ]
+    for index, (charset, patient, path) in enumerate(cases):
+        ds = make_instance(base, patient, f"charset-{index}", 1, 1, "CT", "Charset")
+        ds.SpecificCharacterSet = charset
+        write(ds, os.path.join(out, "charsets", path))
+
+
+def make_invalid(out):
+    folder = os.path.join(out, "invalid")
+    base = template("CT_small.dcm")
+    for n in range(2):
+        ds = make_instance(base, PATIENT, "invalid", 1, n + 1, "CT", "Valid")
+        write(ds, os.path.join(folder, f"valid{n + 1}.dcm"))
+
+    # The same SOP Instance UID as valid1.dcm, under another name.
+    shutil.copyfile(os.path.join(folder, "valid1.dcm"), os.path.join(folder, "copy-of-valid1.dcm"))
+
+    open(os.path.join(folder, "empty.dcm"), "wb").close()
+
+    # A Part 10 file with its 128-byte preamble and DICM prefix cut off.
+    with open(os.path.join(folder, "valid2.dcm"), "rb") as source:
+        raw = source.read()[132:]
+    with open(os.path.join(folder, "no-preamble.dcm"), "wb") as target:
+        target.write(raw)
+
+    with open(os.path.join(folder, "report.pdf"), "wb") as pdf:
+        pdf.write(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")
+
+    with open(os.path.join(folder, "notes.txt"), "w", encoding="utf-8") as notes:
+        notes.write("Scanned at the front desk.\n")
+
+    ds = make_instance(base, PATIENT, "invalid", 2, 1, "CT", "Private")
+    ds.SOPClassUID = "1.3.12.2.1107.5.9.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    write(ds, os.path.join(folder, "private-class.dcm"))
+
+    ds = make_instance(base, PATIENT, "invalid", 3, 1, "CT", "No series")
+    del ds.SeriesInstanceUID
+    write(ds, os.path.join(folder, "no-series-uid.dcm"))
+
+
+def make_wrong_patient(out):
+    wrong = dict(PATIENT, id="FERRY-9999")
+    make_ct_study(out, 9, wrong, "wrong", "wrong-patient")
+
+
+def make_bench(out, count):
+    base = template("CT_small.dcm")
+    for n in range(count):
+        series_number = 1 + n // 500
+        ds = make_instance(base, PATIENT, "bench", series_number, n + 1, "CT", f"Bench {series_number}")
+        write(ds, os.path.join(out, "bench", f"series{series_number:03d}", f"IM{n + 1:06d}.dcm"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir")
+    parser.add_argument("--only", action="append", default=[],
+                        help="layout to write (repeatable); default: all except bench")
+    parser.add_argument("--ct-instances", type=int, default=300, help="instances in ct-study")
+    parser.add_argument("--bench", type=int, default=0, help="instances in bench/ (0: none)")
+    args = parser.parse_args()
+
+    layouts = {
+        "ct-study": lambda out: make_ct_study(out, args.ct_instances),
+        "disc": make_disc,
+        "mixed-patients": make_mixed,
+        "charsets": make_charsets,
+        "invalid": make_invalid,
+        "wrong-patient": make_wrong_patient,
+    }
+    unknown = [name for name in args.only if name not in layouts]
+    if unknown:
+        parser.error(f"unknown layout {unknown[0]}; choose from {', '.join(layouts)}")
+    chosen = args.only or ([] if args.bench else list(layouts))
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    for name in chosen:
+        layouts[name](args.out_dir)
+    if args.bench:
+        make_bench(args.out_dir, args.bench)
+    with open(os.path.join(args.out_dir, "patient.json"), "w", encoding="utf-8") as f:
+        json.dump(FHIR_PATIENT, f, ensure_ascii=False, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ use axum::Router;
 use axum::extract::FromRef;
 
 pub use sandbox::{
-    AutoLogin, SandboxConfig, SandboxHandle, SandboxUrls, StartError, start_sandbox,
+    AutoLogin, DEFAULT_LISTEN, SandboxConfig, SandboxHandle, SandboxUrls, StartError, start_sandbox,
 };
 pub use tokens::{AccessClaims, AuthError, Authenticated, TokenVerifier};
 

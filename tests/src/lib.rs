@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: paths to the workspace and its
 //! built binaries, and processes started for one test.
 
+pub mod cli;
+
 use std::path::PathBuf;
 
 /// Returns the workspace root (the folder holding the top-level `Cargo.toml`).

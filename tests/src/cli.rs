@@ -1,0 +1,127 @@
+//! Running the built `ferry` and `ferry-gateway` binaries from tests.
+//!
+//! The binaries are taken from the cargo target folder that holds the test
+//! executable (`$CARGO_TARGET_DIR/debug`), so `cargo build --workspace --bins`
+//! (which scripts/test runs) must come first.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Returns the folder of the built binaries: the parent of the test
+/// executable's `deps` folder.
+pub fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let deps = exe.parent().expect("the test executable is in a folder");
+    let dir = if deps.file_name().is_some_and(|name| name == "deps") {
+        deps.parent().expect("deps has a parent")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// Returns the path of a built binary, failing the test with the build
+/// command when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = binary_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing; run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A `ferry` command whose folders are below `home` (`FERRY_HOME`), with
+/// no browser and logs at the default level.
+pub fn ferry(home: &Path) -> Command {
+    let mut command = Command::new(binary("ferry"));
+    command
+        .env("FERRY_HOME", home)
+        .env_remove("FERRY_PROFILE")
+        .env_remove("RUST_LOG")
+        .env("BROWSER", "false")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a command to completion and returns its output.
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("the command starts")
+}
+
+/// Exit code, stdout and stderr of a finished command, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A sandbox gateway started for one test, stopped when dropped.
+pub struct Sandbox {
+    child: Child,
+    /// FHIR base URL printed by the gateway.
+    pub fhir_url: String,
+}
+
+impl Sandbox {
+    /// Starts `ferry-gateway sandbox` on an ephemeral loopback port with its
+    /// data in `data_dir`, signing every authorization request in as
+    /// `auto_login` (`USER` or `USER:PATIENT`).
+    pub fn start(data_dir: &Path, auto_login: &str) -> Sandbox {
+        let mut child = Command::new(binary("ferry-gateway"))
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--auto-login", auto_login])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ferry-gateway starts");
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = fhir_url_in_line(&line) {
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let fhir_url = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the sandbox gateway prints its FHIR URL within 60 s");
+        Sandbox { child, fhir_url }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds an `http://…/fhir` URL in a line of the gateway's output.
+fn fhir_url_in_line(line: &str) -> Option<String> {
+    line.split(|c: char| c.is_whitespace() || c == '"')
+        .map(|word| word.trim_end_matches([',', '.', ';', '/']))
+        .find(|word| word.starts_with("http://") && word.ends_with("/fhir"))
+        .map(str::to_owned)
+}
+
+/// Returns the lowercase hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).expect("the file opens");
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).expect("the file reads");
+    hex::encode(hasher.finalize())
+}

@@ -1,0 +1,202 @@
+//! Download grants, signing keys, checkpoints and the audit query.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use ferry_api::{Checkpoint, CheckpointRequest, DownloadGrant, DownloadGrantRequest, UploadStatus};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::input::{check_fhir_id, check_sha256, check_text, parse_json};
+use super::{GrantError, GrantState, new_correlation_id, timestamp_after};
+use crate::audit::{AuditAction, AuditLog, Step};
+use crate::policy::Action;
+use crate::repository::RepositoryError;
+use crate::tokens::Authenticated;
+
+/// Query parameter that carries a download grant's correlation id in its
+/// presigned URL. It is signed with the URL, so the embedded store can
+/// attribute the object access it audits to the grant.
+pub const CORRELATION_QUERY: &str = "x-ferry-correlation-id";
+
+/// `POST /downloads`.
+pub async fn create(
+    State(state): State<GrantState>,
+    Authenticated(claims): Authenticated,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DownloadGrant>, GrantError> {
+    let request: DownloadGrantRequest = parse_json(body)?;
+    check_fhir_id("document_id", &request.document_id)?;
+    let service = &state.service;
+    let correlation_id = new_correlation_id();
+
+    let not_found = || {
+        GrantError::not_found(format!(
+            "no document '{}' is visible to this token",
+            request.document_id
+        ))
+        .with_correlation(&correlation_id)
+    };
+    let upload = match service.repository.upload_by_document(&request.document_id)? {
+        Some(upload) if upload.status == UploadStatus::Completed => upload,
+        _ => return Err(not_found()),
+    };
+    let Some(completion) = &upload.completion else {
+        return Err(not_found());
+    };
+
+    let decision = service.authorize(
+        &claims,
+        Step::AuthorizeDownload,
+        Action::Download,
+        &upload.patient,
+        Some(&upload.object_key),
+        &correlation_id,
+    )?;
+    if !decision.is_allowed() {
+        return Err(GrantError::denied(&decision).with_correlation(&correlation_id));
+    }
+
+    let now = Timestamp::now();
+    let lifetime = service.policy.lifetimes().download_url;
+    let url = service.store.presign(
+        "GET",
+        &upload.object_key,
+        &[(CORRELATION_QUERY, &correlation_id)],
+        &BTreeMap::new(),
+        lifetime,
+        now,
+    );
+    let expires_at = timestamp_after(now, lifetime);
+
+    let mut record = service.record_for(&claims, Step::DownloadUrl, AuditAction::Read, &correlation_id);
+    record.patient = Some(upload.patient.clone());
+    record.object = Some(upload.object_key.clone());
+    record.references = vec![format!("DocumentReference/{}", completion.document_id)];
+    record.detail = Some(format!("presigned GET URL valid until {expires_at}"));
+    service.audit.record(&record)?;
+    tracing::info!(document_id = %completion.document_id, correlation_id, "download granted");
+
+    Ok(Json(DownloadGrant {
+        document_id: completion.document_id.clone(),
+        url,
+        expires_at,
+        size: upload.size,
+        sha256: completion.receipt.receipt.sha256.clone(),
+        file_name: upload.file_name.clone(),
+        media_type: upload.media_type.clone(),
+        patient: upload.patient.clone(),
+        correlation_id,
+    }))
+}
+
+/// `GET /keys`: the JWKS of the key that signs receipts and checkpoints.
+pub async fn keys(State(state): State<GrantState>) -> Json<Value> {
+    Json(state.service.signing_key.jwks())
+}
+
+/// `POST /checkpoints`.
+pub async fn create_checkpoint(
+    State(state): State<GrantState>,
+    Authenticated(claims): Authenticated,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Checkpoint>, GrantError> {
+    let request: CheckpointRequest = parse_json(body)?;
+    check_device_id(&request.device_id)?;
+    check_sha256("head_sha256", &request.head_sha256)?;
+    check_text("epoch_public_key", &request.epoch_public_key, 256)?;
+    let service = &state.service;
+
+    let jws = service.signing_key.sign(&request).expose().to_owned();
+    let checkpoint = Checkpoint {
+        checkpoint: request,
+        subject: claims.subject.clone(),
+        recorded_at: Timestamp::now(),
+        jws,
+    };
+    let stored = match service.repository.insert_checkpoint(&checkpoint) {
+        Ok(stored) => stored,
+        Err(error @ RepositoryError::CheckpointConflict { .. }) => {
+            return Err(GrantError::conflict(error.to_string()).with_field("seq"));
+        }
+        Err(error) => return Err(error.into()),
+    };
+
+    let correlation_id = format!("checkpoint:{}", stored.checkpoint.device_id);
+    let mut record = service.record_for(&claims, Step::Checkpoint, AuditAction::Create, &correlation_id);
+    record.detail = Some(format!(
+        "countersigned checkpoint seq {} of device {}",
+        stored.checkpoint.seq, stored.checkpoint.device_id
+    ));
+    service.audit.record(&record)?;
+    Ok(Json(stored))
+}
+
+fn check_device_id(device_id: &str) -> Result<(), GrantError> {
+    let valid = !device_id.is_empty()
+        && device_id.len() <= 128
+        && device_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(GrantError::invalid(
+            "device_id",
+            "device_id must be 1 to 128 letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    device_id: String,
+}
+
+/// `GET /checkpoints?device_id=…`: the caller's checkpoints of one device.
+pub async fn list_checkpoints(
+    State(state): State<GrantState>,
+    Authenticated(claims): Authenticated,
+    query: Result<Query<CheckpointQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Checkpoint>>, GrantError> {
+    let Query(query) = query.map_err(|rejection| GrantError::invalid("device_id", rejection.body_text()))?;
+    check_device_id(&query.device_id)?;
+    let checkpoints = state
+        .service
+        .repository
+        .checkpoints(&query.device_id, &claims.subject)?;
+    Ok(Json(checkpoints))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    correlation_id: String,
+}
+
+/// `GET /audit?correlation_id=…`: a Bundle of the events of one correlation
+/// id. A caller sees the events only of transfers in which it acted.
+pub async fn audit(
+    State(state): State<GrantState>,
+    Authenticated(claims): Authenticated,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, GrantError> {
+    let Query(query) = query.map_err(|rejection| GrantError::invalid("correlation_id", rejection.body_text()))?;
+    check_text("correlation_id", &query.correlation_id, 256)?;
+
+    let events = state.service.audit.events_for(&query.correlation_id)?;
+    let caller_acted = events.iter().any(|event| {
+        event["agent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|agent| agent["who"]["identifier"]["value"] == claims.subject.as_str())
+    });
+    let events = if caller_acted { events } else { Vec::new() };
+    Ok(Json(AuditLog::bundle(events)))
+}

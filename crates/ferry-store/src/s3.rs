@@ -431,17 +431,9 @@ impl S3 for S3Store {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        if let Some(algorithm) = &input.checksum_algorithm
-            && algorithm.as_str() != ChecksumAlgorithm::SHA256
-        {
-            return Err(S3Error::with_message(
-                S3ErrorCode::NotImplemented,
-                format!(
-                    "checksum algorithm {} is not supported for multipart uploads; use SHA256",
-                    algorithm.as_str()
-                ),
-            ));
-        }
+        // Every part's SHA-256 is computed whatever algorithm the client names, so the
+        // composite SHA-256 is always available. Part checksums of the named algorithm
+        // are verified on upload; completion does not combine them.
         let metadata = to_btree(input.metadata);
         let upload_id = run(self.store.create_multipart_upload(
             &input.bucket,

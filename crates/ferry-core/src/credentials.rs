@@ -129,10 +129,21 @@ impl KeyringStore {
 
     fn failure(&self, entry: &str, error: keyring_core::Error) -> SecretStoreError {
         match error {
-            keyring_core::Error::NoStorageAccess(cause) => SecretStoreError::Unavailable(format!(
-                "the credential store refused access to entry {entry} ({cause}); \
-                 unlock it (for the Secret Service: unlock the default collection) and try again"
-            )),
+            keyring_core::Error::NoStorageAccess(cause) => {
+                let advice = match self.backend {
+                    KeyringBackend::SecretService => "unlock the Secret Service's default collection and try again",
+                    // Seen in containers whose inherited session keyring
+                    // belongs to another user.
+                    KeyringBackend::Keyutils => {
+                        "the process may lack a session keyring of its own; start one, for example \
+                         `keyctl session - ferry login`"
+                    }
+                    KeyringBackend::Native => "unlock the system's credential store and try again",
+                };
+                SecretStoreError::Unavailable(format!(
+                    "the credential store refused access to entry {entry} ({cause}); {advice}"
+                ))
+            }
             other => SecretStoreError::Failed {
                 entry: entry.to_owned(),
                 message: other.to_string(),

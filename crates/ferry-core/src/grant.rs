@@ -19,7 +19,6 @@ use ferry_api::{
 use futures::future::BoxFuture;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -431,15 +430,6 @@ fn check_field(field: &'static str, expected: &str, actual: &str) -> Result<(), 
     } else {
         Err(ReceiptError::Mismatch { field, expected: expected.to_owned(), actual: actual.to_owned() })
     }
-}
-
-/// Returns true when a store's 403 body says the presigned URL expired
-/// (S3 `AccessDenied` with "Request has expired", or an `ExpiredToken` code).
-pub fn is_expired_url_response(status: StatusCode, body: &str) -> bool {
-    status == StatusCode::FORBIDDEN
-        && (body.contains("Request has expired")
-            || body.contains("ExpiredToken")
-            || body.contains("expired"))
 }
 
 #[cfg(test)]

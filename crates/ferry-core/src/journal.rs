@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     source_mtime_ns INTEGER,
     patient TEXT,
     media_type TEXT,
+    upload_request TEXT,
     destination_dir TEXT,
     destination_path TEXT,
     temp_path TEXT,
@@ -203,6 +204,8 @@ pub struct TransferRecord {
     pub source_mtime_ns: Option<i64>,
     pub patient: Option<String>,
     pub media_type: Option<String>,
+    /// JSON of the upload grant request, sent when the upload is created.
+    pub upload_request: Option<String>,
     pub destination_dir: Option<PathBuf>,
     pub destination_path: Option<PathBuf>,
     pub temp_path: Option<PathBuf>,
@@ -240,6 +243,7 @@ impl TransferRecord {
             source_mtime_ns: None,
             patient: None,
             media_type: None,
+            upload_request: None,
             destination_dir: None,
             destination_path: None,
             temp_path: None,
@@ -396,7 +400,7 @@ impl Journal {
                     destination_path = ?10, temp_path = ?11, existing_file = ?12, upload_id = ?13,
                     document_id = ?14, part_size = ?15, part_count = ?16, sha256 = ?17,
                     object_etag = ?18, correlation_id = ?19, receipt = ?20, error = ?21,
-                    updated_at = ?22
+                    upload_request = ?23, updated_at = ?22
                  WHERE id = ?1",
                 params![
                     record.id,
@@ -421,6 +425,7 @@ impl Journal {
                     record.receipt,
                     record.error,
                     now(),
+                    record.upload_request,
                 ],
             )
             .map_err(|error| self.error(error))?;
@@ -669,6 +674,7 @@ fn read_transfer(row: &Row<'_>) -> rusqlite::Result<Result<TransferRecord, Journ
         source_mtime_ns: row.get("source_mtime_ns")?,
         patient: row.get("patient")?,
         media_type: row.get("media_type")?,
+        upload_request: row.get("upload_request")?,
         destination_dir: path("destination_dir")?,
         destination_path: path("destination_path")?,
         temp_path: path("temp_path")?,

@@ -5,6 +5,7 @@ pub mod grant;
 pub mod journal;
 pub mod log;
 pub mod secrets;
+pub mod transfer;
 pub mod credentials;
 pub mod http;
 pub mod login;

@@ -1,0 +1,552 @@
+//! Download of one document: ranged `GET`s in flight into a temporary file
+//! beside the destination, then verification and an atomic rename.
+//!
+//! Each range is written with a positional write and flushed before the
+//! journal marks it confirmed, so a resumed download fetches only the ranges
+//! not confirmed. Requests after the first carry `If-Range` with the
+//! object's ETag, so bytes of two versions of an object are never mixed.
+//! The bearer token never reaches the store: store requests use a client
+//! without an `Authorization` header.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use ferry_api::DownloadGrant;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::names::{numbered_name, safe_file_name, temp_path_for};
+use super::retry::{Activity, with_idle_timeout};
+use super::{ExistingFile, TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
+use crate::grant::parse_retry_after;
+use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
+
+/// Read buffer of the verification pass.
+const VERIFY_BUFFER: usize = 1024 * 1024;
+/// Numbered names tried before a download fails with the destination taken.
+const MAX_NUMBERED_NAMES: u32 = 9_999;
+/// Renewals of the download grant before the download fails.
+const MAX_URL_RENEWALS: u32 = 50;
+
+fn io_error(stage: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TransferError {
+    let path = path.to_owned();
+    move |source| TransferError::Io { stage, path, source }
+}
+
+pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome, TransferError> {
+    let mut record = context.journal.get(&context.id)?;
+    let document_id = record.document_id.clone().ok_or_else(|| TransferError::IncompleteRecord {
+        id: context.id.clone(),
+        detail: "a download without a document id".to_owned(),
+    })?;
+    context.set_state(TransferState::Running)?;
+
+    let grant = context.gateway(|| context.grants.download(&document_id)).await?;
+    let unchanged = record.size == Some(grant.size) && record.sha256.as_deref() == Some(grant.sha256.as_str());
+    if !unchanged {
+        if let Some(temp) = &record.temp_path {
+            let _ = std::fs::remove_file(temp);
+        }
+        plan(&context, &mut record, &grant)?;
+    }
+    let size = grant.size;
+    let temp = record.temp_path.clone().unwrap_or_default();
+    context.bytes_total.store(size, Ordering::Relaxed);
+
+    let existed = temp.exists();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&temp)
+        .map_err(io_error("creating the temporary file", &temp))?;
+    if !existed {
+        context.journal.reset_parts(&context.id)?;
+    }
+    file.set_len(size).map_err(io_error("sizing the temporary file", &temp))?;
+    let file = Arc::new(file);
+
+    let ranges: Vec<PartRecord> = context
+        .journal
+        .parts(&context.id)?
+        .into_iter()
+        .filter(|range| {
+            if range.state == PartState::Confirmed {
+                context.add_bytes(range.size);
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    fetch_ranges(&context, &record, grant, file.clone(), ranges).await?;
+
+    context.set_state(TransferState::Verifying)?;
+    verify(&context, &record, &temp).await?;
+    file.sync_all().map_err(io_error("flushing the temporary file", &temp))?;
+    drop(file);
+
+    let destination = record.destination_path.clone().unwrap_or_default();
+    let policy = ExistingFile::parse(record.existing_file.as_deref());
+    let placed = place(&temp, &destination, policy)?;
+    record = context.journal.get(&context.id)?;
+    record.destination_path = Some(placed.clone());
+    record.state = TransferState::Completed;
+    record.error = None;
+    context.journal.update(&record)?;
+    context.set_state(TransferState::Completed)?;
+    tracing::info!(transfer = %context.id, %document_id, path = %placed.display(), "download completed and verified");
+    Ok(TransferOutcome::Downloaded { path: placed, size, sha256: record.sha256.unwrap_or_default() })
+}
+
+/// Chooses the destination and the temporary file, and records the ranges.
+fn plan(context: &TransferContext, record: &mut TransferRecord, grant: &DownloadGrant) -> Result<(), TransferError> {
+    let directory = record.destination_dir.clone().unwrap_or_default();
+    let name = safe_file_name(&grant.file_name);
+    let policy = ExistingFile::parse(record.existing_file.as_deref());
+    let destination = choose_destination(&directory, &name, policy)?;
+    let temp = temp_path_for(&destination);
+
+    let range_size = context.options.range_size.max(1);
+    let ranges: Vec<PartRecord> = (0..grant.size.div_ceil(range_size))
+        .map(|index| {
+            let offset = index * range_size;
+            PartRecord {
+                part_number: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                offset,
+                size: range_size.min(grant.size - offset),
+                sha256: None,
+                state: PartState::Pending,
+                etag: None,
+            }
+        })
+        .collect();
+    context.journal.set_parts(&context.id, &ranges)?;
+
+    record.file_name = destination.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or(name);
+    record.size = Some(grant.size);
+    record.sha256 = Some(grant.sha256.clone());
+    record.media_type = Some(grant.media_type.clone());
+    record.patient = Some(grant.patient.clone());
+    record.correlation_id = Some(grant.correlation_id.clone());
+    record.destination_path = Some(destination);
+    record.temp_path = Some(temp);
+    record.object_etag = None;
+    record.part_size = Some(range_size);
+    record.part_count = Some(ranges.len() as u32);
+    context.journal.update(record)?;
+    Ok(())
+}
+
+/// Returns the path a download saves to: `directory/name`, or a numbered
+/// variant of it when that exists and `policy` is [`ExistingFile::Rename`].
+fn choose_destination(directory: &Path, name: &str, policy: ExistingFile) -> Result<PathBuf, TransferError> {
+    let destination = directory.join(name);
+    if !destination.exists() || policy == ExistingFile::Overwrite {
+        return Ok(destination);
+    }
+    if policy == ExistingFile::Fail {
+        return Err(TransferError::DestinationExists { path: destination });
+    }
+    for number in 1..=MAX_NUMBERED_NAMES {
+        let candidate = directory.join(numbered_name(name, number));
+        if !candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(TransferError::DestinationExists { path: destination })
+}
+
+/// The current download grant, renewed by whichever range task first finds
+/// its URL expired.
+struct SharedGrant {
+    current: tokio::sync::Mutex<(u32, DownloadGrant)>,
+}
+
+impl SharedGrant {
+    async fn get(&self) -> (u32, DownloadGrant) {
+        self.current.lock().await.clone()
+    }
+
+    /// Replaces grant `generation` with a new one, unless another task did already.
+    async fn renew(&self, context: &TransferContext, generation: u32) -> Result<(), TransferError> {
+        let mut current = self.current.lock().await;
+        if current.0 != generation {
+            return Ok(());
+        }
+        if generation >= MAX_URL_RENEWALS {
+            return Err(TransferError::RetriesExhausted {
+                stage: format!("renewing the download URL of document {}", current.1.document_id),
+                attempts: generation,
+                last: "the URL expired before the download finished".to_owned(),
+            });
+        }
+        let document_id = current.1.document_id.clone();
+        let grant = context.gateway(|| context.grants.download(&document_id)).await?;
+        if grant.size != current.1.size || grant.sha256 != current.1.sha256 {
+            return Err(TransferError::ObjectChanged {
+                document_id,
+                detail: "a new grant names a different size or SHA-256".to_owned(),
+            });
+        }
+        tracing::info!(transfer = %context.id, url = grant.url.redacted(), "download URL renewed");
+        *current = (generation + 1, grant);
+        Ok(())
+    }
+}
+
+async fn fetch_ranges(
+    context: &Arc<TransferContext>,
+    record: &TransferRecord,
+    grant: DownloadGrant,
+    file: Arc<File>,
+    ranges: Vec<PartRecord>,
+) -> Result<(), TransferError> {
+    let shared = Arc::new(SharedGrant { current: tokio::sync::Mutex::new((0, grant)) });
+    let etag = Arc::new(Mutex::new(record.object_etag.clone()));
+    let in_flight = context.options.ranges_in_flight.max(1);
+    let mut pending = ranges.into_iter();
+    let mut tasks = JoinSet::new();
+
+    loop {
+        while tasks.len() < in_flight && context.control() == super::Control::Run {
+            let Some(range) = pending.next() else { break };
+            let task = fetch_range(context.clone(), shared.clone(), etag.clone(), file.clone(), range);
+            tasks.spawn(task.in_current_span());
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let result = joined.map_err(|error| TransferError::Task(error.to_string())).and_then(|result| result);
+        if let Err(error) = result {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            return Err(error);
+        }
+    }
+    if context.control() != super::Control::Run {
+        return Err(TransferError::Interrupted);
+    }
+    Ok(())
+}
+
+/// How one ranged `GET` failed.
+enum GetFailure {
+    UrlExpired,
+    Retryable { status: Option<u16>, retry_after: Option<std::time::Duration>, message: String },
+    Fatal(TransferError),
+}
+
+async fn fetch_range(
+    context: Arc<TransferContext>,
+    shared: Arc<SharedGrant>,
+    etag: Arc<Mutex<Option<String>>>,
+    file: Arc<File>,
+    range: PartRecord,
+) -> Result<(), TransferError> {
+    context.journal.set_part(&context.id, range.part_number, PartState::Sent, None, None)?;
+    let mut attempt = 0;
+
+    loop {
+        let (generation, grant) = shared.get().await;
+        let margin = jiff::SignedDuration::try_from(context.options.url_expiry_margin).unwrap_or_default();
+        if grant.expires_at <= jiff::Timestamp::now() + margin {
+            shared.renew(&context, generation).await?;
+            continue;
+        }
+
+        let counted = AtomicU64::new(0);
+        let failure = match get_range(&context, &grant, &etag, &range, &counted).await {
+            Ok(bytes) => {
+                let file = file.clone();
+                let offset = range.offset;
+                let temp_path = PathBuf::from(format!("temporary file of transfer {}", context.id));
+                tokio::task::spawn_blocking(move || {
+                    write_all_at(&file, &bytes, offset)?;
+                    file.sync_data()
+                })
+                .await
+                .map_err(|error| TransferError::Task(error.to_string()))?
+                .map_err(io_error("writing", &temp_path))?;
+                context.journal.set_part(&context.id, range.part_number, PartState::Confirmed, None, None)?;
+                context.network_ok()?;
+                return Ok(());
+            }
+            Err(failure) => failure,
+        };
+        context.remove_bytes(counted.load(Ordering::Relaxed));
+
+        match failure {
+            GetFailure::UrlExpired => {
+                tracing::info!(transfer = %context.id, range = range.part_number, url = grant.url.redacted(), "download URL expired; requesting a new one");
+                shared.renew(&context, generation).await?;
+            }
+            GetFailure::Retryable { status, retry_after, message } => {
+                attempt += 1;
+                let network = status.is_none();
+                if !network && attempt >= context.options.retry.max_attempts {
+                    return Err(TransferError::RetriesExhausted {
+                        stage: format!("fetching bytes {}-{} from {}", range.offset, range.offset + range.size, grant.url.redacted()),
+                        attempts: attempt,
+                        last: message,
+                    });
+                }
+                if network {
+                    context.set_state(TransferState::WaitingForNetwork)?;
+                }
+                let delay = context.options.retry.delay(attempt, retry_after);
+                tracing::warn!(
+                    transfer = %context.id,
+                    range = range.part_number,
+                    status,
+                    delay_ms = delay.as_millis() as u64,
+                    attempt,
+                    url = grant.url.redacted(),
+                    "fetching the range failed, retrying: {message}"
+                );
+                context.sleep(delay).await?;
+            }
+            GetFailure::Fatal(error) => return Err(error),
+        }
+    }
+}
+
+/// Fetches one range into memory.
+async fn get_range(
+    context: &TransferContext,
+    grant: &DownloadGrant,
+    etag: &Mutex<Option<String>>,
+    range: &PartRecord,
+    counted: &AtomicU64,
+) -> Result<BytesMut, GetFailure> {
+    let last = range.offset + range.size - 1;
+    let known_etag = etag.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let mut request = context.store.get(grant.url.expose()).header(RANGE, format!("bytes={}-{last}", range.offset));
+    if let Some(tag) = &known_etag {
+        request = request.header(IF_RANGE, tag);
+    }
+
+    let activity = Activity::new();
+    let exchange = async {
+        let mut response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = BytesMut::new();
+        if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK {
+            body.reserve(range.size as usize);
+            while let Some(chunk) = response.chunk().await? {
+                activity.touch();
+                context.add_bytes(chunk.len() as u64);
+                counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                body.extend_from_slice(&chunk);
+                if body.len() as u64 > range.size && status == StatusCode::PARTIAL_CONTENT {
+                    break;
+                }
+            }
+        } else {
+            body.extend_from_slice(&response.bytes().await.unwrap_or_default());
+        }
+        Ok::<_, reqwest::Error>((status, headers, body))
+    };
+    let outcome = tokio::select! {
+        outcome = with_idle_timeout(exchange, &activity, context.options.idle_timeout) => outcome,
+        () = context.cancelled() => return Err(GetFailure::Fatal(TransferError::Interrupted)),
+    };
+    let (status, headers, body) = match outcome {
+        None => {
+            return Err(GetFailure::Retryable {
+                status: None,
+                retry_after: None,
+                message: format!("no bytes moved for {} s", context.options.idle_timeout.as_secs()),
+            });
+        }
+        Some(Err(error)) => {
+            return Err(GetFailure::Retryable { status: None, retry_after: None, message: error.without_url().to_string() });
+        }
+        Some(Ok(response)) => response,
+    };
+
+    let whole_object = range.offset == 0 && range.size == grant.size;
+    if status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole_object) {
+        let header = |name| headers.get(name).and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok());
+        if status == StatusCode::PARTIAL_CONTENT {
+            let expected = format!("bytes {}-{last}/", range.offset);
+            if !header(CONTENT_RANGE).is_some_and(|value| value.starts_with(&expected)) {
+                return Err(GetFailure::Retryable {
+                    status: Some(status.as_u16()),
+                    retry_after: None,
+                    message: format!("the store sent Content-Range {:?} for a request of bytes {}-{last}", header(CONTENT_RANGE), range.offset),
+                });
+            }
+        }
+        if body.len() as u64 != range.size {
+            return Err(GetFailure::Retryable {
+                status: None,
+                retry_after: None,
+                message: format!("the store sent {} bytes for a range of {}", body.len(), range.size),
+            });
+        }
+        if let Some(received) = header(ETAG) {
+            let mut known = etag.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match known.as_deref() {
+                Some(known) if known != received => {
+                    return Err(GetFailure::Fatal(TransferError::ObjectChanged {
+                        document_id: grant.document_id.clone(),
+                        detail: format!("its ETag changed from {known} to {received}"),
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    *known = Some(received.to_owned());
+                    drop(known);
+                    if let Ok(mut record) = context.journal.get(&context.id) {
+                        record.object_etag = Some(received.to_owned());
+                        context.journal.update(&record).map_err(|error| GetFailure::Fatal(error.into()))?;
+                    }
+                }
+            }
+        }
+        return Ok(body);
+    }
+
+    let text = String::from_utf8_lossy(&body);
+    if status == StatusCode::OK {
+        return Err(GetFailure::Fatal(TransferError::ObjectChanged {
+            document_id: grant.document_id.clone(),
+            detail: "the store answered a ranged request with the whole object, so If-Range no longer matched".to_owned(),
+        }));
+    }
+    if status == StatusCode::FORBIDDEN && is_expired_url_body(&text) {
+        return Err(GetFailure::UrlExpired);
+    }
+    let retry_after = headers.get(RETRY_AFTER).and_then(|value| value.to_str().ok()).and_then(parse_retry_after);
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        return Err(GetFailure::Retryable { status: Some(status.as_u16()), retry_after, message: s3_error_summary(&text) });
+    }
+    Err(GetFailure::Fatal(TransferError::StoreRejected {
+        stage: format!("fetching bytes {}-{last} from {}", range.offset, grant.url.redacted()),
+        status: status.as_u16(),
+        detail: s3_error_summary(&text),
+    }))
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !bytes.is_empty() {
+        let written = file.seek_write(bytes, offset)?;
+        bytes = &bytes[written..];
+        offset += written as u64;
+    }
+    Ok(())
+}
+
+/// Hashes the temporary file in one sequential read and compares size and
+/// SHA-256 with the grant. On a mismatch the temporary file is deleted and
+/// every range is set back to pending.
+async fn verify(context: &TransferContext, record: &TransferRecord, temp: &Path) -> Result<(), TransferError> {
+    let path = temp.to_owned();
+    let (actual_size, actual_sha256) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut file = File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; VERIFY_BUFFER];
+        let mut size = 0;
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            size += read as u64;
+        }
+        Ok((size, hex::encode(hasher.finalize())))
+    })
+    .await
+    .map_err(|error| TransferError::Task(error.to_string()))?
+    .map_err(io_error("verifying", temp))?;
+
+    let expected_size = record.size.unwrap_or(0);
+    let expected_sha256 = record.sha256.clone().unwrap_or_default();
+    if actual_size == expected_size && actual_sha256.eq_ignore_ascii_case(&expected_sha256) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(temp);
+    context.journal.reset_parts(&context.id)?;
+    let mut reset = context.journal.get(&context.id)?;
+    reset.object_etag = None;
+    context.journal.update(&reset)?;
+    Err(TransferError::DigestMismatch {
+        document_id: record.document_id.clone().unwrap_or_default(),
+        expected_size,
+        expected_sha256,
+        actual_size,
+        actual_sha256,
+    })
+}
+
+/// Moves the verified temporary file into place and flushes the folder.
+/// Without [`ExistingFile::Overwrite`] a file that appeared at the
+/// destination meanwhile is kept: the hard link that places the file fails
+/// rather than replacing it.
+fn place(temp: &Path, destination: &Path, policy: ExistingFile) -> Result<PathBuf, TransferError> {
+    let directory = destination.parent().unwrap_or(Path::new(".")).to_owned();
+    let name = destination.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let placed = if policy == ExistingFile::Overwrite {
+        std::fs::rename(temp, destination).map_err(io_error("moving the download into place at", destination))?;
+        destination.to_owned()
+    } else {
+        let mut number = 0;
+        loop {
+            let candidate = if number == 0 { destination.to_owned() } else { directory.join(numbered_name(&name, number)) };
+            match std::fs::hard_link(temp, &candidate) {
+                Ok(()) => {
+                    std::fs::remove_file(temp).map_err(io_error("removing the temporary file", temp))?;
+                    break candidate;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if policy == ExistingFile::Fail || number >= MAX_NUMBERED_NAMES {
+                        return Err(TransferError::DestinationExists { path: candidate });
+                    }
+                    number += 1;
+                }
+                // File systems without hard links: check, then rename.
+                Err(_) if !candidate.exists() => {
+                    std::fs::rename(temp, &candidate).map_err(io_error("moving the download into place at", &candidate))?;
+                    break candidate;
+                }
+                Err(error) => return Err(io_error("moving the download into place at", &candidate)(error)),
+            }
+        }
+    };
+    sync_directory(&directory);
+    Ok(placed)
+}
+
+/// Flushes a folder's entries so a rename survives a power cut (Unix only;
+/// Windows has no equivalent for folders).
+fn sync_directory(directory: &Path) {
+    #[cfg(unix)]
+    if let Ok(handle) = File::open(directory) {
+        let _ = handle.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = directory;
+}
+
+/// Removes a cancelled download's temporary file.
+pub(crate) fn discard(record: &TransferRecord) {
+    if let Some(temp) = &record.temp_path {
+        let _ = std::fs::remove_file(temp);
+    }
+}

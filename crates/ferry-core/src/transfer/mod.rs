@@ -1,0 +1,414 @@
+//! Transfer engine: uploads and downloads of single files through the grant
+//! API, with the bytes going directly between this machine and the store.
+//!
+//! An upload reads its file once, part by part, into bounded buffers, hashes
+//! each part and the whole file in the same pass, and sends several parts in
+//! flight with presigned `PUT`s; memory stays bounded by parts in flight ×
+//! part size. A download fetches several ranges in flight into a temporary
+//! file beside its destination, verifies size and SHA-256, then renames it
+//! into place. Every state change is written to the [`Journal`] before and
+//! after it happens, so a process killed at any instant can resume.
+//!
+//! [`Engine`] is the facade the CLI and the desktop app use.
+
+mod download;
+mod engine;
+mod names;
+mod progress;
+mod retry;
+mod upload;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_api::{PatientMismatchConfirmation, SignedReceipt, StudySummary};
+use tokio::sync::watch;
+
+use crate::grant::{GrantClient, GrantError, ReceiptError};
+use crate::journal::{Journal, JournalError, TransferState};
+
+pub use engine::{Engine, TransferHandle, TransferResult};
+pub use names::safe_file_name;
+pub use progress::Progress;
+pub use retry::RetryPolicy;
+
+/// Part size an upload proposes unless told otherwise: 16 MiB.
+pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts or ranges sent at the same time unless told otherwise.
+pub const DEFAULT_IN_FLIGHT: usize = 4;
+
+/// Settings shared by every transfer of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Part size proposed in upload grants, in bytes. The gateway may raise it
+    /// to respect the store's limits (at least 5 MiB, at most 10,000 parts).
+    pub part_size: u64,
+    /// Parts of one upload sent at the same time. Memory use is about
+    /// `parts_in_flight × part_size`.
+    pub parts_in_flight: usize,
+    /// Size of one ranged `GET` of a download, in bytes.
+    pub range_size: u64,
+    /// Ranges of one download fetched at the same time.
+    pub ranges_in_flight: usize,
+    /// A request to the store fails when no bytes moved for this long.
+    pub idle_timeout: Duration,
+    /// Limit on opening a connection to the store.
+    pub connect_timeout: Duration,
+    /// A presigned URL this close to its expiry is renewed before use.
+    pub url_expiry_margin: Duration,
+    pub retry: RetryPolicy,
+    /// Client for requests to the store, for example one configured for a
+    /// proxy or a private CA. It must not add an `Authorization` header.
+    /// `None` builds a plain client.
+    pub store_client: Option<reqwest::Client>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            part_size: DEFAULT_PART_SIZE,
+            parts_in_flight: DEFAULT_IN_FLIGHT,
+            range_size: DEFAULT_PART_SIZE,
+            ranges_in_flight: DEFAULT_IN_FLIGHT,
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            url_expiry_margin: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            store_client: None,
+        }
+    }
+}
+
+/// Per-upload settings.
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    /// Name sent to the gateway; the source file's name when `None`.
+    pub file_name: Option<String>,
+    /// MIME type; guessed from the file's extension when `None`.
+    pub media_type: Option<String>,
+    /// Part size proposed for this upload; [`EngineOptions::part_size`] when `None`.
+    pub part_size: Option<u64>,
+    pub study: Option<StudySummary>,
+    pub patient_mismatch_confirmation: Option<PatientMismatchConfirmation>,
+}
+
+/// What a download does when its destination already exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExistingFile {
+    /// Save as `NAME (1).EXT`, `NAME (2).EXT` and so on.
+    #[default]
+    Rename,
+    /// Replace the existing file.
+    Overwrite,
+    /// Fail the download.
+    Fail,
+}
+
+impl ExistingFile {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Rename => "rename",
+            Self::Overwrite => "overwrite",
+            Self::Fail => "fail",
+        }
+    }
+
+    fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("overwrite") => Self::Overwrite,
+            Some("fail") => Self::Fail,
+            _ => Self::Rename,
+        }
+    }
+}
+
+/// Per-download settings.
+#[derive(Debug, Clone, Default)]
+pub struct DownloadOptions {
+    pub existing_file: ExistingFile,
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The gateway completed the upload and its receipt verified.
+    Uploaded { document_id: String, receipt: SignedReceipt },
+    /// The file is at `path` with the expected size and SHA-256.
+    Downloaded { path: PathBuf, size: u64, sha256: String },
+    /// Stopped by [`Engine::pause`]; [`Engine::resume`] continues it.
+    Paused,
+    /// Stopped by [`Engine::cancel`]; an upload was aborted at the gateway.
+    Cancelled,
+}
+
+/// Failure of a transfer. Messages name the stage, the value and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("{stage} {}: {source}", .path.display())]
+    Io {
+        stage: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} changed since the transfer began ({detail}); nothing of the new content was sent. Start a new upload of the file as it is now", .path.display())]
+    SourceChanged { path: PathBuf, detail: String },
+    #[error("{stage}: the store returned {status}: {detail}")]
+    StoreRejected { stage: String, status: u16, detail: String },
+    #[error("{stage}: gave up after {attempts} attempts; the last failure was: {last}")]
+    RetriesExhausted { stage: String, attempts: u32, last: String },
+    #[error("the gateway's receipt for upload {upload_id} failed verification")]
+    Receipt {
+        upload_id: String,
+        #[source]
+        source: ReceiptError,
+    },
+    #[error("upload {upload_id} is {status} at the gateway and cannot continue; start a new upload")]
+    UploadClosed { upload_id: String, status: String },
+    #[error(
+        "the downloaded bytes of document {document_id} do not match the document: expected \
+         {expected_size} bytes with SHA-256 {expected_sha256}, got {actual_size} bytes with \
+         SHA-256 {actual_sha256}; nothing was saved. Download it again"
+    )]
+    DigestMismatch {
+        document_id: String,
+        expected_size: u64,
+        expected_sha256: String,
+        actual_size: u64,
+        actual_sha256: String,
+    },
+    #[error("document {document_id} changed at the store during the download ({detail}); download it again")]
+    ObjectChanged { document_id: String, detail: String },
+    #[error("{} already exists; choose another folder or allow overwriting", .path.display())]
+    DestinationExists { path: PathBuf },
+    #[error("transfer {id} is being run by process {pid}; wait for it to finish or stop that process")]
+    ClaimedElsewhere { id: String, pid: u32 },
+    #[error("transfer {id} is {} and cannot be {action}", .state.as_str())]
+    InvalidState { id: String, state: TransferState, action: &'static str },
+    #[error("the gateway's grant is inconsistent: {0}")]
+    InconsistentGrant(String),
+    #[error("the journal's record of transfer {id} is incomplete: {detail}")]
+    IncompleteRecord { id: String, detail: String },
+    /// Paused or cancelled while work was under way; not a failure.
+    #[error("the transfer was interrupted by a pause or a cancel")]
+    Interrupted,
+    #[error("a transfer task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+/// What the user asked a running transfer to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Run,
+    Pause,
+    Cancel,
+}
+
+/// State shared by the tasks of one running transfer.
+pub(crate) struct TransferContext {
+    pub(crate) id: String,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) grants: GrantClient,
+    pub(crate) store: reqwest::Client,
+    pub(crate) options: EngineOptions,
+    control: watch::Receiver<Control>,
+    state: Mutex<TransferState>,
+    /// Bytes sent or received so far, including those of parts in flight.
+    pub(crate) bytes_done: AtomicU64,
+    pub(crate) bytes_total: AtomicU64,
+}
+
+impl TransferContext {
+    pub(crate) fn new(
+        id: String,
+        journal: Arc<Journal>,
+        grants: GrantClient,
+        store: reqwest::Client,
+        options: EngineOptions,
+        control: watch::Receiver<Control>,
+        state: TransferState,
+    ) -> Self {
+        Self {
+            id,
+            journal,
+            grants,
+            store,
+            options,
+            control,
+            state: Mutex::new(state),
+            bytes_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn state(&self) -> TransferState {
+        *self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a new state in the journal, then in memory; does nothing when
+    /// the state is unchanged.
+    pub(crate) fn set_state(&self, state: TransferState) -> Result<(), TransferError> {
+        let mut current = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current == state {
+            return Ok(());
+        }
+        self.journal.set_state(&self.id, state, None)?;
+        tracing::info!(transfer = %self.id, from = current.as_str(), to = state.as_str(), "transfer state changed");
+        *current = state;
+        Ok(())
+    }
+
+    /// Returns to `running` after a request succeeded while the transfer was
+    /// waiting for the network.
+    pub(crate) fn network_ok(&self) -> Result<(), TransferError> {
+        if self.state() == TransferState::WaitingForNetwork {
+            self.set_state(TransferState::Running)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn control(&self) -> Control {
+        *self.control.borrow()
+    }
+
+    pub(crate) fn add_bytes(&self, bytes: u64) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove_bytes(&self, bytes: u64) {
+        self.bytes_done.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Resolves once the transfer is cancelled.
+    pub(crate) async fn cancelled(&self) {
+        let mut control = self.control.clone();
+        if control.wait_for(|control| *control == Control::Cancel).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once the transfer is paused or cancelled.
+    pub(crate) async fn interrupted(&self) {
+        let mut control = self.control.clone();
+        if control.wait_for(|control| *control != Control::Run).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Sleeps before a retry; a pause or cancel ends the wait with
+    /// [`TransferError::Interrupted`].
+    pub(crate) async fn sleep(&self, delay: Duration) -> Result<(), TransferError> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = self.interrupted() => Err(TransferError::Interrupted),
+        }
+    }
+
+    /// Calls the gateway, retrying transport failures, 5xx and 429 (see
+    /// [`retry`](self::retry) for why each call is safe to repeat).
+    pub(crate) async fn gateway<T, F, Fut>(&self, mut call: F) -> Result<T, TransferError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GrantError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let error = match call().await {
+                Ok(value) => {
+                    self.network_ok()?;
+                    return Ok(value);
+                }
+                Err(error) if error.is_retryable() => error,
+                Err(error) => return Err(error.into()),
+            };
+
+            attempt += 1;
+            let network = error.status().is_none();
+            if !network && attempt >= self.options.retry.max_attempts {
+                return Err(error.into());
+            }
+            if network {
+                self.set_state(TransferState::WaitingForNetwork)?;
+            }
+            let delay = self.options.retry.delay(attempt, error.retry_after());
+            tracing::warn!(
+                transfer = %self.id,
+                status = error.status(),
+                delay_ms = delay.as_millis() as u64,
+                attempt,
+                "grant API request failed, retrying: {error}"
+            );
+            self.sleep(delay).await?;
+        }
+    }
+}
+
+/// Guesses a MIME type from a file name's extension.
+pub(crate) fn guess_media_type(file_name: &str) -> &'static str {
+    let extension = file_name.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("zip") => "application/zip",
+        Some("dcm") => "application/dicom",
+        Some("pdf") => "application/pdf",
+        Some("json") => "application/json",
+        Some("txt") => "text/plain",
+        Some("gz" | "tgz") => "application/gzip",
+        Some("tar") => "application/x-tar",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Returns a short summary of an S3 error body: its `Code` and `Message`.
+pub(crate) fn s3_error_summary(body: &str) -> String {
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&close)? + start;
+        Some(body[start..end].to_owned())
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => {
+            let excerpt: String = body.chars().take(200).collect();
+            if excerpt.is_empty() { "no response body".to_owned() } else { excerpt }
+        }
+    }
+}
+
+/// Returns true when a store's 403 body says the presigned URL expired.
+pub(crate) fn is_expired_url_body(body: &str) -> bool {
+    body.contains("Request has expired") || body.contains("<Code>ExpiredToken</Code>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_error_summary_keeps_code_and_message() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>\
+                    <Message>Request has expired</Message></Error>";
+        assert_eq!(s3_error_summary(body), "AccessDenied: Request has expired");
+        assert!(is_expired_url_body(body));
+        assert!(!is_expired_url_body("<Error><Code>AccessDenied</Code></Error>"));
+    }
+
+    #[test]
+    fn media_type_is_guessed_from_extension() {
+        assert_eq!(guess_media_type("study.ZIP"), "application/zip");
+        assert_eq!(guess_media_type("image.dcm"), "application/dicom");
+        assert_eq!(guess_media_type("noextension"), "application/octet-stream");
+    }
+}

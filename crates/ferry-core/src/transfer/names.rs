@@ -1,0 +1,138 @@
+//! File names received from the server, made safe to create inside the
+//! folder the user chose.
+
+use std::path::{Path, PathBuf};
+
+/// Longest file name most file systems accept, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+/// Longest extension kept when a long name is truncated, in bytes.
+const MAX_KEPT_EXTENSION_BYTES: usize = 32;
+/// Name used when nothing of the server's name remains.
+const FALLBACK_NAME: &str = "download";
+
+/// Device names Windows reserves in every folder, with or without an extension.
+const WINDOWS_RESERVED: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Turns a name from the server into a plain file name: directories and
+/// `..` are dropped, NUL and control characters removed, characters Windows
+/// rejects replaced with `_`, leading dots and trailing dots and spaces
+/// trimmed, Windows device names prefixed with `_`, and names longer than
+/// 255 bytes truncated with their extension kept.
+pub fn safe_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
+        .collect();
+    let trimmed = cleaned
+        .trim_start_matches(['.', ' '])
+        .trim_end_matches(['.', ' '])
+        .to_owned();
+    if trimmed.is_empty() {
+        return FALLBACK_NAME.to_owned();
+    }
+
+    let stem = trimmed.split('.').next().unwrap_or_default().trim_end();
+    let reserved = WINDOWS_RESERVED.iter().any(|device| device.eq_ignore_ascii_case(stem));
+    let name = if reserved { format!("_{trimmed}") } else { trimmed };
+    truncate_keeping_extension(&name, MAX_NAME_BYTES)
+}
+
+fn truncate_keeping_extension(name: &str, max_bytes: usize) -> String {
+    if name.len() <= max_bytes {
+        return name.to_owned();
+    }
+    let extension = match name.rfind('.') {
+        Some(dot) if name.len() - dot <= MAX_KEPT_EXTENSION_BYTES && dot > 0 => &name[dot..],
+        _ => "",
+    };
+    let mut end = max_bytes - extension.len();
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let stem = name[..end].trim_end_matches(['.', ' ']);
+    format!("{stem}{extension}")
+}
+
+/// Returns `name` with ` (N)` inserted before its extension.
+pub(crate) fn numbered_name(name: &str, number: u32) -> String {
+    let suffix = format!(" ({number})");
+    let (stem, extension) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    truncate_keeping_extension(&format!("{stem}{suffix}{extension}"), MAX_NAME_BYTES)
+}
+
+/// Returns the path of the temporary file a download is written to, beside
+/// its destination: `.NAME.ferry-part`.
+pub(crate) fn temp_path_for(destination: &Path) -> PathBuf {
+    let name = destination.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    let temp_name = truncate_keeping_extension(&format!(".{name}.ferry-part"), MAX_NAME_BYTES);
+    destination.with_file_name(temp_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_file_name_table() {
+        let cases: &[(&str, &str)] = &[
+            ("ct-study.zip", "ct-study.zip"),
+            ("../../etc/passwd", "passwd"),
+            ("..", "download"),
+            ("", "download"),
+            ("dir/sub/scan.dcm", "scan.dcm"),
+            ("C:\\Windows\\system32\\evil.dll", "evil.dll"),
+            ("/absolute/path.txt", "path.txt"),
+            ("nul\0byte.zip", "nulbyte.zip"),
+            ("tab\tand\nnewline.zip", "tabandnewline.zip"),
+            ("CON", "_CON"),
+            ("con.txt", "_con.txt"),
+            ("Com1.zip", "_Com1.zip"),
+            ("LPT9", "_LPT9"),
+            ("console.txt", "console.txt"),
+            ("trailing dots...", "trailing dots"),
+            ("trailing spaces   ", "trailing spaces"),
+            (".hidden", "hidden"),
+            ("a<b>c:d\"e|f?g*h.zip", "a_b_c_d_e_f_g_h.zip"),
+            ("résumé.pdf", "résumé.pdf"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(safe_file_name(input), *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn long_name_is_truncated_keeping_extension() {
+        let long = format!("{}.zip", "a".repeat(400));
+        let safe = safe_file_name(&long);
+        assert_eq!(safe.len(), 255);
+        assert!(safe.ends_with(".zip"), "{safe}");
+    }
+
+    #[test]
+    fn long_multibyte_name_is_cut_on_char_boundary() {
+        let long = format!("{}.dcm", "é".repeat(200));
+        let safe = safe_file_name(&long);
+        assert!(safe.len() <= 255);
+        assert!(safe.ends_with(".dcm"), "{safe}");
+    }
+
+    #[test]
+    fn numbered_name_goes_before_extension() {
+        assert_eq!(numbered_name("scan.zip", 1), "scan (1).zip");
+        assert_eq!(numbered_name("README", 2), "README (2)");
+    }
+
+    #[test]
+    fn temp_path_is_hidden_beside_destination() {
+        let temp = temp_path_for(Path::new("/data/in/scan.zip"));
+        assert_eq!(temp, Path::new("/data/in/.scan.zip.ferry-part"));
+    }
+}

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod context;
 mod exit;
+mod fhir;
 mod output;
 mod progress;
 mod sandbox;

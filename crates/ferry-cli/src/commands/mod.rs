@@ -1,6 +1,8 @@
 //! Dispatch of parsed commands to their implementations.
 
 mod account;
+mod directory;
+mod study;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, CliResult};
@@ -14,6 +16,9 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Logout => account::logout(profile, output).await,
         Command::Whoami => account::whoami(profile, output),
         Command::Profiles { action } => account::profiles(action, output),
+        Command::Documents { patient } => directory::documents(profile, patient, output).await,
+        Command::Patients { name } => directory::patients(profile, name, output).await,
+        Command::Scan(args) => study::scan(profile, args, output).await,
         other => Err(CliError::failure(format!(
             "`{}` is not available in this build yet",
             command_name(&other)

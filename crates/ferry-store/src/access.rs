@@ -28,13 +28,20 @@ impl AccessSlot {
 
     /// Combines what the access check saw with the response status. `unchecked`
     /// describes the request when it never reached the access check.
-    pub(crate) fn finish(&self, unchecked: AccessRequest, status: u16) -> (AccessRequest, AccessOutcome) {
+    pub(crate) fn finish(
+        &self,
+        unchecked: AccessRequest,
+        status: u16,
+    ) -> (AccessRequest, AccessOutcome) {
         match self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
             Some(Checked {
                 request,
                 denial: Some(reason),
             }) => (request, AccessOutcome::DeniedByHook { reason }),
-            Some(Checked { request, denial: None }) => (request, AccessOutcome::Responded { status }),
+            Some(Checked {
+                request,
+                denial: None,
+            }) => (request, AccessOutcome::Responded { status }),
             None => (unchecked, AccessOutcome::Rejected { status }),
         }
     }

@@ -15,19 +15,29 @@ pub enum StoreError {
     BucketNotEmpty { bucket: String },
     #[error("object {key:?} not found in bucket {bucket:?}")]
     NoSuchKey { bucket: String, key: String },
-    #[error("multipart upload {upload_id:?} for {bucket}/{key} not found; it was completed, aborted or never created")]
+    #[error(
+        "multipart upload {upload_id:?} for {bucket}/{key} not found; it was completed, aborted or never created"
+    )]
     NoSuchUpload {
         bucket: String,
         key: String,
         upload_id: String,
     },
-    #[error("multipart upload {upload_id:?} is being completed; retry the request when completion has finished")]
+    #[error(
+        "multipart upload {upload_id:?} is being completed; retry the request when completion has finished"
+    )]
     UploadBusy { upload_id: String },
     #[error("part number {part_number} is out of range; S3 allows 1 to 10000")]
     InvalidPartNumber { part_number: i64 },
-    #[error("{what} of {size} bytes exceeds the maximum of {max} bytes")]
-    EntityTooLarge { what: &'static str, size: u64, max: u64 },
-    #[error("the request body's {algorithm} checksum {computed} does not match the {algorithm} checksum {expected} sent with it; the data changed in transit or the checksum was computed over other data")]
+    #[error("{entity} of {size} bytes exceeds the maximum of {max} bytes")]
+    EntityTooLarge {
+        entity: &'static str,
+        size: u64,
+        max: u64,
+    },
+    #[error(
+        "the request body's {algorithm} checksum {computed} does not match the {algorithm} checksum {expected} sent with it; the data changed in transit or the checksum was computed over other data"
+    )]
     BadDigest {
         algorithm: &'static str,
         expected: String,
@@ -37,8 +47,14 @@ pub enum StoreError {
     InvalidPart { part_number: u32, reason: String },
     #[error("the part list is not in ascending order: part {part_number} follows part {previous}")]
     InvalidPartOrder { part_number: u32, previous: u32 },
-    #[error("part {part_number} has {size} bytes, below the minimum part size of {min} bytes for all parts but the last")]
-    EntityTooSmall { part_number: u32, size: u64, min: u64 },
+    #[error(
+        "part {part_number} has {size} bytes, below the minimum part size of {min} bytes for all parts but the last"
+    )]
+    EntityTooSmall {
+        part_number: u32,
+        size: u64,
+        min: u64,
+    },
     #[error("the part list is empty; completion needs at least one part")]
     EmptyPartList,
     #[error("invalid {name}: {reason}")]
@@ -67,9 +83,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(stage: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        stage: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { stage, path, source }
+        move |source| Self::Io {
+            stage,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn db(stage: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {

@@ -1,4 +1,4 @@
-//! The access hook: how the embedding gateway sees and controls every request.
+//! The access hook, through which the embedding gateway observes and controls every request.
 
 use std::fmt;
 
@@ -31,7 +31,9 @@ pub enum AccessDecision {
     Allow,
     /// Reject with 403 `AccessDenied`. The reason goes to the hook's
     /// [`AccessHook::record`] call and to the store's log, not to the client.
-    Deny { reason: String },
+    Deny {
+        reason: String,
+    },
 }
 
 /// How a request ended.

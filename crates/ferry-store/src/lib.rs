@@ -4,7 +4,7 @@
 //! path-style addressing (`http://127.0.0.1:PORT/bucket/key`), SigV4 header
 //! authentication and SigV4 presigned URLs. The protocol layer is the `s3s`
 //! crate (0.14.1), which parses requests and validates signatures, expiry and
-//! signed headers; this crate implements the operations over local disk
+//! signed headers. This crate implements the operations over local disk
 //! ([`Store`]) and reports every request to an [`AccessHook`].
 //!
 //! What the store verifies itself:
@@ -51,6 +51,6 @@ pub use hook::{AccessDecision, AccessHook, AccessOutcome, AccessRequest, AllowAl
 pub use multipart::{CompletedPartRef, CompletedUpload, PartInfo, PartPage, UploadInfo};
 pub use server::{ServeError, StoreConfig, StoreHandle, serve, serve_listener};
 pub use store::{
-    MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE, MAX_PUT_OBJECT_SIZE, MIN_PART_SIZE, ObjectInfo, ObjectPage,
-    Store, StoreOptions,
+    MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE, MAX_PUT_OBJECT_SIZE, MIN_PART_SIZE, ObjectInfo,
+    ObjectPage, Store, StoreOptions,
 };

@@ -2,10 +2,10 @@
 //!
 //! Each part is stored as its own data file with its MD5 (the part ETag) and
 //! SHA-256, both computed while the part was received. Completion checks the
-//! client's part list against the stored parts, concatenates the part files into
-//! a new object file with `std::io::copy` (which uses `copy_file_range` on
-//! Linux) and derives the object's ETag and composite checksum from the stored
-//! part digests, so no part is read twice or hashed again.
+//! client's part list against the stored parts. It concatenates the part files
+//! into a new object file with `std::io::copy`, which uses `copy_file_range` on
+//! Linux. The object's ETag and composite checksum come from the stored part
+//! digests, so no part is read twice or hashed again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -137,7 +137,9 @@ impl Store {
 
         let committed = (|| -> Result<Option<String>, StoreError> {
             let mut db = self.db();
-            let transaction = db.transaction().map_err(StoreError::db("begin storing a part"))?;
+            let transaction = db
+                .transaction()
+                .map_err(StoreError::db("begin storing a part"))?;
             // The upload may have been completed or aborted while the body arrived.
             let state = upload_state(&transaction, bucket, key, upload_id)?;
             if state != STATE_OPEN {
@@ -168,7 +170,9 @@ impl Store {
                     ],
                 )
                 .map_err(StoreError::db("store a part"))?;
-            transaction.commit().map_err(StoreError::db("commit a part"))?;
+            transaction
+                .commit()
+                .map_err(StoreError::db("commit a part"))?;
             Ok(old)
         })();
 
@@ -207,9 +211,14 @@ impl Store {
             )
             .map_err(StoreError::db("list parts"))?;
         let rows = statement
-            .query_map(params![upload_id, part_number_marker, i64::from(max_parts) + 1], part_from_row)
+            .query_map(
+                params![upload_id, part_number_marker, i64::from(max_parts) + 1],
+                part_from_row,
+            )
             .map_err(StoreError::db("list parts"))?;
-        let mut parts = rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::db("list parts"))?;
+        let mut parts = rows
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::db("list parts"))?;
 
         let is_truncated = parts.len() > max_parts as usize;
         parts.truncate(max_parts as usize);
@@ -247,7 +256,12 @@ impl Store {
             .map_err(StoreError::db("list multipart uploads"))?;
         let rows = statement
             .query_map(
-                params![bucket, key_marker.unwrap_or(""), prefix, i64::from(max_uploads) + 1],
+                params![
+                    bucket,
+                    key_marker.unwrap_or(""),
+                    prefix,
+                    i64::from(max_uploads) + 1
+                ],
                 upload_from_row,
             )
             .map_err(StoreError::db("list multipart uploads"))?;
@@ -261,11 +275,12 @@ impl Store {
 
     /// Completes an upload from the client's part list.
     ///
-    /// Checks that the list is ascending, that every listed part is stored with
-    /// the given ETag (and SHA-256, when given), and that every part but the last
-    /// has at least the minimum part size; any failure changes nothing. Then it
-    /// assembles the object in a temporary file and renames it into place, so
-    /// readers see the old object or the new one, never a partial one.
+    /// Checks that the list is ascending and that every listed part is stored
+    /// with the given ETag (and SHA-256, when given). Every part but the last
+    /// must have at least the minimum part size. Any failed check changes
+    /// nothing. Then it assembles the object in a temporary file and renames it
+    /// into place, so readers see the old object or the new one, never a
+    /// partial one.
     ///
     /// Repeating a successful completion with the same part list returns the
     /// same result with `replayed` set, as long as the store keeps its record
@@ -281,10 +296,11 @@ impl Store {
         check_part_list(parts)?;
         let part_list = canonical_part_list(parts);
 
-        let (upload, stored) = match self.begin_completion(bucket, key, upload_id, parts, &part_list)? {
-            Completion::Replayed(done) => return Ok(done),
-            Completion::Started { upload, stored } => (upload, stored),
-        };
+        let (upload, stored) =
+            match self.begin_completion(bucket, key, upload_id, parts, &part_list)? {
+                Completion::Replayed(done) => return Ok(done),
+                Completion::Started { upload, stored } => (upload, stored),
+            };
 
         let result = self.assemble_and_commit(&upload, &stored, &part_list).await;
         if result.is_err() {
@@ -308,7 +324,9 @@ impl Store {
         part_list: &str,
     ) -> Result<Completion, StoreError> {
         let mut db = self.db();
-        let transaction = db.transaction().map_err(StoreError::db("begin a completion"))?;
+        let transaction = db
+            .transaction()
+            .map_err(StoreError::db("begin a completion"))?;
 
         let upload = match find_upload(&transaction, upload_id)? {
             Some((upload, _)) if upload.bucket != bucket || upload.key != key => None,
@@ -334,7 +352,9 @@ impl Store {
             )
             .map_err(StoreError::db("load parts"))?;
         let stored_parts: HashMap<u32, (PartInfo, String)> = statement
-            .query_map([upload_id], |row| Ok((part_from_row(row)?, row.get::<_, String>(5)?)))
+            .query_map([upload_id], |row| {
+                Ok((part_from_row(row)?, row.get::<_, String>(5)?))
+            })
             .map_err(StoreError::db("load parts"))?
             .map(|row| row.map(|(part, file)| (part.part_number, (part, file))))
             .collect::<Result<_, _>>()
@@ -354,7 +374,10 @@ impl Store {
             if !etag.eq_ignore_ascii_case(&stored.etag) {
                 return Err(StoreError::InvalidPart {
                     part_number: requested.part_number,
-                    reason: format!("ETag {etag:?} does not match the stored part's ETag {:?}", stored.etag),
+                    reason: format!(
+                        "ETag {etag:?} does not match the stored part's ETag {:?}",
+                        stored.etag
+                    ),
                 });
             }
             if let Some(checksum) = &requested.checksum_sha256
@@ -386,7 +409,9 @@ impl Store {
                 params![STATE_COMPLETING, upload_id],
             )
             .map_err(StoreError::db("mark an upload as completing"))?;
-        transaction.commit().map_err(StoreError::db("begin a completion"))?;
+        transaction
+            .commit()
+            .map_err(StoreError::db("begin a completion"))?;
         Ok(Completion::Started {
             upload,
             stored: selected,
@@ -484,9 +509,11 @@ impl Store {
     fn upload_metadata(&self, upload_id: &str) -> BTreeMap<String, String> {
         let metadata: Option<String> = self
             .db()
-            .query_row("SELECT metadata FROM uploads WHERE upload_id = ?1", [upload_id], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT metadata FROM uploads WHERE upload_id = ?1",
+                [upload_id],
+                |row| row.get(0),
+            )
             .optional()
             .ok()
             .flatten();
@@ -495,7 +522,7 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Records the object, forgets the upload and its parts, and returns the data
+    /// Records the object, deletes the upload and its part rows, and returns the data
     /// files that are no longer referenced: the replaced object's and every part's.
     fn commit_completion(
         &self,
@@ -505,7 +532,9 @@ impl Store {
         part_list: &str,
     ) -> Result<(Option<String>, Vec<String>), StoreError> {
         let mut db = self.db();
-        let transaction = db.transaction().map_err(StoreError::db("begin committing a completion"))?;
+        let transaction = db
+            .transaction()
+            .map_err(StoreError::db("begin committing a completion"))?;
         let old_object = insert_object(&transaction, info, data_file)?;
         let part_files = delete_upload_rows(&transaction, &done.upload_id)?;
         transaction
@@ -525,12 +554,19 @@ impl Store {
                 ],
             )
             .map_err(StoreError::db("record a completion"))?;
-        transaction.commit().map_err(StoreError::db("commit a completion"))?;
+        transaction
+            .commit()
+            .map_err(StoreError::db("commit a completion"))?;
         Ok((old_object, part_files))
     }
 
     /// Aborts an open upload and deletes its parts.
-    pub fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+    pub fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
         let part_files = {
             let mut db = self.db();
             let transaction = db.transaction().map_err(StoreError::db("begin an abort"))?;
@@ -541,13 +577,21 @@ impl Store {
                 });
             }
             let files = delete_upload_rows(&transaction, upload_id)?;
-            transaction.commit().map_err(StoreError::db("commit an abort"))?;
+            transaction
+                .commit()
+                .map_err(StoreError::db("commit an abort"))?;
             files
         };
         for file in &part_files {
             self.remove_data_file(file);
         }
-        info!(bucket, key, upload_id, parts = part_files.len(), "aborted multipart upload");
+        info!(
+            bucket,
+            key,
+            upload_id,
+            parts = part_files.len(),
+            "aborted multipart upload"
+        );
         Ok(())
     }
 
@@ -555,8 +599,15 @@ impl Store {
     ///
     /// Uploads whose completion is in progress are skipped. An upload that
     /// another caller completes or aborts meanwhile is skipped too.
-    pub fn abort_expired_uploads(&self, older_than: Duration) -> Result<Vec<UploadInfo>, StoreError> {
-        let cutoff = time_to_ms(SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH));
+    pub fn abort_expired_uploads(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<UploadInfo>, StoreError> {
+        let cutoff = time_to_ms(
+            SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        );
         let expired: Vec<UploadInfo> = {
             let db = self.db();
             let mut statement = db
@@ -616,11 +667,17 @@ fn check_part_list(parts: &[CompletedPartRef]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The part list as recorded for replaying a completion: `number:etag` pairs.
+/// Formats the part list as recorded for replaying a completion: `number:etag` pairs.
 fn canonical_part_list(parts: &[CompletedPartRef]) -> String {
     parts
         .iter()
-        .map(|part| format!("{}:{}", part.part_number, part.etag.trim().trim_matches('"').to_ascii_lowercase()))
+        .map(|part| {
+            format!(
+                "{}:{}",
+                part.part_number,
+                part.etag.trim().trim_matches('"').to_ascii_lowercase()
+            )
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -653,16 +710,23 @@ fn composite_digests(parts: &[(PartInfo, String)]) -> Result<(String, String), S
     ))
 }
 
-fn concatenate(sources: &[std::path::PathBuf], destination: &std::path::Path) -> Result<u64, StoreError> {
-    let mut out = std::fs::File::create_new(destination).map_err(StoreError::io("create object file", destination))?;
+fn concatenate(
+    sources: &[std::path::PathBuf],
+    destination: &std::path::Path,
+) -> Result<u64, StoreError> {
+    let mut out = std::fs::File::create_new(destination)
+        .map_err(StoreError::io("create object file", destination))?;
     let mut total = 0u64;
     for source in sources {
-        let mut part = std::fs::File::open(source).map_err(StoreError::io("open part data", source))?;
+        let mut part =
+            std::fs::File::open(source).map_err(StoreError::io("open part data", source))?;
         // File to file, `std::io::copy` uses copy_file_range (in-kernel, no user-space buffer)
         // on Linux and falls back to a buffered copy elsewhere.
-        total += std::io::copy(&mut part, &mut out).map_err(StoreError::io("copy part data into", destination))?;
+        total += std::io::copy(&mut part, &mut out)
+            .map_err(StoreError::io("copy part data into", destination))?;
     }
-    out.sync_all().map_err(StoreError::io("flush object file", destination))?;
+    out.sync_all()
+        .map_err(StoreError::io("flush object file", destination))?;
     Ok(total)
 }
 
@@ -686,7 +750,10 @@ fn upload_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UploadInfo> {
     })
 }
 
-fn find_upload(db: &Connection, upload_id: &str) -> Result<Option<(UploadInfo, String)>, StoreError> {
+fn find_upload(
+    db: &Connection,
+    upload_id: &str,
+) -> Result<Option<(UploadInfo, String)>, StoreError> {
     db.query_row(
         "SELECT upload_id, bucket, key, content_type, initiated_ms, state FROM uploads WHERE upload_id = ?1",
         [upload_id],
@@ -698,7 +765,12 @@ fn find_upload(db: &Connection, upload_id: &str) -> Result<Option<(UploadInfo, S
 
 /// Returns the state of `upload_id`, or [`StoreError::NoSuchUpload`] unless it
 /// is an upload of `bucket/key`.
-fn upload_state(db: &Connection, bucket: &str, key: &str, upload_id: &str) -> Result<String, StoreError> {
+fn upload_state(
+    db: &Connection,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<String, StoreError> {
     match find_upload(db, upload_id)? {
         Some((upload, state)) if upload.bucket == bucket && upload.key == key => Ok(state),
         _ => Err(no_such_upload(bucket, key, upload_id)),

@@ -27,19 +27,20 @@ use url::Url;
 
 use crate::credentials::Credentials;
 
-/// The longest lifetime SigV4 allows for a presigned URL: 7 days.
+/// Maximum lifetime SigV4 allows for a presigned URL: 7 days.
 pub const MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The payload hash that a presigned URL and an unsigned body carry.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The SHA-256 of an empty body, hex-encoded, for header-signed requests without a body.
-pub const EMPTY_PAYLOAD_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub const EMPTY_PAYLOAD_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const SERVICE: &str = "s3";
 
-/// How the bucket appears in the URL.
+/// Placement of the bucket name in the URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Addressing {
     /// `http://host:port/bucket/key`, which the embedded store and s3s-fs use.
@@ -79,8 +80,8 @@ pub struct SigningParams<'a> {
     pub now: SystemTime,
 }
 
-/// A presigned URL. It grants access to whoever holds it, so `Debug` and
-/// `Display` print the URL without its query string.
+/// A presigned URL. It grants access to any holder, so `Debug` and `Display`
+/// print the URL without its query string.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PresignedUrl(String);
 
@@ -133,7 +134,9 @@ impl fmt::Debug for SignedRequest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresignError {
-    #[error("presigned URL expiry of {seconds} s is out of range; SigV4 allows 1 to 604800 seconds")]
+    #[error(
+        "presigned URL expiry of {seconds} s is out of range; SigV4 allows 1 to 604800 seconds"
+    )]
     InvalidExpiry { seconds: u64 },
     #[error("endpoint {endpoint} has no host; give a URL such as http://127.0.0.1:9000")]
     EndpointWithoutHost { endpoint: String },
@@ -252,7 +255,10 @@ impl Target {
                 endpoint: endpoint.to_string(),
             });
         };
-        let port = endpoint.port().map(|port| format!(":{port}")).unwrap_or_default();
+        let port = endpoint
+            .port()
+            .map(|port| format!(":{port}"))
+            .unwrap_or_default();
         let prefix = endpoint.path().trim_end_matches('/');
         let key = uri_encode(request.key, false);
 
@@ -272,7 +278,11 @@ impl Target {
             ),
         };
         let base_url = format!("{}://{host}{path}", endpoint.scheme());
-        Ok(Self { host, path, base_url })
+        Ok(Self {
+            host,
+            path,
+            base_url,
+        })
     }
 }
 
@@ -281,7 +291,10 @@ struct CanonicalHeaders {
     signed_names: String,
 }
 
-fn canonical_headers(host: &str, headers: &[(&str, &str)]) -> Result<CanonicalHeaders, PresignError> {
+fn canonical_headers(
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<CanonicalHeaders, PresignError> {
     let mut entries: Vec<(String, String)> = vec![("host".to_owned(), host.to_owned())];
     for (name, value) in headers {
         let name = name.trim().to_ascii_lowercase();
@@ -369,8 +382,10 @@ impl SigningTime {
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_err(|_| PresignError::ClockBeforeEpoch)?;
-        let seconds = i64::try_from(since_epoch.as_secs()).map_err(|_| PresignError::ClockBeforeEpoch)?;
-        let timestamp = jiff::Timestamp::from_second(seconds).map_err(|_| PresignError::ClockBeforeEpoch)?;
+        let seconds =
+            i64::try_from(since_epoch.as_secs()).map_err(|_| PresignError::ClockBeforeEpoch)?;
+        let timestamp =
+            jiff::Timestamp::from_second(seconds).map_err(|_| PresignError::ClockBeforeEpoch)?;
         Ok(Self {
             date: timestamp.strftime("%Y%m%d").to_string(),
             timestamp: timestamp.strftime("%Y%m%dT%H%M%SZ").to_string(),
@@ -378,7 +393,12 @@ impl SigningTime {
     }
 }
 
-fn sign(canonical_request: &str, time: &SigningTime, scope: &str, params: &SigningParams<'_>) -> String {
+fn sign(
+    canonical_request: &str,
+    time: &SigningTime,
+    scope: &str,
+    params: &SigningParams<'_>,
+) -> String {
     let string_to_sign = format!(
         "{ALGORITHM}\n{}\n{scope}\n{}",
         time.timestamp,
@@ -407,7 +427,10 @@ mod tests {
     /// 2013-05-24T00:00:00Z, 86400 s.
     #[test]
     fn presign_matches_aws_documented_example() {
-        let credentials = Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        let credentials = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
         let endpoint = Url::parse("https://s3.amazonaws.com").unwrap();
         let request = S3Request {
             method: "GET",
@@ -426,18 +449,23 @@ mod tests {
 
         let url = presign(&request, Duration::from_secs(86_400), &params).unwrap();
 
-        assert!(url.expose().starts_with("https://examplebucket.s3.amazonaws.com/test.txt?"));
         assert!(
             url.expose()
-                .ends_with("X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+                .starts_with("https://examplebucket.s3.amazonaws.com/test.txt?")
         );
+        assert!(url.expose().ends_with(
+            "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        ));
     }
 
     /// The GET Object example from the AWS document "Signature Calculations for
     /// the Authorization Header": a `Range` header, empty payload.
     #[test]
     fn header_signature_matches_aws_documented_example() {
-        let credentials = Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        let credentials = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
         let endpoint = Url::parse("https://s3.amazonaws.com").unwrap();
         let request = S3Request {
             method: "GET",
@@ -456,7 +484,12 @@ mod tests {
 
         let signed = sign_request(&request, EMPTY_PAYLOAD_SHA256, &params).unwrap();
 
-        let authorization = &signed.headers.iter().find(|(name, _)| name == "authorization").unwrap().1;
+        let authorization = &signed
+            .headers
+            .iter()
+            .find(|(name, _)| name == "authorization")
+            .unwrap()
+            .1;
         assert_eq!(
             authorization,
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
@@ -490,15 +523,25 @@ mod tests {
             now: SystemTime::now(),
         };
 
-        let result = presign(&request, MAX_PRESIGNED_EXPIRY + Duration::from_secs(1), &params);
+        let result = presign(
+            &request,
+            MAX_PRESIGNED_EXPIRY + Duration::from_secs(1),
+            &params,
+        );
 
-        assert!(matches!(result, Err(PresignError::InvalidExpiry { seconds: 604_801 })));
+        assert!(matches!(
+            result,
+            Err(PresignError::InvalidExpiry { seconds: 604_801 })
+        ));
     }
 
     #[test]
     fn debug_output_hides_signature() {
         let url = PresignedUrl("http://127.0.0.1:9000/b/k?X-Amz-Signature=abc".to_owned());
 
-        assert_eq!(format!("{url:?}"), "PresignedUrl(http://127.0.0.1:9000/b/k?[redacted])");
+        assert_eq!(
+            format!("{url:?}"),
+            "PresignedUrl(http://127.0.0.1:9000/b/k?[redacted])"
+        );
     }
 }

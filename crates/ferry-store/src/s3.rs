@@ -23,7 +23,8 @@ use tracing::error;
 use crate::error::StoreError;
 use crate::multipart::CompletedPartRef;
 use crate::store::{
-    ExpectedChecksums, IO_BUFFER_SIZE, MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE, MAX_PUT_OBJECT_SIZE, Store,
+    ExpectedChecksums, IO_BUFFER_SIZE, MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE,
+    MAX_PUT_OBJECT_SIZE, Store,
 };
 
 /// The s3s service implementation backed by a [`Store`].
@@ -41,7 +42,9 @@ fn to_s3_error(err: StoreError) -> S3Error {
         StoreError::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
         StoreError::NoSuchUpload { .. } => S3ErrorCode::NoSuchUpload,
         StoreError::UploadBusy { .. } => S3ErrorCode::OperationAborted,
-        StoreError::InvalidPartNumber { .. } | StoreError::InvalidArgument { .. } => S3ErrorCode::InvalidArgument,
+        StoreError::InvalidPartNumber { .. } | StoreError::InvalidArgument { .. } => {
+            S3ErrorCode::InvalidArgument
+        }
         StoreError::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
         StoreError::BadDigest { .. } => S3ErrorCode::BadDigest,
         StoreError::InvalidPart { .. } => S3ErrorCode::InvalidPart,
@@ -92,14 +95,21 @@ fn part_number_of(value: i32) -> S3Result<u32> {
 }
 
 fn to_btree(metadata: Option<Metadata>) -> BTreeMap<String, String> {
-    metadata.map(|map| map.into_iter().collect()).unwrap_or_default()
+    metadata
+        .map(|map| map.into_iter().collect())
+        .unwrap_or_default()
 }
 
 fn from_btree(metadata: &BTreeMap<String, String>) -> Option<Metadata> {
     if metadata.is_empty() {
         return None;
     }
-    Some(metadata.iter().map(|(name, value)| (name.clone(), value.clone())).collect())
+    Some(
+        metadata
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    )
 }
 
 /// Enables a hasher for each checksum algorithm the client sends a value for,
@@ -115,14 +125,24 @@ fn checksum_hasher(
             .get_all("x-amz-trailer")
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .any(|value| value.split(',').any(|item| item.trim().eq_ignore_ascii_case(name)))
+            .any(|value| {
+                value
+                    .split(',')
+                    .any(|item| item.trim().eq_ignore_ascii_case(name))
+            })
     };
     let algorithm = algorithm.map(ChecksumAlgorithm::as_str).unwrap_or_default();
     let mut hasher = ChecksumHasher::default();
-    if expected.crc32.is_some() || algorithm == ChecksumAlgorithm::CRC32 || announced("x-amz-checksum-crc32") {
+    if expected.crc32.is_some()
+        || algorithm == ChecksumAlgorithm::CRC32
+        || announced("x-amz-checksum-crc32")
+    {
         hasher.crc32 = Some(Default::default());
     }
-    if expected.crc32c.is_some() || algorithm == ChecksumAlgorithm::CRC32C || announced("x-amz-checksum-crc32c") {
+    if expected.crc32c.is_some()
+        || algorithm == ChecksumAlgorithm::CRC32C
+        || announced("x-amz-checksum-crc32c")
+    {
         hasher.crc32c = Some(Default::default());
     }
     if expected.crc64nvme.is_some()
@@ -131,7 +151,10 @@ fn checksum_hasher(
     {
         hasher.crc64nvme = Some(Default::default());
     }
-    if expected.sha1.is_some() || algorithm == ChecksumAlgorithm::SHA1 || announced("x-amz-checksum-sha1") {
+    if expected.sha1.is_some()
+        || algorithm == ChecksumAlgorithm::SHA1
+        || announced("x-amz-checksum-sha1")
+    {
         hasher.sha1 = Some(Default::default());
     }
     hasher
@@ -143,7 +166,12 @@ fn add_trailers(trailers: Option<TrailingHeaders>, expected: &mut ExpectedChecks
     let Some(headers) = trailers.and_then(|trailers| trailers.take()) else {
         return;
     };
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let fields = [
         ("x-amz-checksum-sha256", &mut expected.sha256),
         ("x-amz-checksum-crc32", &mut expected.crc32),
@@ -158,12 +186,16 @@ fn add_trailers(trailers: Option<TrailingHeaders>, expected: &mut ExpectedChecks
     }
 }
 
-fn check_content_length(content_length: Option<i64>, max: u64, what: &'static str) -> S3Result<()> {
+fn check_content_length(
+    content_length: Option<i64>,
+    max: u64,
+    entity: &'static str,
+) -> S3Result<()> {
     if let Some(length) = content_length
         && u64::try_from(length).is_ok_and(|length| length > max)
     {
         return Err(to_s3_error(StoreError::EntityTooLarge {
-            what,
+            entity,
             size: length as u64,
             max,
         }));
@@ -176,14 +208,14 @@ impl S3Store {
         &self,
         body: Option<StreamingBlob>,
         max: u64,
-        what: &'static str,
+        entity: &'static str,
         hasher: ChecksumHasher,
     ) -> S3Result<crate::store::StagedBody> {
         let staged = match body {
-            Some(body) => self.store.stage_body(body, max, what, hasher).await,
+            Some(body) => self.store.stage_body(body, max, entity, hasher).await,
             None => {
                 let empty = futures::stream::iter(Vec::<Result<Bytes, std::io::Error>>::new());
-                self.store.stage_body(empty, max, what, hasher).await
+                self.store.stage_body(empty, max, entity, hasher).await
             }
         };
         run(staged)
@@ -192,20 +224,28 @@ impl S3Store {
 
 #[async_trait::async_trait]
 impl S3 for S3Store {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         run(self.store.create_bucket(&req.input.bucket))?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", req.input.bucket)),
-            ..Default::default()
         }))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         run(self.store.head_bucket(&req.input.bucket))?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         run(self.store.delete_bucket(&req.input.bucket))?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
@@ -219,7 +259,10 @@ impl S3 for S3Store {
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = run(self.store.list_buckets())?
             .into_iter()
             .map(|(name, created)| Bucket {
@@ -234,7 +277,10 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         check_content_length(input.content_length, MAX_PUT_OBJECT_SIZE, "object")?;
         run(self.store.head_bucket(&input.bucket))?;
@@ -248,7 +294,9 @@ impl S3 for S3Store {
             sha1: input.checksum_sha1,
         };
         let hasher = checksum_hasher(input.checksum_algorithm.as_ref(), &expected, &req.headers);
-        let staged = self.stage(input.body, MAX_PUT_OBJECT_SIZE, "object", hasher).await?;
+        let staged = self
+            .stage(input.body, MAX_PUT_OBJECT_SIZE, "object", hasher)
+            .await?;
         add_trailers(req.trailing_headers, &mut expected);
         run(staged.verify(&expected))?;
 
@@ -274,7 +322,10 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         if input.part_number.is_some() {
             return Err(S3Error::with_message(
@@ -288,15 +339,18 @@ impl S3 for S3Store {
             None => (0, info.size, None),
             Some(range) => {
                 let range = range.check(info.size)?;
-                let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, info.size);
+                let content_range =
+                    format!("bytes {}-{}/{}", range.start, range.end - 1, info.size);
                 (range.start, range.end - range.start, Some(content_range))
             }
         };
         let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(|err| to_s3_error(StoreError::io("seek in object data", self.store.root())(err)))?;
+            file.seek(SeekFrom::Start(start)).await.map_err(|err| {
+                to_s3_error(StoreError::io("seek in object data", self.store.root())(
+                    err,
+                ))
+            })?;
         }
         let body = ReaderStream::with_capacity(file.take(length), IO_BUFFER_SIZE);
 
@@ -307,7 +361,10 @@ impl S3 for S3Store {
             .as_ref()
             .is_some_and(|mode| mode.as_str() == ChecksumMode::ENABLED);
         let (checksum_sha256, checksum_type) = if whole && wants_checksum {
-            (Some(info.checksum_sha256.clone()), Some(checksum_type_of(&info)))
+            (
+                Some(info.checksum_sha256.clone()),
+                Some(checksum_type_of(&info)),
+            )
         } else {
             (None, None)
         };
@@ -328,7 +385,10 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let info = run(self.store.head_object(&input.bucket, &input.key))?;
         let wants_checksum = input
@@ -349,12 +409,18 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         run(self.store.delete_object(&req.input.bucket, &req.input.key))?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let v2 = self.list_objects_v2(req.map_input(Into::into)).await?;
         Ok(v2.map_output(|v2| ListObjectsOutput {
             contents: v2.contents,
@@ -370,14 +436,21 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         let max_keys = match input.max_keys {
             None => MAX_LIST_PAGE,
-            Some(value) => u32::try_from(value).map_err(|_| invalid_argument("max-keys", "must not be negative"))?,
+            Some(value) => u32::try_from(value)
+                .map_err(|_| invalid_argument("max-keys", "must not be negative"))?,
         };
         // The continuation token is the last key or common prefix of the previous page.
-        let start_after = match (input.continuation_token.as_deref(), input.start_after.as_deref()) {
+        let start_after = match (
+            input.continuation_token.as_deref(),
+            input.start_after.as_deref(),
+        ) {
             (Some(token), Some(after)) => Some(token.max(after)),
             (token, after) => token.or(after),
         };
@@ -399,14 +472,18 @@ impl S3 for S3Store {
                 size: Some(info.size as i64),
                 e_tag: Some(ETag::Strong(info.etag)),
                 last_modified: Some(Timestamp::from(info.last_modified)),
-                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
                 ..Default::default()
             })
             .collect::<Vec<_>>();
         let common_prefixes = page
             .common_prefixes
             .into_iter()
-            .map(|prefix| CommonPrefix { prefix: Some(prefix) })
+            .map(|prefix| CommonPrefix {
+                prefix: Some(prefix),
+            })
             .collect::<Vec<_>>();
 
         Ok(S3Response::new(ListObjectsV2Output {
@@ -451,11 +528,16 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
         let part_number = part_number_of(input.part_number)?;
         check_content_length(input.content_length, MAX_PART_SIZE, "part")?;
-        run(self.store.check_upload(&input.bucket, &input.key, &input.upload_id))?;
+        run(self
+            .store
+            .check_upload(&input.bucket, &input.key, &input.upload_id))?;
 
         let mut expected = ExpectedChecksums {
             content_md5: input.content_md5,
@@ -466,7 +548,9 @@ impl S3 for S3Store {
             sha1: input.checksum_sha1,
         };
         let hasher = checksum_hasher(input.checksum_algorithm.as_ref(), &expected, &req.headers);
-        let staged = self.stage(input.body, MAX_PART_SIZE, "part", hasher).await?;
+        let staged = self
+            .stage(input.body, MAX_PART_SIZE, "part", hasher)
+            .await?;
         add_trailers(req.trailing_headers, &mut expected);
         // A mismatch drops `staged`, which deletes the received bytes.
         run(staged.verify(&expected))?;
@@ -490,19 +574,28 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let max_parts = match input.max_parts {
             None => MAX_LIST_PAGE,
-            Some(value) => u32::try_from(value).map_err(|_| invalid_argument("max-parts", "must not be negative"))?,
+            Some(value) => u32::try_from(value)
+                .map_err(|_| invalid_argument("max-parts", "must not be negative"))?,
         };
         let marker = match input.part_number_marker {
             None => 0,
-            Some(value) => {
-                u32::try_from(value).map_err(|_| invalid_argument("part-number-marker", "must not be negative"))?
-            }
+            Some(value) => u32::try_from(value)
+                .map_err(|_| invalid_argument("part-number-marker", "must not be negative"))?,
         };
-        let page = run(self.store.list_parts(&input.bucket, &input.key, &input.upload_id, marker, max_parts))?;
+        let page = run(self.store.list_parts(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            marker,
+            max_parts,
+        ))?;
 
         let parts = page
             .parts
@@ -538,9 +631,16 @@ impl S3 for S3Store {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         let mut parts = Vec::new();
-        for part in input.multipart_upload.and_then(|upload| upload.parts).unwrap_or_default() {
+        for part in input
+            .multipart_upload
+            .and_then(|upload| upload.parts)
+            .unwrap_or_default()
+        {
             let Some(number) = part.part_number else {
-                return Err(S3Error::with_message(S3ErrorCode::MalformedXML, "a Part has no PartNumber"));
+                return Err(S3Error::with_message(
+                    S3ErrorCode::MalformedXML,
+                    "a Part has no PartNumber",
+                ));
             };
             let part_number = part_number_of(number)?;
             let Some(etag) = part.e_tag else {
@@ -576,7 +676,9 @@ impl S3 for S3Store {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
-        run(self.store.abort_multipart_upload(&input.bucket, &input.key, &input.upload_id))?;
+        run(self
+            .store
+            .abort_multipart_upload(&input.bucket, &input.key, &input.upload_id))?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -587,11 +689,12 @@ impl S3 for S3Store {
         let input = req.input;
         let max_uploads = match input.max_uploads {
             None => MAX_LIST_PAGE,
-            Some(value) => {
-                u32::try_from(value).map_err(|_| invalid_argument("max-uploads", "must not be negative"))?
-            }
+            Some(value) => u32::try_from(value)
+                .map_err(|_| invalid_argument("max-uploads", "must not be negative"))?,
         };
         let prefix = input.prefix.clone().unwrap_or_default();
+        // NOTE: `upload-id-marker` and `delimiter` are ignored, so a page boundary
+        // inside several uploads of one key skips that key's remaining uploads.
         let (uploads, is_truncated) = run(self.store.list_multipart_uploads(
             &input.bucket,
             &prefix,

@@ -110,7 +110,7 @@ impl std::fmt::Debug for StoreHandle {
 }
 
 impl StoreHandle {
-    /// The base URL for path-style requests, such as `http://127.0.0.1:41234`.
+    /// Returns the base URL for path-style requests, such as `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
     }
@@ -127,7 +127,7 @@ impl StoreHandle {
         &self.region
     }
 
-    /// The store behind the server, for in-process calls.
+    /// Returns the store behind the server, for in-process calls.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -145,15 +145,20 @@ impl StoreHandle {
 
 /// Opens the store, binds `config.listen` and serves the S3 API until shutdown.
 pub async fn serve(config: StoreConfig) -> Result<StoreHandle, ServeError> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind {
-        address: config.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: config.listen,
+            source,
+        })?;
     serve_listener(listener, config).await
 }
 
 /// Serves the S3 API on a listener the caller bound; `config.listen` is ignored.
-pub async fn serve_listener(listener: TcpListener, config: StoreConfig) -> Result<StoreHandle, ServeError> {
+pub async fn serve_listener(
+    listener: TcpListener,
+    config: StoreConfig,
+) -> Result<StoreHandle, ServeError> {
     if config.credentials.is_empty() {
         return Err(ServeError::NoCredentials);
     }
@@ -170,7 +175,8 @@ pub async fn serve_listener(listener: TcpListener, config: StoreConfig) -> Resul
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(accept_loop(listener, service, config.hook.clone(), stopped));
 
-    let endpoint = Url::parse(&format!("http://{local_addr}")).expect("a socket address forms a valid URL");
+    let endpoint =
+        Url::parse(&format!("http://{local_addr}")).expect("a socket address forms a valid URL");
     info!(endpoint = %endpoint, root = %config.root.display(), "store listening");
     Ok(StoreHandle {
         endpoint,
@@ -191,7 +197,9 @@ fn build_service(store: &Store, config: &StoreConfig) -> S3Service {
             credentials.secret_access_key.expose().into(),
         );
     }
-    let mut builder = S3ServiceBuilder::new(S3Store { store: store.clone() });
+    let mut builder = S3ServiceBuilder::new(S3Store {
+        store: store.clone(),
+    });
     builder.set_auth(auth);
     builder.set_access(HookAccess {
         hook: config.hook.clone(),
@@ -230,7 +238,9 @@ async fn accept_loop(
         let handler = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             handle(service.clone(), hook.clone(), request)
         });
-        let connection = connections.serve_connection(TokioIo::new(socket), handler).into_owned();
+        let connection = connections
+            .serve_connection(TokioIo::new(socket), handler)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -258,7 +268,10 @@ async fn handle(
     let unchecked = describe_request(request.method(), request.uri());
     let span = info_span!("s3_request", method = %request.method(), path = %request.uri().path());
 
-    let response = service.call(request.map(s3s::Body::from)).instrument(span.clone()).await;
+    let response = service
+        .call(request.map(s3s::Body::from))
+        .instrument(span.clone())
+        .await;
 
     let status = match &response {
         Ok(response) => response.status().as_u16(),

@@ -110,7 +110,9 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("root", &self.inner.root).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,20 +179,30 @@ impl Store {
         let root = root.into();
         let data_dir = root.join("data");
         let tmp_dir = root.join("tmp");
-        std::fs::create_dir_all(&data_dir).map_err(StoreError::io("create data folder", &data_dir))?;
+        std::fs::create_dir_all(&data_dir)
+            .map_err(StoreError::io("create data folder", &data_dir))?;
         if tmp_dir.exists() {
-            std::fs::remove_dir_all(&tmp_dir).map_err(StoreError::io("clear temporary folder", &tmp_dir))?;
+            std::fs::remove_dir_all(&tmp_dir)
+                .map_err(StoreError::io("clear temporary folder", &tmp_dir))?;
         }
-        std::fs::create_dir_all(&tmp_dir).map_err(StoreError::io("create temporary folder", &tmp_dir))?;
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(StoreError::io("create temporary folder", &tmp_dir))?;
 
         let db_path = root.join("store.sqlite3");
         let db = Connection::open(&db_path).map_err(StoreError::db("open the database"))?;
-        db.execute_batch(SCHEMA).map_err(StoreError::db("create the schema"))?;
+        db.execute_batch(SCHEMA)
+            .map_err(StoreError::db("create the schema"))?;
         let reopened = db
-            .execute("UPDATE uploads SET state = 'open' WHERE state = 'completing'", [])
+            .execute(
+                "UPDATE uploads SET state = 'open' WHERE state = 'completing'",
+                [],
+            )
             .map_err(StoreError::db("reopen interrupted completions"))?;
         if reopened > 0 {
-            warn!(uploads = reopened, "reopened multipart uploads whose completion was interrupted");
+            warn!(
+                uploads = reopened,
+                "reopened multipart uploads whose completion was interrupted"
+            );
         }
 
         Ok(Self {
@@ -259,14 +271,21 @@ impl Store {
             .prepare("SELECT name, created_ms FROM buckets ORDER BY name")
             .map_err(StoreError::db("list buckets"))?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, ms_to_time(row.get(1)?))))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, ms_to_time(row.get(1)?)))
+            })
             .map_err(StoreError::db("list buckets"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::db("list buckets"))
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::db("list buckets"))
     }
 
     pub(crate) fn check_bucket(&self, db: &Connection, bucket: &str) -> Result<(), StoreError> {
         let exists = db
-            .query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM buckets WHERE name = ?1",
+                [bucket],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(StoreError::db("look up a bucket"))?
             .is_some();
@@ -309,7 +328,11 @@ impl Store {
         self.object_row(bucket, key).map(|(info, _)| info)
     }
 
-    pub(crate) fn object_row(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, String), StoreError> {
+    pub(crate) fn object_row(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, String), StoreError> {
         let db = self.db();
         let row = db
             .query_row(
@@ -335,7 +358,11 @@ impl Store {
     ///
     /// The file stays readable after a concurrent overwrite or delete removes its
     /// name, so a download in progress finishes with the version it started.
-    pub fn open_object(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, std::fs::File), StoreError> {
+    pub fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, std::fs::File), StoreError> {
         // An overwrite between the lookup and the open removes the old file;
         // the second lookup then finds the new one.
         for attempt in 0..2 {
@@ -353,14 +380,20 @@ impl Store {
     /// Reads an object back from disk and returns its SHA-256.
     ///
     /// Costs one sequential read of the object in 1 MiB steps, on a blocking thread.
-    pub async fn read_object_sha256(&self, bucket: &str, key: &str) -> Result<[u8; 32], StoreError> {
+    pub async fn read_object_sha256(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<[u8; 32], StoreError> {
         let (_, mut file) = self.open_object(bucket, key)?;
         let path = self.inner.root.clone();
         let digest = tokio::task::spawn_blocking(move || -> Result<[u8; 32], StoreError> {
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; IO_BUFFER_SIZE];
             loop {
-                let read = file.read(&mut buffer).map_err(StoreError::io("read object data", &path))?;
+                let read = file
+                    .read(&mut buffer)
+                    .map_err(StoreError::io("read object data", &path))?;
                 if read == 0 {
                     break;
                 }
@@ -378,15 +411,13 @@ impl Store {
         let data_file: Option<String> = {
             let db = self.db();
             self.check_bucket(&db, bucket)?;
-            let data_file = db
-                .query_row(
-                    "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING data_file",
-                    params![bucket, key],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(StoreError::db("delete an object"))?;
-            data_file
+            db.query_row(
+                "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING data_file",
+                params![bucket, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(StoreError::db("delete an object"))?
         };
         if let Some(file) = data_file {
             self.remove_data_file(&file);
@@ -415,7 +446,10 @@ impl Store {
             ))
             .map_err(StoreError::db("list objects"))?;
         let rows = statement
-            .query_map(params![bucket, start_after.unwrap_or(""), prefix], object_from_row)
+            .query_map(
+                params![bucket, start_after.unwrap_or(""), prefix],
+                object_from_row,
+            )
             .map_err(StoreError::db("list objects"))?;
 
         let mut page = ObjectPage::default();
@@ -431,7 +465,8 @@ impl Store {
             // A common prefix already returned on this page or an earlier one
             // (then it is `start_after`) is not returned again.
             if let Some(common) = &rolled_up
-                && (page.common_prefixes.last() == Some(common) || start_after.is_some_and(|after| common.as_str() <= after))
+                && (page.common_prefixes.last() == Some(common)
+                    || start_after.is_some_and(|after| common.as_str() <= after))
             {
                 continue;
             }
@@ -502,11 +537,19 @@ impl Store {
     }
 
     /// Inserts or replaces an object row and returns the data file it replaced.
-    pub(crate) fn replace_object_row(&self, info: &ObjectInfo, data_file: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn replace_object_row(
+        &self,
+        info: &ObjectInfo,
+        data_file: &str,
+    ) -> Result<Option<String>, StoreError> {
         let mut db = self.db();
-        let transaction = db.transaction().map_err(StoreError::db("begin storing an object"))?;
+        let transaction = db
+            .transaction()
+            .map_err(StoreError::db("begin storing an object"))?;
         let old = insert_object(&transaction, info, data_file)?;
-        transaction.commit().map_err(StoreError::db("commit an object"))?;
+        transaction
+            .commit()
+            .map_err(StoreError::db("commit an object"))?;
         Ok(old)
     }
 
@@ -528,7 +571,7 @@ impl Store {
         &self,
         mut body: S,
         max_size: u64,
-        what: &'static str,
+        entity: &'static str,
         extra: ChecksumHasher,
     ) -> Result<StagedBody, StoreError>
     where
@@ -536,7 +579,8 @@ impl Store {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = self.new_tmp_path();
-        let file = std::fs::File::create_new(&path).map_err(StoreError::io("create temporary file", &path))?;
+        let file = std::fs::File::create_new(&path)
+            .map_err(StoreError::io("create temporary file", &path))?;
         let mut staged = StagedBody {
             path: path.clone(),
             size: 0,
@@ -560,10 +604,11 @@ impl Store {
                 out.write_all(&chunk)
                     .map_err(StoreError::io("write temporary file", &writer_path))?;
             }
-            let file = out
-                .into_inner()
-                .map_err(|err| StoreError::io("write temporary file", &writer_path)(err.into_error()))?;
-            file.sync_all().map_err(StoreError::io("flush temporary file", &writer_path))?;
+            let file = out.into_inner().map_err(|err| {
+                StoreError::io("write temporary file", &writer_path)(err.into_error())
+            })?;
+            file.sync_all()
+                .map_err(StoreError::io("flush temporary file", &writer_path))?;
             Ok((md5.finalize(), sha256.finalize(), extra.finalize()))
         });
 
@@ -583,7 +628,7 @@ impl Store {
             received += chunk.len() as u64;
             if received > max_size {
                 failure = Some(StoreError::EntityTooLarge {
-                    what,
+                    entity,
                     size: received,
                     max: max_size,
                 });
@@ -642,8 +687,16 @@ impl StagedBody {
             ("SHA256", &expected.sha256, Some(&sha256)),
             ("Content-MD5", &expected.content_md5, Some(&md5)),
             ("CRC32", &expected.crc32, computed.checksum_crc32.as_ref()),
-            ("CRC32C", &expected.crc32c, computed.checksum_crc32c.as_ref()),
-            ("CRC64NVME", &expected.crc64nvme, computed.checksum_crc64nvme.as_ref()),
+            (
+                "CRC32C",
+                &expected.crc32c,
+                computed.checksum_crc32c.as_ref(),
+            ),
+            (
+                "CRC64NVME",
+                &expected.crc64nvme,
+                computed.checksum_crc64nvme.as_ref(),
+            ),
             ("SHA1", &expected.sha1, computed.checksum_sha1.as_ref()),
         ];
         for (algorithm, expected, computed) in checks {
@@ -662,7 +715,8 @@ impl StagedBody {
 
     /// Moves the file to `destination` and keeps it.
     pub(crate) fn persist(mut self, destination: &Path) -> Result<Self, StoreError> {
-        std::fs::rename(&self.path, destination).map_err(StoreError::io("move received data to", destination))?;
+        std::fs::rename(&self.path, destination)
+            .map_err(StoreError::io("move received data to", destination))?;
         self.persisted = true;
         Ok(self)
     }
@@ -693,7 +747,9 @@ fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectInfo, Str
         checksum_sha256: row.get(4)?,
         sha256: sha256_hex.and_then(|hex_digest| {
             let mut digest = [0u8; 32];
-            hex::decode_to_slice(hex_digest, &mut digest).ok().map(|()| digest)
+            hex::decode_to_slice(hex_digest, &mut digest)
+                .ok()
+                .map(|()| digest)
         }),
         content_type: row.get(6)?,
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
@@ -704,7 +760,11 @@ fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ObjectInfo, Str
 }
 
 /// Inserts or replaces an object row and returns the data file it replaced.
-pub(crate) fn insert_object(db: &Connection, info: &ObjectInfo, data_file: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn insert_object(
+    db: &Connection,
+    info: &ObjectInfo,
+    data_file: &str,
+) -> Result<Option<String>, StoreError> {
     let old: Option<String> = db
         .query_row(
             "SELECT data_file FROM objects WHERE bucket = ?1 AND key = ?2",

@@ -43,7 +43,9 @@ fn assert_success(what: &str, output: &std::process::Output) {
 #[tokio::test]
 async fn aws_cli_copies_a_file_in_and_out() {
     let Some(aws) = find_on_path("aws") else {
-        eprintln!("SKIPPED: aws is not on PATH; install aws-cli (Debian package awscli) to run this test");
+        eprintln!(
+            "SKIPPED: aws is not on PATH; install aws-cli (Debian package awscli) to run this test"
+        );
         return;
     };
     let s3 = store().start().await;
@@ -63,33 +65,57 @@ async fn aws_cli_copies_a_file_in_and_out() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", work.path())
             .env("AWS_CONFIG_FILE", &config)
-            .env("AWS_SHARED_CREDENTIALS_FILE", work.path().join("no-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                work.path().join("no-credentials"),
+            )
             .env("AWS_ACCESS_KEY_ID", &credentials.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key.expose())
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                credentials.secret_access_key.expose(),
+            )
             .env("AWS_DEFAULT_REGION", s3.handle.region())
             .env("AWS_EC2_METADATA_DISABLED", "true");
         command
     };
     let target = format!("s3://{BUCKET}/tools/aws.bin");
 
-    let upload = run(aws_command(&["s3", "cp", source.to_str().unwrap(), &target])).await;
+    let upload = run(aws_command(&[
+        "s3",
+        "cp",
+        source.to_str().unwrap(),
+        &target,
+    ]))
+    .await;
     assert_success("aws s3 cp (upload)", &upload);
     let download = run(aws_command(&["s3", "cp", &target, copy.to_str().unwrap()])).await;
     assert_success("aws s3 cp (download)", &download);
     let listing = run(aws_command(&["s3", "ls", &format!("s3://{BUCKET}/tools/")])).await;
     assert_success("aws s3 ls", &listing);
 
-    let stored = s3.handle.store().head_object(BUCKET, "tools/aws.bin").unwrap();
-    assert!(stored.parts_count.is_some(), "aws-cli did not use a multipart upload");
+    let stored = s3
+        .handle
+        .store()
+        .head_object(BUCKET, "tools/aws.bin")
+        .unwrap();
+    assert!(
+        stored.parts_count.is_some(),
+        "aws-cli did not use a multipart upload"
+    );
     assert_eq!(stored.size, data.len() as u64);
-    assert!(std::fs::read(&copy).unwrap() == data, "downloaded file differs");
+    assert!(
+        std::fs::read(&copy).unwrap() == data,
+        "downloaded file differs"
+    );
     assert!(String::from_utf8_lossy(&listing.stdout).contains("aws.bin"));
 }
 
 #[tokio::test]
 async fn rclone_copies_a_file_in_and_out() {
     let Some(rclone) = find_on_path("rclone") else {
-        eprintln!("SKIPPED: rclone is not on PATH; install it (Debian package rclone) to run this test");
+        eprintln!(
+            "SKIPPED: rclone is not on PATH; install it (Debian package rclone) to run this test"
+        );
         return;
     };
     let s3 = store().start().await;
@@ -108,21 +134,42 @@ async fn rclone_copies_a_file_in_and_out() {
             .env("RCLONE_CONFIG", work.path().join("rclone.conf"))
             .env("RCLONE_CONFIG_FERRY_TYPE", "s3")
             .env("RCLONE_CONFIG_FERRY_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_FERRY_ACCESS_KEY_ID", &credentials.access_key_id)
-            .env("RCLONE_CONFIG_FERRY_SECRET_ACCESS_KEY", credentials.secret_access_key.expose())
-            .env("RCLONE_CONFIG_FERRY_ENDPOINT", s3.handle.endpoint().as_str())
+            .env(
+                "RCLONE_CONFIG_FERRY_ACCESS_KEY_ID",
+                &credentials.access_key_id,
+            )
+            .env(
+                "RCLONE_CONFIG_FERRY_SECRET_ACCESS_KEY",
+                credentials.secret_access_key.expose(),
+            )
+            .env(
+                "RCLONE_CONFIG_FERRY_ENDPOINT",
+                s3.handle.endpoint().as_str(),
+            )
             .env("RCLONE_CONFIG_FERRY_REGION", s3.handle.region())
             .env("RCLONE_CONFIG_FERRY_FORCE_PATH_STYLE", "true");
         command
     };
     let target = format!("ferry:{BUCKET}/tools/rclone.bin");
 
-    let upload = run(rclone_command(&["copyto", source.to_str().unwrap(), &target])).await;
+    let upload = run(rclone_command(&[
+        "copyto",
+        source.to_str().unwrap(),
+        &target,
+    ]))
+    .await;
     assert_success("rclone copyto (upload)", &upload);
     let download = run(rclone_command(&["copyto", &target, copy.to_str().unwrap()])).await;
     assert_success("rclone copyto (download)", &download);
 
-    let stored = s3.handle.store().head_object(BUCKET, "tools/rclone.bin").unwrap();
+    let stored = s3
+        .handle
+        .store()
+        .head_object(BUCKET, "tools/rclone.bin")
+        .unwrap();
     assert_eq!(stored.size, data.len() as u64);
-    assert!(std::fs::read(&copy).unwrap() == data, "downloaded file differs");
+    assert!(
+        std::fs::read(&copy).unwrap() == data,
+        "downloaded file differs"
+    );
 }

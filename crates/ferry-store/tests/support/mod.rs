@@ -99,7 +99,10 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -148,7 +151,13 @@ impl TestStore {
     }
 
     /// Sends a request presigned by [`TestStore::presign`] with the given headers and body.
-    pub async fn send_url(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    pub async fn send_url(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.client.request(method, url).body(body);
         for (name, value) in headers {
@@ -185,7 +194,8 @@ impl TestStore {
             query,
             headers,
         };
-        let signed = presign::sign_request(&request, &payload, &self.params()).expect("sign a request");
+        let signed =
+            presign::sign_request(&request, &payload, &self.params()).expect("sign a request");
         let headers: Vec<(&str, &str)> = signed
             .headers
             .iter()
@@ -196,20 +206,47 @@ impl TestStore {
 
     pub async fn create_upload(&self, key: &str) -> String {
         let response = self
-            .send_signed("POST", key, &[("uploads", "")], &[("x-amz-checksum-algorithm", "SHA256")], Vec::new())
+            .send_signed(
+                "POST",
+                key,
+                &[("uploads", "")],
+                &[("x-amz-checksum-algorithm", "SHA256")],
+                Vec::new(),
+            )
             .await;
-        assert_eq!(response.status, 200, "CreateMultipartUpload: {}", response.text());
+        assert_eq!(
+            response.status,
+            200,
+            "CreateMultipartUpload: {}",
+            response.text()
+        );
         xml_value(&response.text(), "UploadId").expect("UploadId in the response")
     }
 
     /// Uploads a part through a presigned URL and returns its ETag.
-    pub async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, data: &[u8]) -> String {
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: &[u8],
+    ) -> String {
         let sha256 = sha256_base64(data);
         let url = self.part_url(key, upload_id, part_number, &sha256);
         let response = self
-            .send_url("PUT", &url, &[("x-amz-checksum-sha256", &sha256)], data.to_vec())
+            .send_url(
+                "PUT",
+                &url,
+                &[("x-amz-checksum-sha256", &sha256)],
+                data.to_vec(),
+            )
             .await;
-        assert_eq!(response.status, 200, "UploadPart {part_number}: {}", response.text());
+        assert_eq!(
+            response.status,
+            200,
+            "UploadPart {part_number}: {}",
+            response.text()
+        );
         response.header("etag").expect("ETag header")
     }
 
@@ -222,11 +259,19 @@ impl TestStore {
     pub async fn complete(&self, key: &str, upload_id: &str, parts: &[(u32, &str)]) -> Response {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (number, etag) in parts {
-            xml.push_str(&format!("<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>"));
+            xml.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>"
+            ));
         }
         xml.push_str("</CompleteMultipartUpload>");
-        self.send_signed("POST", key, &[("uploadId", upload_id)], &[], xml.into_bytes())
-            .await
+        self.send_signed(
+            "POST",
+            key,
+            &[("uploadId", upload_id)],
+            &[],
+            xml.into_bytes(),
+        )
+        .await
     }
 
     pub async fn put_object(&self, key: &str, data: &[u8]) -> Response {
@@ -238,8 +283,13 @@ impl TestStore {
             &[("x-amz-checksum-sha256", &sha256)],
             Duration::from_secs(60),
         );
-        self.send_url("PUT", &url, &[("x-amz-checksum-sha256", &sha256)], data.to_vec())
-            .await
+        self.send_url(
+            "PUT",
+            &url,
+            &[("x-amz-checksum-sha256", &sha256)],
+            data.to_vec(),
+        )
+        .await
     }
 
     /// Counts files in the store's data and temporary folders.
@@ -247,7 +297,11 @@ impl TestStore {
         let root = self.handle.store().root();
         ["data", "tmp"]
             .iter()
-            .map(|folder| std::fs::read_dir(root.join(folder)).map(|dir| dir.count()).unwrap_or(0))
+            .map(|folder| {
+                std::fs::read_dir(root.join(folder))
+                    .map(|dir| dir.count())
+                    .unwrap_or(0)
+            })
             .sum()
     }
 }

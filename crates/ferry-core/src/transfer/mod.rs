@@ -58,7 +58,9 @@ pub struct EngineOptions {
     pub idle_timeout: Duration,
     /// Limit on opening a connection to the store.
     pub connect_timeout: Duration,
-    /// A presigned URL this close to its expiry is renewed before use.
+    /// A presigned URL this close to its `expires_at` is renewed before use.
+    /// Zero by default, because the store checks expiry when a request
+    /// arrives and a 403 for an expired URL also leads to a renewal.
     pub url_expiry_margin: Duration,
     pub retry: RetryPolicy,
     /// Client for requests to the store, for example one configured for a
@@ -76,7 +78,7 @@ impl Default for EngineOptions {
             ranges_in_flight: DEFAULT_IN_FLIGHT,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            url_expiry_margin: Duration::from_secs(1),
+            url_expiry_margin: Duration::ZERO,
             retry: RetryPolicy::default(),
             store_client: None,
         }

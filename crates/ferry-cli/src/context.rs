@@ -9,7 +9,7 @@ use ferry_core::login::{LoginError, ProfileContext, Session};
 use ferry_core::profile::{FerryDirs, Profile, ProfileError, Profiles};
 use ferry_core::secrets::{SecretStore, SecretStoreError};
 
-use crate::exit::{CliError, CliResult, Exit, error_chain};
+use crate::exit::{CliError, CliResult, Exit};
 
 /// Ferry's folders, from `FERRY_HOME` or the platform's conventions.
 pub fn ferry_dirs() -> CliResult<FerryDirs> {
@@ -81,7 +81,6 @@ pub fn secret_store_error(error: SecretStoreError) -> CliError {
     CliError::from_chain(Exit::Failure, &error)
 }
 
-/// Joins an error's chain into a message, for callers outside this module.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    error_chain(error)
+pub fn journal_error(error: &ferry_core::journal::JournalError) -> CliError {
+    CliError::from_chain(Exit::Failure, error)
 }

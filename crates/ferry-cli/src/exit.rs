@@ -92,14 +92,6 @@ impl CliError {
         CliError::new(Exit::SignInRequired, message)
     }
 
-    pub fn transfer_failed(message: impl Into<String>) -> CliError {
-        CliError::new(Exit::TransferFailed, message)
-    }
-
-    pub fn interrupted(message: impl Into<String>) -> CliError {
-        CliError::new(Exit::Interrupted, message)
-    }
-
     /// Builds the message from an error and its chain of sources, each
     /// joined with ": ", skipping a source whose text the message already holds.
     pub fn from_chain(exit: Exit, error: &(dyn std::error::Error + 'static)) -> CliError {

@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod exit;
 mod fhir;
+mod follow;
 mod output;
 mod progress;
 mod sandbox;

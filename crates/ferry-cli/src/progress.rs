@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ferry_core::journal::TransferState;
+use ferry_core::transfer::Progress;
 use serde::Serialize;
 
 use crate::output::Output;
@@ -13,29 +15,12 @@ use crate::output::Output;
 /// changes are always written.
 const JSON_EVENT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// What the display needs to know about one transfer at one instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TransferSnapshot {
-    /// Journal id of the transfer.
-    pub transfer_id: String,
-    /// `upload` or `download`.
-    pub direction: &'static str,
-    /// File name shown to the user.
-    pub name: String,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub parts_done: u32,
-    pub parts_total: u32,
-    /// Engine state in snake case, e.g. `running`, `paused`, `completed`.
-    pub state: String,
-}
-
 /// One NDJSON line of `--json` transfer output.
 #[derive(Debug, Serialize)]
 struct ProgressEvent<'a> {
     event: &'static str,
     #[serde(flatten)]
-    snapshot: &'a TransferSnapshot,
+    progress: &'a Progress,
 }
 
 /// Renders progress for every transfer of one command.
@@ -43,7 +28,7 @@ pub struct ProgressView {
     output: Output,
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
-    last_event: HashMap<String, (Instant, String)>,
+    last_event: HashMap<String, (Instant, TransferState)>,
 }
 
 impl ProgressView {
@@ -61,21 +46,21 @@ impl ProgressView {
 
     /// Updates the transfer's bar and, in JSON mode, writes a `progress`
     /// event when the state changed or enough time has passed.
-    pub fn update(&mut self, snapshot: &TransferSnapshot) {
+    pub fn update(&mut self, progress: &Progress) {
         if let Some(multi) = &self.multi {
             let bar = self
                 .bars
-                .entry(snapshot.transfer_id.clone())
-                .or_insert_with(|| multi.add(new_bar(snapshot)));
-            bar.set_length(snapshot.bytes_total);
-            bar.set_position(snapshot.bytes_done);
-            bar.set_message(bar_message(snapshot));
+                .entry(progress.transfer_id.clone())
+                .or_insert_with(|| multi.add(new_bar(progress)));
+            bar.set_length(progress.bytes_total);
+            bar.set_position(progress.bytes_done);
+            bar.set_message(bar_message(progress));
         }
 
-        if self.output.is_json() && self.should_emit(snapshot) {
+        if self.output.is_json() && self.should_emit(progress) {
             self.output.json_event(&ProgressEvent {
                 event: "progress",
-                snapshot,
+                progress,
             });
         }
     }
@@ -98,71 +83,67 @@ impl ProgressView {
         }
     }
 
-    fn should_emit(&mut self, snapshot: &TransferSnapshot) -> bool {
+    fn should_emit(&mut self, progress: &Progress) -> bool {
         let now = Instant::now();
-        let emit = match self.last_event.get(&snapshot.transfer_id) {
+        let emit = match self.last_event.get(&progress.transfer_id) {
             None => true,
             Some((at, state)) => {
-                *state != snapshot.state
-                    || snapshot.bytes_done == snapshot.bytes_total
+                *state != progress.state
+                    || progress.bytes_done == progress.bytes_total
                     || now.duration_since(*at) >= JSON_EVENT_INTERVAL
             }
         };
         if emit {
-            self.last_event.insert(
-                snapshot.transfer_id.clone(),
-                (now, snapshot.state.clone()),
-            );
+            self.last_event
+                .insert(progress.transfer_id.clone(), (now, progress.state));
         }
         emit
     }
 }
 
-fn new_bar(snapshot: &TransferSnapshot) -> ProgressBar {
+fn new_bar(progress: &Progress) -> ProgressBar {
     let style = ProgressStyle::with_template(
         "{prefix:>8} {wide_msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
     )
     .expect("progress template is valid")
     .progress_chars("=> ");
-    ProgressBar::new(snapshot.bytes_total)
+    ProgressBar::new(progress.bytes_total)
         .with_style(style)
-        .with_prefix(snapshot.direction)
+        .with_prefix(progress.direction.as_str())
 }
 
-/// The text beside a bar: file name, parts and any state other than running.
-fn bar_message(snapshot: &TransferSnapshot) -> String {
-    let mut message = format!(
-        "{} (part {}/{})",
-        snapshot.name, snapshot.parts_done, snapshot.parts_total
-    );
-    if snapshot.state != "running" {
-        message.push_str(" ");
-        message.push_str(&snapshot.state);
+/// The text beside a bar: the file name and any state other than running,
+/// e.g. `ct.zip (waiting_for_network)`.
+fn bar_message(progress: &Progress) -> String {
+    match progress.state {
+        TransferState::Running => progress.file_name.clone(),
+        other => format!("{} ({})", progress.file_name, other.as_str()),
     }
-    message
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::journal::Direction;
 
-    fn snapshot(state: &str, bytes_done: u64) -> TransferSnapshot {
-        TransferSnapshot {
+    fn progress(state: TransferState, bytes_done: u64) -> Progress {
+        Progress {
             transfer_id: "t1".into(),
-            direction: "upload",
-            name: "ct.zip".into(),
+            direction: Direction::Upload,
+            file_name: "ct.zip".into(),
+            state,
             bytes_done,
             bytes_total: 100,
-            parts_done: 1,
-            parts_total: 4,
-            state: state.into(),
+            bytes_per_second: 0.0,
+            eta: None,
+            error: None,
         }
     }
 
     #[test]
-    fn bar_message_names_parts_and_state() {
-        assert_eq!(bar_message(&snapshot("running", 10)), "ct.zip (part 1/4)");
-        assert_eq!(bar_message(&snapshot("paused", 10)), "ct.zip (part 1/4) paused");
+    fn bar_message_names_state_other_than_running() {
+        assert_eq!(bar_message(&progress(TransferState::Running, 10)), "ct.zip");
+        assert_eq!(bar_message(&progress(TransferState::Paused, 10)), "ct.zip (paused)");
     }
 
     #[test]
@@ -173,21 +154,22 @@ mod tests {
             bars: HashMap::new(),
             last_event: HashMap::new(),
         };
-        assert!(view.should_emit(&snapshot("running", 10)), "first event");
-        assert!(!view.should_emit(&snapshot("running", 11)), "same state, too soon");
-        assert!(view.should_emit(&snapshot("paused", 11)), "state changed");
-        assert!(view.should_emit(&snapshot("paused", 100)), "all bytes done");
+        assert!(view.should_emit(&progress(TransferState::Running, 10)), "first event");
+        assert!(!view.should_emit(&progress(TransferState::Running, 11)), "same state, too soon");
+        assert!(view.should_emit(&progress(TransferState::Paused, 11)), "state changed");
+        assert!(view.should_emit(&progress(TransferState::Paused, 100)), "all bytes done");
     }
 
     #[test]
-    fn progress_event_flattens_snapshot() {
+    fn progress_event_flattens_progress() {
         let value = serde_json::to_value(ProgressEvent {
             event: "progress",
-            snapshot: &snapshot("running", 10),
+            progress: &progress(TransferState::Running, 10),
         })
         .unwrap();
         assert_eq!(value["event"], "progress");
         assert_eq!(value["bytes_done"], 10);
+        assert_eq!(value["state"], "running");
         assert_eq!(value["transfer_id"], "t1");
     }
 }

@@ -3,6 +3,7 @@
 mod account;
 mod directory;
 mod study;
+mod transfer;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, CliResult};
@@ -19,6 +20,10 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Documents { patient } => directory::documents(profile, patient, output).await,
         Command::Patients { name } => directory::patients(profile, name, output).await,
         Command::Scan(args) => study::scan(profile, args, output).await,
+        Command::Upload(args) => transfer::upload(profile, args, output).await,
+        Command::Download(args) => transfer::download(profile, args, output).await,
+        Command::Transfers { action } => transfer::transfers(profile, action, output).await,
+        Command::Resume => transfer::resume(profile, output).await,
         other => Err(CliError::failure(format!(
             "`{}` is not available in this build yet",
             command_name(&other)

@@ -80,8 +80,6 @@ pub async fn fetch_patient(session: &Session, patient_id: &str) -> CliResult<Fhi
 pub struct PreparedStudy {
     /// The zip archive to upload: the input itself, or a packed copy of a folder.
     pub archive: PathBuf,
-    /// True when `archive` was packed by Ferry and may be deleted after the upload.
-    pub packed: bool,
     pub summary: Option<StudySummary>,
     pub confirmation: Option<PatientMismatchConfirmation>,
     pub instance_count: usize,
@@ -99,6 +97,27 @@ pub async fn prepare_study(
     output: Output,
 ) -> CliResult<PreparedStudy> {
     let scan = scan_path(path).await?;
+    if scan.instances.is_empty() {
+        return match &scan.source {
+            study::ScanSource::Zip { path } => {
+                output.status(format!(
+                    "{} holds no DICOM instances; uploading it as a plain zip archive.",
+                    path.display()
+                ));
+                Ok(PreparedStudy {
+                    archive: path.clone(),
+                    summary: None,
+                    confirmation: None,
+                    instance_count: 0,
+                })
+            }
+            study::ScanSource::Folder { path } => Err(CliError::usage(format!(
+                "{} holds no valid DICOM instance ({} file(s) set aside); upload single files by name instead",
+                path.display(),
+                scan.set_aside.len()
+            ))),
+        };
+    }
     if !scan.set_aside.is_empty() {
         output.status(format!(
             "{} file(s) in {} are not valid DICOM instances and are set aside (run `ferry scan` for the list).",
@@ -153,13 +172,12 @@ pub async fn prepare_study(
 
     let summary = study_summary(&scan);
     let instance_count = scan.instances.len();
-    let (archive, packed) = match &scan.source {
-        study::ScanSource::Zip { path } => (path.clone(), false),
-        study::ScanSource::Folder { path } => (pack_folder(&scan, path, staging_dir, output).await?, true),
+    let archive = match &scan.source {
+        study::ScanSource::Zip { path } => path.clone(),
+        study::ScanSource::Folder { path } => pack_folder(&scan, path, staging_dir, output).await?,
     };
     Ok(PreparedStudy {
         archive,
-        packed,
         summary,
         confirmation,
         instance_count,

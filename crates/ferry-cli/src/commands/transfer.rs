@@ -1,0 +1,429 @@
+//! `ferry upload`, `download`, `transfers` and `resume`.
+
+use std::path::{Path, PathBuf};
+
+use ferry_core::journal::{PartState, TransferRecord, TransferState};
+use ferry_core::login::{ProfileContext, Session};
+use ferry_core::transfer::{
+    DownloadOptions, Engine, EngineOptions, ExistingFile, TransferHandle, TransferOutcome, UploadOptions,
+};
+use serde_json::json;
+
+use super::study::prepare_study;
+use crate::cli::{DownloadArgs, TransfersAction, UploadArgs};
+use crate::context;
+use crate::exit::{CliError, CliResult};
+use crate::follow::{Followed, exit_of, follow, open_engine, transfer_error};
+use crate::output::{Output, format_bytes, format_rate, table};
+
+const MIB: u64 = 1024 * 1024;
+
+/// What one path given to `ferry upload` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UploadInput {
+    /// A file uploaded as it is.
+    File(PathBuf),
+    /// A DICOM folder, or a zip archive that may hold a study.
+    Study(PathBuf),
+}
+
+/// Checks that every path exists, before anything else happens, and sorts
+/// files from study folders and zip archives.
+fn classify_inputs(paths: &[PathBuf]) -> CliResult<Vec<UploadInput>> {
+    paths
+        .iter()
+        .map(|path| {
+            let metadata = std::fs::metadata(path).map_err(|error| {
+                CliError::usage(format!(
+                    "{} cannot be read ({error}); check the path",
+                    path.display()
+                ))
+            })?;
+            let is_zip = path
+                .extension()
+                .is_some_and(|extension| extension.eq_ignore_ascii_case("zip"));
+            if metadata.is_dir() || (metadata.is_file() && is_zip) {
+                Ok(UploadInput::Study(path.clone()))
+            } else if metadata.is_file() {
+                Ok(UploadInput::File(path.clone()))
+            } else {
+                Err(CliError::usage(format!(
+                    "{} is neither a file nor a folder; pass files, DICOM folders or zip archives",
+                    path.display()
+                )))
+            }
+        })
+        .collect()
+}
+
+/// The patient of an upload: `--patient`, or the clinician's patient context.
+fn upload_patient(session: &Session, requested: Option<String>) -> CliResult<String> {
+    let context_patient = session.info().patient;
+    match (requested, context_patient) {
+        (Some(requested), Some(context)) if requested != context => Err(CliError::usage(format!(
+            "--patient {requested} differs from the signed-in patient context Patient/{context}; \
+             a clinician sign-in uploads only for that patient"
+        ))),
+        (Some(requested), _) => Ok(requested),
+        (None, Some(context)) => Ok(context),
+        (None, None) => Err(CliError::usage(
+            "no patient given: imaging staff choose the patient per upload with --patient ID \
+             (find the id with `ferry patients --name …`)",
+        )),
+    }
+}
+
+pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> CliResult<()> {
+    let inputs = classify_inputs(&args.paths)?;
+    let context = context::profile_context(profile)?;
+    let session = context::resume_session(&context).await?;
+    let patient = upload_patient(&session, args.patient.clone())?;
+
+    let mut options = EngineOptions::default();
+    if let Some(part_size) = args.part_size {
+        options.part_size = part_size * MIB;
+    }
+    if let Some(parallel) = args.parallel {
+        options.parts_in_flight = parallel.get();
+        options.ranges_in_flight = parallel.get();
+    }
+    let engine = open_engine(&context, &session, options)?;
+
+    let mut handles = Vec::new();
+    for input in inputs {
+        let handle = start_upload(&context, &session, &engine, &input, &patient, &args, output).await?;
+        handles.push(handle);
+    }
+
+    let followed = follow(&engine, handles, output).await;
+    report(&context, &engine, &followed, output);
+    exit_of(&followed)
+}
+
+async fn start_upload(
+    context: &ProfileContext,
+    session: &Session,
+    engine: &Engine,
+    input: &UploadInput,
+    patient: &str,
+    args: &UploadArgs,
+    output: Output,
+) -> CliResult<TransferHandle> {
+    let mut upload_options = UploadOptions::default();
+    let file = match input {
+        UploadInput::File(path) => path.clone(),
+        UploadInput::Study(path) => {
+            let prepared = prepare_study(
+                session,
+                path,
+                patient,
+                args.confirm_patient_mismatch.as_deref(),
+                &staging_dir(context),
+                output,
+            )
+            .await?;
+            output.status(format!(
+                "{}: {} DICOM instances for Patient/{patient}.",
+                path.display(),
+                prepared.instance_count
+            ));
+            upload_options.study = prepared.summary;
+            upload_options.patient_mismatch_confirmation = prepared.confirmation;
+            upload_options.media_type = Some("application/zip".to_owned());
+            prepared.archive
+        }
+    };
+
+    let handle = engine
+        .upload(&file, patient, upload_options)
+        .await
+        .map_err(|error| transfer_error(&error))?;
+    output.status(format!("Uploading {} as transfer {}.", file.display(), handle.id()));
+    Ok(handle)
+}
+
+/// Folder for archives packed from study folders, kept until their upload
+/// completes so that an interrupted upload resumes from the same bytes.
+fn staging_dir(context: &ProfileContext) -> PathBuf {
+    context.dirs.profile_data_dir(&context.profile.name).join("staging")
+}
+
+pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output) -> CliResult<()> {
+    let folder = args.to.clone().unwrap_or_else(|| PathBuf::from("."));
+    if folder.exists() && !folder.is_dir() {
+        return Err(CliError::usage(format!(
+            "--to {} is not a folder; pass a folder to download into",
+            folder.display()
+        )));
+    }
+    std::fs::create_dir_all(&folder)
+        .map_err(|error| CliError::failure(format!("failed to create {}: {error}", folder.display())))?;
+    for id in &args.document_ids {
+        if id.trim().is_empty() || id.contains('/') {
+            return Err(CliError::usage(format!(
+                "'{id}' is not a DocumentReference id; pass the id from `ferry documents`, e.g. doc-7f3c2a"
+            )));
+        }
+    }
+
+    let context = context::profile_context(profile)?;
+    let session = context::resume_session(&context).await?;
+    let engine = open_engine(&context, &session, EngineOptions::default())?;
+    let existing_file = if args.overwrite { ExistingFile::Overwrite } else { ExistingFile::Fail };
+
+    let mut handles = Vec::new();
+    for id in &args.document_ids {
+        let handle = engine
+            .download(id, &folder, DownloadOptions { existing_file })
+            .await
+            .map_err(|error| transfer_error(&error))?;
+        output.status(format!("Downloading {id} into {} as transfer {}.", folder.display(), handle.id()));
+        handles.push(handle);
+    }
+
+    let followed = follow(&engine, handles, output).await;
+    report(&context, &engine, &followed, output);
+    exit_of(&followed)
+}
+
+pub async fn transfers(profile: Option<&str>, action: Option<TransfersAction>, output: Output) -> CliResult<()> {
+    let context = context::profile_context(profile)?;
+    let action = action.unwrap_or(TransfersAction::List);
+    if let TransfersAction::List = action {
+        // Listing reads the journal only; it needs no sign-in.
+        return list_transfers(&context, output);
+    }
+
+    let session = context::resume_session(&context).await?;
+    let engine = open_engine(&context, &session, EngineOptions::default())?;
+    match action {
+        TransfersAction::List => unreachable!("handled above"),
+        TransfersAction::Pause { id } => {
+            engine.pause(&id).map_err(|error| transfer_error(&error))?;
+            output.status(format!("Paused transfer {id}; continue it with `ferry transfers resume {id}`."));
+            output.json_result(&json!({ "transfer_id": id, "state": "paused" }));
+            Ok(())
+        }
+        TransfersAction::Cancel { id } => {
+            engine.cancel(&id).await.map_err(|error| transfer_error(&error))?;
+            output.status(format!("Cancelled transfer {id}."));
+            output.json_result(&json!({ "transfer_id": id, "state": "cancelled" }));
+            Ok(())
+        }
+        TransfersAction::Resume { id } => {
+            let handle = engine.resume(&id).map_err(|error| transfer_error(&error))?;
+            let followed = follow(&engine, vec![handle], output).await;
+            report(&context, &engine, &followed, output);
+            exit_of(&followed)
+        }
+    }
+}
+
+pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
+    let context = context::profile_context(profile)?;
+    let session = context::resume_session(&context).await?;
+    let engine = open_engine(&context, &session, EngineOptions::default())?;
+
+    // Interrupted transfers (a crash, a lost network) and paused ones, such
+    // as those paused by Ctrl-C. Failed transfers stay failed: they are
+    // retried one by one with `ferry transfers resume ID`.
+    let mut handles = engine.resume_all().map_err(|error| transfer_error(&error))?;
+    let paused: Vec<TransferRecord> = engine
+        .list()
+        .map_err(|error| transfer_error(&error))?
+        .into_iter()
+        .filter(|record| record.state == TransferState::Paused)
+        .collect();
+    for record in paused {
+        if handles.iter().any(|handle| handle.id() == record.id) {
+            continue;
+        }
+        handles.push(engine.resume(&record.id).map_err(|error| transfer_error(&error))?);
+    }
+
+    if handles.is_empty() {
+        output.status("Nothing to resume: no interrupted or paused transfers in the journal.");
+        output.json_result(&json!({ "resumed": [] }));
+        return Ok(());
+    }
+    output.status(format!("Resuming {} transfer(s).", handles.len()));
+    let followed = follow(&engine, handles, output).await;
+    report(&context, &engine, &followed, output);
+    exit_of(&followed)
+}
+
+fn list_transfers(context: &ProfileContext, output: Output) -> CliResult<()> {
+    let path = crate::follow::journal_path(context);
+    if !path.exists() {
+        output.status(format!("No transfers yet for profile {}.", context.profile.name));
+        output.json_result(&json!({ "transfers": [] }));
+        return Ok(());
+    }
+    let journal = ferry_core::journal::Journal::open(&path).map_err(|error| crate::context::journal_error(&error))?;
+    let records = journal.list().map_err(|error| crate::context::journal_error(&error))?;
+
+    let mut rows = Vec::new();
+    let mut documents = Vec::new();
+    for record in &records {
+        let parts = journal.parts(&record.id).unwrap_or_default();
+        let confirmed = parts.iter().filter(|part| part.state == PartState::Confirmed).count();
+        rows.push(vec![
+            record.id.clone(),
+            record.direction.as_str().to_owned(),
+            record.state.as_str().to_owned(),
+            record.file_name.clone(),
+            record.size.map(format_bytes).unwrap_or_default(),
+            if parts.is_empty() { String::new() } else { format!("{confirmed}/{}", parts.len()) },
+            record.document_id.clone().unwrap_or_default(),
+            record.updated_at.clone(),
+        ]);
+        documents.push(json!({
+            "transfer_id": record.id,
+            "direction": record.direction,
+            "state": record.state,
+            "file_name": record.file_name,
+            "size": record.size,
+            "parts_confirmed": confirmed,
+            "part_count": parts.len(),
+            "document_id": record.document_id,
+            "patient": record.patient,
+            "sha256": record.sha256,
+            "correlation_id": record.correlation_id,
+            "error": record.error,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }));
+    }
+    if rows.is_empty() {
+        output.status("No transfers in the journal.");
+    } else {
+        output.text(table(
+            &["TRANSFER", "DIRECTION", "STATE", "FILE", "SIZE", "PARTS", "DOCUMENT", "UPDATED"],
+            &rows,
+        ));
+        for record in records.iter().filter(|record| record.error.is_some()) {
+            output.text(format!("{}: {}", record.id, record.error.as_deref().unwrap_or_default()));
+        }
+    }
+    output.json_result(&json!({ "transfers": documents }));
+    Ok(())
+}
+
+/// Prints one line (and in JSON mode one event) per finished transfer, and
+/// removes archives packed for uploads that completed.
+fn report(context: &ProfileContext, engine: &Engine, followed: &Followed, output: Output) {
+    for finished in &followed.finished {
+        let record = engine.get(&finished.transfer_id).ok();
+        match &finished.result {
+            Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
+                let receipt_body = &receipt.receipt;
+                output.status(format!(
+                    "Uploaded {} ({}) as DocumentReference/{document_id} for Patient/{}: {} parts, \
+                     SHA-256 {}, receipt verified, correlation id {}, {}.",
+                    finished.file_name,
+                    format_bytes(receipt_body.size),
+                    receipt_body.patient,
+                    receipt_body.part_count,
+                    receipt_body.sha256,
+                    receipt_body.correlation_id,
+                    format_rate(receipt_body.size, finished.seconds),
+                ));
+                output.json_event(&json!({
+                    "event": "uploaded",
+                    "transfer_id": finished.transfer_id,
+                    "file_name": finished.file_name,
+                    "document_id": document_id,
+                    "size": receipt_body.size,
+                    "sha256": receipt_body.sha256,
+                    "part_count": receipt_body.part_count,
+                    "correlation_id": receipt_body.correlation_id,
+                    "seconds": finished.seconds,
+                    "receipt": receipt,
+                }));
+                if let Some(source) = record.as_ref().and_then(|record| record.source_path.as_deref()) {
+                    remove_staged(context, source);
+                }
+            }
+            Ok(TransferOutcome::Downloaded { path, size, sha256 }) => {
+                output.status(format!(
+                    "Downloaded {} ({}) to {}: SHA-256 {sha256} verified, {}.",
+                    finished.file_name,
+                    format_bytes(*size),
+                    path.display(),
+                    format_rate(*size, finished.seconds),
+                ));
+                output.json_event(&json!({
+                    "event": "downloaded",
+                    "transfer_id": finished.transfer_id,
+                    "document_id": record.as_ref().and_then(|record| record.document_id.clone()),
+                    "path": path,
+                    "size": size,
+                    "sha256": sha256,
+                    "correlation_id": record.as_ref().and_then(|record| record.correlation_id.clone()),
+                    "seconds": finished.seconds,
+                }));
+            }
+            Ok(TransferOutcome::Paused) => {
+                output.status(format!(
+                    "Paused {} (transfer {}); `ferry resume` continues it.",
+                    finished.file_name, finished.transfer_id
+                ));
+                output.json_event(&json!({ "event": "paused", "transfer_id": finished.transfer_id }));
+            }
+            Ok(TransferOutcome::Cancelled) => {
+                output.status(format!("Cancelled {} (transfer {}).", finished.file_name, finished.transfer_id));
+                output.json_event(&json!({ "event": "cancelled", "transfer_id": finished.transfer_id }));
+            }
+            Err(error) => {
+                output.json_event(&json!({
+                    "event": "failed",
+                    "transfer_id": finished.transfer_id,
+                    "file_name": finished.file_name,
+                    "message": crate::exit::error_chain(error.as_ref()),
+                }));
+            }
+        }
+    }
+}
+
+/// Deletes an archive that Ferry packed into the staging folder, once its
+/// upload completed. Files outside the staging folder are never touched.
+fn remove_staged(context: &ProfileContext, source: &Path) {
+    let staging = staging_dir(context);
+    if source.starts_with(&staging) {
+        if let Err(error) = std::fs::remove_file(source) {
+            tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_input_is_usage_error_naming_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.zip");
+        let error = classify_inputs(&[missing.clone()]).unwrap_err();
+        assert_eq!(error.exit, crate::exit::Exit::Usage);
+        assert!(error.message.contains(&missing.display().to_string()), "{}", error.message);
+    }
+
+    #[test]
+    fn inputs_are_sorted_into_files_and_studies() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("report.pdf");
+        let zip = dir.path().join("study.ZIP");
+        std::fs::write(&file, b"%PDF").unwrap();
+        std::fs::write(&zip, b"PK").unwrap();
+        let folder = dir.path().join("series");
+        std::fs::create_dir(&folder).unwrap();
+
+        let inputs = classify_inputs(&[file.clone(), zip.clone(), folder.clone()]).unwrap();
+        assert_eq!(
+            inputs,
+            vec![UploadInput::File(file), UploadInput::Study(zip), UploadInput::Study(folder)]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Opening a profile's transfer engine, following its transfers to the end
+//! with progress, and pausing them cleanly on Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_core::grant::{GrantClient, GrantError};
+use ferry_core::login::{ProfileContext, Session};
+use ferry_core::transfer::{Engine, EngineOptions, Progress, TransferError, TransferHandle, TransferOutcome};
+use ferry_api::ErrorCode;
+use tokio::sync::mpsc;
+
+use crate::context::login_error;
+use crate::exit::{CliError, CliResult, Exit, error_chain};
+use crate::output::Output;
+use crate::progress::ProgressView;
+
+/// File name of a profile's transfer journal in its data folder.
+pub const JOURNAL_FILE: &str = "journal.sqlite";
+
+/// Returns `{data_dir}/profiles/{name}/journal.sqlite`.
+pub fn journal_path(context: &ProfileContext) -> PathBuf {
+    context.dirs.profile_data_dir(&context.profile.name).join(JOURNAL_FILE)
+}
+
+/// Builds the engine of a signed-in profile: grant API client and journal.
+pub fn open_engine(context: &ProfileContext, session: &Session, options: EngineOptions) -> CliResult<Engine> {
+    let grant_api = session.grant_api().map_err(login_error)?;
+    let grants = GrantClient::new(grant_api, context.http.clone(), Arc::new(session.clone()));
+    let journal = journal_path(context);
+    if let Some(folder) = journal.parent() {
+        std::fs::create_dir_all(folder)
+            .map_err(|error| CliError::failure(format!("failed to create {}: {error}", folder.display())))?;
+    }
+    Engine::new(&journal, grants, options).map_err(|error| transfer_error(&error))
+}
+
+/// How one followed transfer ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub transfer_id: String,
+    pub file_name: String,
+    pub result: Result<TransferOutcome, Arc<TransferError>>,
+    pub seconds: f64,
+}
+
+/// Everything [`follow`] saw.
+#[derive(Debug)]
+pub struct Followed {
+    pub finished: Vec<Finished>,
+    /// Ctrl-C was pressed and the transfers were paused.
+    pub interrupted: bool,
+}
+
+enum Event {
+    Progress(Progress),
+    Done(String, Result<TransferOutcome, Arc<TransferError>>),
+}
+
+/// Follows the transfers until each has ended, drawing progress. On Ctrl-C
+/// every transfer is paused (the parts in flight finish and the journal
+/// records where each stopped); a second Ctrl-C stops waiting at once, which
+/// the journal also survives.
+pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Output) -> Followed {
+    let started = Instant::now();
+    let (sender, mut events) = mpsc::unbounded_channel();
+    for handle in &handles {
+        tokio::spawn(forward(handle.clone(), sender.clone()));
+    }
+    drop(sender);
+
+    let mut ctrl_c = ctrl_c_signals();
+    let mut view = ProgressView::new(output);
+    let mut last: std::collections::HashMap<String, Progress> = std::collections::HashMap::new();
+    let mut finished = Vec::new();
+    let mut interrupted = false;
+
+    while finished.len() < handles.len() {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Progress(progress)) => {
+                    view.update(&progress);
+                    last.insert(progress.transfer_id.clone(), progress);
+                }
+                Some(Event::Done(id, result)) => {
+                    let progress = last.get(&id);
+                    let file_name = progress.map(|p| p.file_name.clone()).unwrap_or_default();
+                    view.finish(&id, finish_message(&file_name, &result));
+                    finished.push(Finished {
+                        transfer_id: id,
+                        file_name,
+                        result,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+                None => break,
+            },
+            Some(()) = ctrl_c.recv() => {
+                if interrupted {
+                    view.println("Stopped; the journal keeps every transfer's state. Run `ferry resume` to finish them.");
+                    break;
+                }
+                interrupted = true;
+                view.println("Ctrl-C: pausing transfers after the parts in flight (press Ctrl-C again to stop at once).");
+                for handle in &handles {
+                    if let Err(error) = engine.pause(handle.id()) {
+                        tracing::warn!(transfer = handle.id(), "pausing failed: {error}");
+                    }
+                }
+            },
+        }
+    }
+    Followed { finished, interrupted }
+}
+
+/// Delivers every Ctrl-C (SIGINT) from now on. The handler replaces the
+/// default of ending the process at once.
+fn ctrl_c_signals() -> mpsc::UnboundedReceiver<()> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if sender.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+async fn forward(handle: TransferHandle, sender: mpsc::UnboundedSender<Event>) {
+    let mut progress = handle.progress();
+    let _ = sender.send(Event::Progress(progress.borrow().clone()));
+    loop {
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let report = progress.borrow_and_update().clone();
+                if sender.send(Event::Progress(report)).is_err() {
+                    return;
+                }
+            }
+            result = handle.wait() => {
+                let _ = sender.send(Event::Progress(progress.borrow().clone()));
+                let _ = sender.send(Event::Done(handle.id().to_owned(), result));
+                return;
+            }
+        }
+    }
+    let result = handle.wait().await;
+    let _ = sender.send(Event::Done(handle.id().to_owned(), result));
+}
+
+fn finish_message(file_name: &str, result: &Result<TransferOutcome, Arc<TransferError>>) -> String {
+    match result {
+        Ok(TransferOutcome::Uploaded { document_id, .. }) => format!("{file_name}: uploaded as {document_id}"),
+        Ok(TransferOutcome::Downloaded { path, .. }) => format!("{file_name}: saved to {}", path.display()),
+        Ok(TransferOutcome::Paused) => format!("{file_name}: paused"),
+        Ok(TransferOutcome::Cancelled) => format!("{file_name}: cancelled"),
+        Err(_) => format!("{file_name}: failed"),
+    }
+}
+
+/// Maps a transfer failure to its exit code and message.
+pub fn transfer_error(error: &TransferError) -> CliError {
+    CliError::new(transfer_exit(error), error_chain(error))
+}
+
+fn transfer_exit(error: &TransferError) -> Exit {
+    match error {
+        TransferError::Grant(grant) => grant_exit(grant),
+        TransferError::RetriesExhausted { .. } => Exit::Interrupted,
+        TransferError::Interrupted => Exit::Interrupted,
+        TransferError::ClaimedElsewhere { .. } => Exit::Failure,
+        TransferError::DestinationExists { .. } => Exit::Failure,
+        TransferError::Io { .. } | TransferError::Journal(_) | TransferError::Task(_) => Exit::Failure,
+        TransferError::InvalidState { .. } => Exit::Usage,
+        _ => Exit::TransferFailed,
+    }
+}
+
+fn grant_exit(error: &GrantError) -> Exit {
+    match error {
+        GrantError::AccessToken { source, .. } if source.sign_in_required => Exit::SignInRequired,
+        _ if error.code() == Some(ErrorCode::InvalidToken) => Exit::SignInRequired,
+        _ if error.is_retryable() => Exit::Interrupted,
+        _ => Exit::TransferFailed,
+    }
+}
+
+/// The exit of a command that followed transfers: the worst failure, 130
+/// after Ctrl-C, or success.
+pub fn exit_of(followed: &Followed) -> CliResult<()> {
+    if followed.interrupted {
+        return Err(CliError::new(
+            Exit::CtrlC,
+            "interrupted by Ctrl-C; the transfers are paused in the journal; run `ferry resume` to finish them",
+        ));
+    }
+    let failures: Vec<(&Finished, &TransferError)> = followed
+        .finished
+        .iter()
+        .filter_map(|finished| finished.result.as_ref().err().map(|error| (finished, error.as_ref())))
+        .collect();
+    let Some((first, first_error)) = failures.first() else {
+        return Ok(());
+    };
+    let mut error = transfer_error(first_error);
+    error.message = format!(
+        "transfer {} ({}) failed: {}",
+        first.transfer_id, first.file_name, error.message
+    );
+    if error.exit == Exit::Interrupted {
+        error.message.push_str(&format!(
+            "; run `ferry transfers resume {}` to try again",
+            first.transfer_id
+        ));
+    }
+    if failures.len() > 1 {
+        error.message.push_str(&format!(" ({} more transfers failed; see `ferry transfers`)", failures.len() - 1));
+    }
+    Err(error)
+}

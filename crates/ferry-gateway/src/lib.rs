@@ -6,11 +6,20 @@
 //! [`router`] composes the HTTP API from one sub-router per module over a
 //! shared [`AppState`].
 
+pub mod audit;
+pub mod cleanup;
 pub mod db;
 pub mod directory;
 pub mod fhir;
+pub mod grant;
+pub mod policy;
+pub mod repository;
+pub mod s3;
+pub mod sandbox_grant;
 pub mod scopes;
+pub mod serve;
 pub mod smart;
+pub mod store_hook;
 pub mod tokens;
 pub mod web;
 
@@ -36,6 +45,8 @@ pub struct AppState {
     /// Sign-in choice applied to every authorization request (sandbox only).
     pub auto_login: Option<AutoLogin>,
     pub data_dir: PathBuf,
+    /// The grant API and the embedded store behind it.
+    pub grant: Option<sandbox_grant::SandboxGrant>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -64,6 +75,15 @@ pub fn router(state: SharedState) -> Router {
         .merge(smart::router())
         .merge(fhir::router())
         .merge(web::health_router())
+        .merge(grant_router(&state))
         .layer(web::trace_layer())
         .with_state(state)
+}
+
+/// The grant API of a state that has one, else an empty router.
+fn grant_router(state: &SharedState) -> Router<SharedState> {
+    match &state.grant {
+        Some(grant) => grant::router(grant.service.clone(), state.verifier.clone()),
+        None => Router::new(),
+    }
 }

@@ -106,6 +106,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Grant(#[from] crate::sandbox_grant::GrantStartError),
     #[error("--auto-login names '{0}', which is not a sandbox user or patient")]
     UnknownAutoLogin(String),
 }
@@ -172,6 +174,7 @@ pub async fn start_sandbox(config: SandboxConfig) -> Result<SandboxHandle, Start
     })?;
     let urls = SandboxUrls::for_address(local_addr);
 
+    let grant = crate::sandbox_grant::start(&config.data_dir, local_addr, db.clone()).await?;
     let verifier = SandboxVerifier::new(
         signing_key.clone(),
         urls.issuer.clone(),
@@ -185,6 +188,7 @@ pub async fn start_sandbox(config: SandboxConfig) -> Result<SandboxHandle, Start
         urls: urls.clone(),
         auto_login: config.auto_login.clone(),
         data_dir: config.data_dir.clone(),
+        grant: Some(grant),
     });
 
     let (shutdown_sender, shutdown_receiver) = oneshot::channel::<()>();

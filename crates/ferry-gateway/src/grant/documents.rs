@@ -24,15 +24,29 @@ pub enum RegistryError {
     Rejected { id: String, message: String },
 }
 
+/// A completed, verified upload to register.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletedDocument<'a> {
+    pub upload: &'a UploadRecord,
+    /// Whole-file SHA-256, hex.
+    pub sha256: &'a str,
+    /// Location of the object, `s3://bucket/key`.
+    pub object_url: &'a str,
+    /// The uploader's `fhirUser` claim; empty when the token had none.
+    pub author: &'a str,
+    pub completed_at: Timestamp,
+}
+
 /// Where completed uploads are registered as FHIR `DocumentReference`s.
 pub trait DocumentRegistry: Send + Sync {
-    /// Stores `resource` as `DocumentReference/{id}`. Storing the same id
-    /// again is not an error, so a retried completion does not fail here.
-    fn store(&self, id: &str, patient: &str, resource: &Value) -> Result<(), RegistryError>;
+    /// Creates the `DocumentReference` (with the `ImagingStudy` of the
+    /// upload's study, if any) and returns its logical id.
+    fn create(&self, document: &CompletedDocument<'_>) -> Result<String, RegistryError>;
 }
 
 /// Registry in the gateway database's `grant_documents` table, for `serve`
-/// mode, where no FHIR server of the gateway's own exists.
+/// mode, where the gateway has no FHIR server of its own. Ids derive from
+/// the upload id, so registering an upload twice stores one resource.
 #[derive(Debug, Clone)]
 pub struct LocalDocumentRegistry {
     db: Db,
@@ -45,27 +59,34 @@ impl LocalDocumentRegistry {
 }
 
 impl DocumentRegistry for LocalDocumentRegistry {
-    fn store(&self, id: &str, patient: &str, resource: &Value) -> Result<(), RegistryError> {
-        self.db
-            .lock()
-            .execute(
-                "INSERT OR IGNORE INTO grant_documents (id, patient, created_at, resource) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![id, patient, Timestamp::now().as_millisecond(), resource.to_string()],
-            )
-            .map_err(DbError::from)?;
-        Ok(())
+    fn create(&self, document: &CompletedDocument<'_>) -> Result<String, RegistryError> {
+        let id = format!("doc-{}", document.upload.id.trim_start_matches("upl_"));
+        let resource = document_reference(&id, document);
+        store_local(&self.db, &id, &document.upload.patient, &resource)?;
+        Ok(id)
     }
 }
 
+/// Inserts a resource into `grant_documents`, keeping an existing one.
+pub fn store_local(db: &Db, id: &str, patient: &str, resource: &Value) -> Result<(), RegistryError> {
+    db.lock()
+        .execute(
+            "INSERT OR IGNORE INTO grant_documents (id, patient, created_at, resource) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id, patient, Timestamp::now().as_millisecond(), resource.to_string()],
+        )
+        .map_err(DbError::from)?;
+    Ok(())
+}
+
 /// Builds the FHIR R4 `DocumentReference` of a completed upload.
-pub fn document_reference(
-    id: &str,
-    upload: &UploadRecord,
-    sha256: &str,
-    object_url: &str,
-    author: &str,
-    completed_at: Timestamp,
-) -> Value {
+pub fn document_reference(id: &str, document: &CompletedDocument<'_>) -> Value {
+    let CompletedDocument {
+        upload,
+        sha256,
+        object_url,
+        author,
+        completed_at,
+    } = *document;
     let mut attachment = json!({
         "contentType": upload.media_type,
         "url": object_url,

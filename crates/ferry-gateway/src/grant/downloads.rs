@@ -72,6 +72,9 @@ pub async fn create(
         now,
     );
     let expires_at = timestamp_after(now, lifetime);
+    service
+        .issued_downloads
+        .insert(&upload.object_key, &correlation_id, expires_at);
 
     let mut record = service.record_for(&claims, Step::DownloadUrl, AuditAction::Read, &correlation_id);
     record.patient = Some(upload.patient.clone());

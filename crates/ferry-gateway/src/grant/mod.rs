@@ -27,9 +27,10 @@ use crate::policy::{Action, Decision, Policy, PolicyConfig, Principal};
 use crate::repository::GrantRepository;
 use crate::s3::S3Client;
 use crate::scopes::{Context, Permission};
+use crate::store_hook::IssuedDownloads;
 use crate::tokens::{AccessClaims, SharedVerifier, SigningKey};
 
-pub use documents::{DocumentRegistry, LocalDocumentRegistry, RegistryError};
+pub use documents::{CompletedDocument, DocumentRegistry, LocalDocumentRegistry, RegistryError, document_reference, store_local};
 pub use error::GrantError;
 pub use input::MAX_BODY;
 
@@ -76,6 +77,8 @@ pub struct GrantService {
     /// One lock per upload id, so that two completions of one upload run
     /// one after the other and the second returns the first's receipt.
     completion_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Live download grants, shared with the embedded store's access hook.
+    pub issued_downloads: Arc<IssuedDownloads>,
 }
 
 impl std::fmt::Debug for GrantService {
@@ -106,6 +109,7 @@ impl GrantService {
             documents,
             config,
             completion_locks: Mutex::new(HashMap::new()),
+            issued_downloads: Arc::default(),
         }
     }
 

@@ -15,7 +15,7 @@ use ferry_api::{
 };
 use jiff::Timestamp;
 
-use super::documents::document_reference;
+use super::documents::CompletedDocument;
 use super::input::{
     check_dicom_uid, check_fhir_id, check_file_name, check_media_type, check_sha256, check_text, parse_json,
 };
@@ -656,12 +656,19 @@ async fn complete_upload(
 
     // 4. Register the DocumentReference, sign the receipt, record the completion.
     let completed_at = Timestamp::now();
-    let document_id = format!("doc-{}", upload.id.trim_start_matches("upl_"));
     let object_url = format!("s3://{}/{key}", service.store.bucket());
-    let resource = document_reference(&document_id, upload, &request.sha256, &object_url, &claims.fhir_user, completed_at);
-    service
+    let document = CompletedDocument {
+        upload,
+        sha256: &request.sha256,
+        object_url: &object_url,
+        author: &claims.fhir_user,
+        completed_at,
+    };
+    // NOTE: a completion that fails after this point and is retried may
+    // register a second DocumentReference with registries that assign ids.
+    let document_id = service
         .documents
-        .store(&document_id, &upload.patient, &resource)
+        .create(&document)
         .map_err(|error| GrantError::internal("create the DocumentReference", &error))?;
 
     let receipt = Receipt {

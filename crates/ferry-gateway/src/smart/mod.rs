@@ -57,6 +57,7 @@ async fn smart_configuration(State(state): State<SharedState>) -> Response {
         "authorization_endpoint": urls.authorize,
         "token_endpoint": urls.token,
         "revocation_endpoint": urls.revoke,
+        (ferry_api::SMART_CONFIGURATION_GRANT_API_FIELD): format!("{}{}", urls.issuer, crate::grant::BASE_PATH),
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": ["none"],

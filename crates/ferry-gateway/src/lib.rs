@@ -6,6 +6,7 @@
 //! [`router`] composes the HTTP API from one sub-router per module over a
 //! shared [`AppState`].
 
+pub mod admin;
 pub mod audit;
 pub mod cleanup;
 pub mod db;

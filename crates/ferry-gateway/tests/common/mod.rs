@@ -1,0 +1,161 @@
+//! A sandbox started in-process on 127.0.0.1:0 with a temporary data folder,
+//! and a client that drives the SMART flow over real HTTP.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_gateway::{SandboxConfig, SandboxHandle, start_sandbox};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+pub const REDIRECT_URI: &str = "http://127.0.0.1:53123/callback";
+pub const CLINICIAN_SCOPE: &str =
+    "openid fhirUser launch/patient offline_access patient/Patient.rs patient/DocumentReference.crs";
+pub const STAFF_SCOPE: &str =
+    "openid fhirUser offline_access user/Patient.rs user/Practitioner.rs user/DocumentReference.crs";
+
+pub struct Sandbox {
+    pub handle: SandboxHandle,
+    pub client: reqwest::Client,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub async fn start() -> Sandbox {
+        let data_dir = tempfile::tempdir().expect("temporary data folder");
+        let handle = start_sandbox(SandboxConfig {
+            data_dir: data_dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auto_login: None,
+        })
+        .await
+        .expect("sandbox starts");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Sandbox {
+            handle,
+            client,
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.handle.urls.issuer)
+    }
+
+    pub fn fhir(&self, path: &str) -> String {
+        format!("{}{path}", self.handle.urls.fhir)
+    }
+
+    /// Standard authorization request parameters with a fresh PKCE pair.
+    pub fn authorization_params(&self, login_hint: &str, scope: &str, pkce: &Pkce) -> Vec<(String, String)> {
+        [
+            ("response_type", "code"),
+            ("client_id", "ferry-desktop"),
+            ("redirect_uri", REDIRECT_URI),
+            ("scope", scope),
+            ("state", "state-123"),
+            ("aud", self.handle.urls.fhir.as_str()),
+            ("code_challenge", pkce.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("login_hint", login_hint),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+    }
+
+    pub async fn authorize(&self, params: &[(String, String)]) -> reqwest::Response {
+        self.client
+            .get(self.url("/authorize"))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Runs the authorization request and returns the redirect's parameters.
+    pub async fn authorize_redirect(&self, params: &[(String, String)]) -> HashMap<String, String> {
+        let response = self.authorize(params).await;
+        assert_eq!(response.status(), StatusCode::FOUND, "authorization did not redirect");
+        redirect_params(&response)
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let response = self.client.post(self.url("/token")).form(form).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn redeem(&self, code: &str, pkce: &Pkce) -> (StatusCode, Value) {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "ferry-desktop"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await
+    }
+
+    /// Signs in as `login_hint` with `scope` and returns the token response.
+    pub async fn login(&self, login_hint: &str, scope: &str) -> Value {
+        let pkce = Pkce::new();
+        let params = self.authorization_params(login_hint, scope, &pkce);
+        let redirect = self.authorize_redirect(&params).await;
+        let code = redirect.get("code").expect("redirect carries a code");
+        let (status, body) = self.redeem(code, &pkce).await;
+        assert_eq!(status, StatusCode::OK, "token request failed: {body}");
+        body
+    }
+
+    pub async fn get_fhir(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.fhir(path)).bearer_auth(token).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+}
+
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Pkce {
+        let bytes: [u8; 32] = rand::random();
+        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Pkce { verifier, challenge }
+    }
+}
+
+pub fn redirect_params(response: &reqwest::Response) -> HashMap<String, String> {
+    let location = response
+        .headers()
+        .get("location")
+        .expect("redirect has a Location")
+        .to_str()
+        .unwrap();
+    let url = url::Url::parse(location).unwrap();
+    assert!(location.starts_with(REDIRECT_URI), "redirected to {location}");
+    url.query_pairs().into_owned().collect()
+}
+
+pub fn with_param(params: &[(String, String)], name: &str, value: Option<&str>) -> Vec<(String, String)> {
+    let mut changed: Vec<(String, String)> = params.iter().filter(|(key, _)| key != name).cloned().collect();
+    if let Some(value) = value {
+        changed.push((name.to_owned(), value.to_owned()));
+    }
+    changed
+}
+
+pub fn str_field<'a>(value: &'a Value, name: &str) -> &'a str {
+    value[name].as_str().unwrap_or_else(|| panic!("no string '{name}' in {value}"))
+}

@@ -24,7 +24,7 @@ use super::checkpoint::{Checkpoint, GatewayKey};
 use super::record::{self, Record, ZERO_HASH, decode_32, line_hash};
 use super::writer::Head;
 
-/// What the verifier trusts besides the file.
+/// Public material the verifier trusts besides the file.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
     /// Hex Ed25519 public keys the device is known by, for example from the
@@ -89,7 +89,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// The first problem that is not a torn append.
+    /// Returns the first problem that is not a torn append.
     pub fn first_problem(&self) -> Option<&Problem> {
         self.problems.iter().find(|problem| problem.kind != ProblemKind::Torn)
     }
@@ -167,7 +167,7 @@ pub fn verify_bytes(bytes: &[u8], options: &VerifyOptions) -> VerifyReport {
     let lines = split_lines(bytes);
     let mut problems = Vec::new();
 
-    let parsed: Vec<Option<Result<Record, String>>> = lines
+    let mut parsed: Vec<Option<Result<Record, String>>> = lines
         .iter()
         .map(|line| line.terminated.then(|| serde_json::from_slice::<Record>(line.bytes).map_err(|error| error.to_string())))
         .collect();
@@ -178,7 +178,7 @@ pub fn verify_bytes(bytes: &[u8], options: &VerifyOptions) -> VerifyReport {
         if fragments[index] {
             continue;
         }
-        let Some(record) = parsed[index].clone() else { continue };
+        let Some(record) = parsed[index].take() else { continue };
         nodes.push(Node { line, record, hash: line_hash(line.bytes), slot: 0, flagged: false });
     }
 
@@ -320,8 +320,8 @@ fn check_chain(nodes: &mut [Node], problems: &mut Vec<Problem>) {
         let slot = expected_seq;
         expected_seq += 1;
 
-        let record = match &nodes[index].record {
-            Ok(record) => record.clone(),
+        let (record_seq, record_prev, is_genesis) = match &nodes[index].record {
+            Ok(record) => (record.seq(), record.prev().to_owned(), matches!(record, Record::Genesis(_))),
             Err(error) => {
                 let message = format!("{} is not a valid record ({error}): it was edited", describe(&nodes[index]));
                 problems.push(problem(ProblemKind::Edited, &nodes[index], message));
@@ -331,7 +331,7 @@ fn check_chain(nodes: &mut [Node], problems: &mut Vec<Problem>) {
         };
 
         if index == 0 {
-            if !matches!(record, Record::Genesis(_)) || record.prev() != ZERO_HASH || record.seq() != 0 {
+            if !is_genesis || record_prev != ZERO_HASH || record_seq != 0 {
                 let message = format!("{} is not a genesis record with seq 0: the start of the log was removed or edited", describe(&nodes[0]));
                 problems.push(problem(ProblemKind::Missing, &nodes[0], message));
                 nodes[0].flagged = true;
@@ -340,8 +340,8 @@ fn check_chain(nodes: &mut [Node], problems: &mut Vec<Problem>) {
         }
 
         let previous = &nodes[index - 1];
-        let link_ok = record.prev() == previous.hash;
-        let seq_ok = record.seq() == slot;
+        let link_ok = record_prev == previous.hash;
+        let seq_ok = record_seq == slot;
         if link_ok && seq_ok {
             continue;
         }
@@ -358,7 +358,7 @@ fn check_chain(nodes: &mut [Node], problems: &mut Vec<Problem>) {
             continue;
         }
 
-        if let Some(&linked) = index_by_hash.get(record.prev()) {
+        if let Some(&linked) = index_by_hash.get(&record_prev) {
             if linked != index - 1 {
                 let linked_node = &nodes[linked];
                 let message = format!(
@@ -372,22 +372,22 @@ fn check_chain(nodes: &mut [Node], problems: &mut Vec<Problem>) {
             }
         }
 
-        if record.seq() > slot {
-            let message = if record.seq() == slot + 1 {
+        if record_seq > slot {
+            let message = if record_seq == slot + 1 {
                 format!("record seq {slot} is missing before {}", describe(&nodes[index]))
             } else {
-                format!("records seq {slot} to {} are missing before {}", record.seq() - 1, describe(&nodes[index]))
+                format!("records seq {slot} to {} are missing before {}", record_seq - 1, describe(&nodes[index]))
             };
             problems.push(Problem { kind: ProblemKind::Missing, seq: Some(slot), line: nodes[index].line.number, message });
-            nodes[index].slot = record.seq();
-            expected_seq = record.seq() + 1;
+            nodes[index].slot = record_seq;
+            expected_seq = record_seq + 1;
             continue;
         }
 
         let next_links_here = nodes.get(index + 1).is_some_and(|next| {
             next.record.as_ref().is_ok_and(|next_record| next_record.prev() == nodes[index].hash)
         });
-        let edited = if next_links_here || signs_own_prev(&record, nodes) { index - 1 } else { index };
+        let edited = if next_links_here || nodes[index].record.as_ref().is_ok_and(|record| signs_own_prev(record, nodes)) { index - 1 } else { index };
         let message = format!(
             "{} was edited: its bytes no longer match the hash that {} records",
             describe(&nodes[edited]),

@@ -32,8 +32,6 @@ try:
 except ImportError:
     sys.exit("pydicom is missing: install it with `pip install pydicom`")
 
-# A fixed prefix and seeds keep the generated UIDs the same on every run.
-UID_PREFIX = "1.2.826.0.1.3680043.10.1432."
 
 PATIENT = {"id": "FERRY-0001", "name": "Müller^Jürgen", "birth_date": "19700131", "sex": "M"}
 OTHER_PATIENT = {"id": "FERRY-0002", "name": "Schmidt^Anna", "birth_date": "19850612", "sex": "F"}
@@ -49,7 +47,9 @@ FHIR_PATIENT = {
 
 
 def uid(*parts):
-    return generate_uid(prefix=UID_PREFIX, entropy_srcs=[str(p) for p in parts])
+    """Return a UID under pydicom's root, derived from `parts` so every run
+    gives the same UID."""
+    return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
 def template(name):

@@ -226,3 +226,34 @@ fn plain_file_input_is_unsupported() {
         "{error}"
     );
 }
+
+#[test]
+fn sample_archive_holds_four_clean_series() {
+    let Some(generated) = generate(&["charsets"], &[]) else {
+        return;
+    };
+    let archive = generated.dir.path().join("sample.zip");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/make-sample-archive.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&archive)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let scan = scan(&archive).unwrap();
+
+    assert!(scan.set_aside.is_empty(), "set aside: {:?}", scan.set_aside);
+    assert_eq!(scan.studies.len(), 1);
+    let modalities: Vec<&str> = scan.studies[0]
+        .series
+        .iter()
+        .map(|s| s.modality.as_deref().unwrap())
+        .collect();
+    assert_eq!(modalities, vec!["CT", "MR", "SEG", "RTDOSE"]);
+    assert_eq!(
+        ferry_core::study::check_patient(&scan, &generated.patient()),
+        ferry_core::study::Verdict::Match
+    );
+}

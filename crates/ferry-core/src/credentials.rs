@@ -6,7 +6,7 @@
 //!   With `FERRY_KEYRING=keyutils`, Linux uses the kernel key retention
 //!   service instead, whose keys live in memory only and are lost at reboot.
 //! - macOS: the login keychain.
-//! - Windows: the Credential Manager, which holds at most 2,560 bytes per
+//! - Windows: the Credential Manager, which stores at most 2,560 bytes per
 //!   credential; [`ChunkedStore`] splits longer secrets.
 //!
 //! When no backend is reachable, [`open_credential_store`] fails with
@@ -111,8 +111,8 @@ impl std::fmt::Debug for KeyringStore {
 }
 
 impl KeyringStore {
-    /// Connects to the backend. On Linux this checks that the Secret Service
-    /// answers on the session bus.
+    /// Connects to the backend. On Linux this checks that a Secret Service
+    /// responds on the session bus.
     pub fn open(backend: KeyringBackend) -> Result<KeyringStore, SecretStoreError> {
         let store = connect(backend)?;
         tracing::debug!(?backend, "credential store opened");
@@ -218,7 +218,7 @@ fn connect_secret_service() -> Result<Arc<CredentialStore>, SecretStoreError> {
     }
     let store = zbus_secret_service_keyring_store::Store::new().map_err(|error| {
         SecretStoreError::Unavailable(format!(
-            "no Secret Service (org.freedesktop.secrets) answers on the D-Bus session bus: {error}; {LINUX_ALTERNATIVES}"
+            "no Secret Service (org.freedesktop.secrets) responds on the D-Bus session bus: {error}; {LINUX_ALTERNATIVES}"
         ))
     })?;
     Ok(store)
@@ -255,7 +255,7 @@ const CHUNK_HEADER_PREFIX: &str = "ferry-chunked/1 ";
 
 /// A [`SecretStore`] wrapper that stores a secret longer than `max_bytes`
 /// in numbered entries `{entry}#1`, `{entry}#2`, ..., each at most
-/// `max_bytes` long. The main entry then holds a header
+/// `max_bytes` long. The main entry then contains a header
 /// `ferry-chunked/1 parts=N sha256=HEX`, and reading checks the joined
 /// parts against that SHA-256, so a half-written secret is reported as an
 /// error, never returned.

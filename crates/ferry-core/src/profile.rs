@@ -1,7 +1,7 @@
 //! Server profiles, Ferry's folders, and the per-profile lock.
 //!
 //! A profile is a name and a FHIR base URL. Profiles live in
-//! `{config_dir}/profiles.toml`, which holds no secrets: refresh tokens go to
+//! `{config_dir}/profiles.toml`, which contains no secrets: refresh tokens go to
 //! the credential store (see `credentials`). Each profile has a data folder
 //! `{data_dir}/profiles/{name}/` for its journal, log and lock file.
 //!
@@ -23,7 +23,7 @@ pub const SANDBOX_PROFILE: &str = "sandbox";
 /// FHIR base URL of the sandbox gateway at its default address.
 pub const SANDBOX_FHIR_BASE_URL: &str = "http://127.0.0.1:7420/fhir";
 /// OAuth 2.0 client id that Ferry uses unless a profile names another one.
-pub const DEFAULT_CLIENT_ID: &str = "ferry";
+pub const DEFAULT_CLIENT_ID: &str = "ferry-desktop";
 /// Environment variable that moves all of Ferry's folders below one root.
 pub const FERRY_HOME_ENV: &str = "FERRY_HOME";
 
@@ -185,7 +185,8 @@ impl Profile {
         })
     }
 
-    /// The built-in profile for the sandbox gateway at its default address.
+    /// Returns the built-in profile for the sandbox gateway at its default
+    /// address.
     pub fn sandbox() -> Profile {
         Profile::new(SANDBOX_PROFILE, SANDBOX_FHIR_BASE_URL, None).expect("the sandbox profile is valid")
     }
@@ -344,7 +345,8 @@ impl Profiles {
         }
     }
 
-    /// All profiles, the built-in sandbox first unless a saved one replaces it.
+    /// Returns all profiles, the built-in sandbox first unless a saved one
+    /// replaces it.
     pub fn list(&self) -> Vec<Profile> {
         let sandbox = ProfileName::new(SANDBOX_PROFILE).expect("valid name");
         let mut profiles = Vec::new();
@@ -360,10 +362,10 @@ impl Profiles {
 ///
 /// It serialises the refresh of tokens, the claiming of transfers and
 /// appends to the transfer log between Ferry processes (the desktop app and
-/// the CLI). It is an advisory lock on `{data_dir}/profiles/{name}/lock`
-/// taken with [`File::lock`] (`flock` on Unix, `LockFileEx` on Windows); two
-/// acquisitions in the same process also exclude each other because each
-/// opens the file anew.
+/// the CLI). It is an advisory lock on `{data_dir}/profiles/{name}/lock`,
+/// taken with [`File::lock`] (`flock` on Unix, `LockFileEx` on Windows).
+/// Two acquisitions in the same process also exclude each other, because
+/// each opens the file anew.
 #[derive(Debug)]
 pub struct ProfileLock {
     _file: File,

@@ -60,8 +60,8 @@ fn private_ca() -> PrivateCa {
     }
 }
 
-/// An HTTPS server for `hospital.test` that answers every request with a
-/// small JSON document.
+/// Starts an HTTPS server for `hospital.test` that returns a small JSON
+/// document for every request.
 async fn start_tls_server(ca: &PrivateCa) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -96,8 +96,8 @@ async fn start_tls_server(ca: &PrivateCa) -> SocketAddr {
     address
 }
 
-/// A CONNECT proxy that records each requested authority and tunnels
-/// `hospital.test:PORT` to `127.0.0.1:PORT`. It refuses every other host,
+/// Starts a CONNECT proxy that records each requested authority and tunnels
+/// `hospital.test:PORT` to `127.0.0.1:PORT`. It rejects every other host,
 /// so no traffic leaves the machine.
 async fn start_connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,8 +154,8 @@ async fn read_head<S: AsyncReadExt + Unpin>(stream: &mut S) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-/// A plain-http loopback server answering each connection with `response`
-/// and counting requests.
+/// Starts a plain-http loopback server that sends `response` on each
+/// connection and records the request heads.
 async fn start_plain_server(response: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -24,7 +24,7 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// user.
 const MAX_SERVER_TEXT_CHARS: usize = 300;
 
-/// What an authorization response must match.
+/// The values an authorization response must match.
 #[derive(Clone)]
 pub struct CallbackCheck {
     /// The `state` sent in the authorization request.
@@ -51,7 +51,7 @@ impl std::fmt::Debug for CallbackCheck {
 #[derive(Debug)]
 pub enum CallbackOutcome {
     /// Not a response to this sign-in (wrong or missing `state`, or a
-    /// malformed request): answered with an error page, and the listener
+    /// malformed request). The listener responds with an error page and
     /// keeps waiting.
     Ignored(String),
     /// The authorization code of this sign-in.

@@ -155,7 +155,7 @@ impl SignInKind {
         }
     }
 
-    /// All scopes requested by this kind.
+    /// Returns all scopes requested by this kind.
     pub fn scopes(self) -> Vec<&'static str> {
         let mut scopes = self.resource_scopes().to_vec();
         scopes.extend(IDENTITY_SCOPES);
@@ -195,8 +195,8 @@ impl LoginPrompt {
     }
 }
 
-/// What a profile's sign-in needs: the profile, its folders, its credential
-/// store and the HTTP client (from `http::build_client`).
+/// Everything a profile's sign-in uses: the profile, its folders, its
+/// credential store and the HTTP client (from `http::build_client`).
 #[derive(Clone)]
 pub struct ProfileContext {
     pub profile: Profile,
@@ -217,8 +217,8 @@ pub struct LoginOptions {
 }
 
 impl LoginOptions {
-    /// The system browser, no paste source, the default timeout, and prompts
-    /// logged at `info` level.
+    /// Returns options with the system browser, no paste source, the default
+    /// timeout, and prompts logged at `info` level.
     pub fn new(kind: SignInKind) -> LoginOptions {
         LoginOptions {
             kind,

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicErrorResponseType;
-use oauth2::{RefreshToken, RequestTokenError, StandardRevocableToken, TokenResponse};
+use oauth2::{RefreshToken, RequestTokenError, TokenResponse};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::oauth::{OAuthHttp, SmartTokenResponse, smart_client};
 use super::{LoginError, ProfileContext, SignInKind, SmartConfiguration, discover};
-use crate::http::display_url;
+use crate::http::{display_url, read_json, require_secure};
 use crate::profile::{FerryDirs, ProfileLock};
 use crate::secrets::Secret;
 
@@ -286,8 +286,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct LogoutReport {
     /// The refresh token was revoked at the server (RFC 7009).
     pub revoked: bool,
-    /// Why revocation was skipped or failed; the local token is deleted
-    /// regardless.
+    /// Reason the revocation was skipped or failed. The local token is
+    /// deleted in either case.
     pub revocation_problem: Option<String>,
     /// A refresh token was stored before sign-out.
     pub had_refresh_token: bool,
@@ -334,30 +334,55 @@ pub async fn logout(context: &ProfileContext) -> Result<LogoutReport, LoginError
     Ok(report)
 }
 
+/// Revokes a refresh token (RFC 7009 §2.1). The request is built here
+/// rather than with `oauth2`, which rejects a revocation endpoint that is not
+/// `https://`, and so also the sandbox's loopback `http://` endpoint.
 async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), String> {
     let config = discover(&context.http, &context.profile.fhir_base_url)
         .await
         .map_err(|error| error.to_string())?;
-    if config.revocation_endpoint.is_none() {
+    let Some(endpoint) = config.revocation_endpoint else {
         return Err("the server has no revocation endpoint".to_owned());
-    }
-    let client = smart_client(&config, &context.profile.client_id, None);
-    let token = StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.expose().to_owned()));
-    client
-        .revoke_token(token)
-        .map_err(|error| error.to_string())?
-        .request_async(&OAuthHttp(&context.http))
+    };
+    require_secure(&endpoint).map_err(|error| error.to_string())?;
+
+    let form = [
+        ("token", refresh_token.expose()),
+        ("token_type_hint", "refresh_token"),
+        ("client_id", context.profile.client_id.as_str()),
+    ];
+    let response = context
+        .http
+        .post(endpoint.clone())
+        .form(&form)
+        .send()
         .await
-        .map_err(|error| format!("the revocation endpoint failed: {}", error_chain(&error)))
+        .map_err(|error| format!("the revocation request to {} failed: {}", display_url(&endpoint), error_chain(&error)))?;
+
+    // RFC 7009 §2.2: 200 means revoked, or the token was already invalid.
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let detail = match read_json::<serde_json::Value>(response).await {
+        Ok(body) => body
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| status.to_string()),
+        Err(_) => status.to_string(),
+    };
+    Err(format!("the revocation endpoint {} returned {detail}", display_url(&endpoint)))
 }
 
-/// Returns the stored facts of the profile's sign-in, or `None` when it is
-/// not signed in. It makes no network request.
+/// Returns the stored facts of the profile's sign-in, or `None` when it has
+/// no usable refresh token. It makes no network request, but reads the
+/// credential store, which may block.
 pub fn whoami(context: &ProfileContext) -> Result<Option<SessionInfo>, LoginError> {
     let Some(info) = read_session_info(&context.dirs, context)? else {
         return Ok(None);
     };
-    if info.refresh_token_stored && context.store.get(&context.profile.refresh_token_entry())?.is_none() {
+    if !info.refresh_token_stored || context.store.get(&context.profile.refresh_token_entry())?.is_none() {
         return Ok(None);
     }
     Ok(Some(info))

@@ -92,6 +92,11 @@ impl CliError {
         CliError::new(Exit::SignInRequired, message)
     }
 
+    /// A transfer or a verification failed (exit code 4).
+    pub fn transfer(message: impl Into<String>) -> CliError {
+        CliError::new(Exit::TransferFailed, message)
+    }
+
     /// Builds the message from an error and its chain of sources, each
     /// joined with ": ", skipping a source whose text the message already holds.
     pub fn from_chain(exit: Exit, error: &(dyn std::error::Error + 'static)) -> CliError {

@@ -4,6 +4,7 @@
 //! NDJSON events for transfers); status messages, progress bars, logs and
 //! errors go to stderr. The exit codes are listed in `cli::EXIT_CODES_HELP`.
 
+mod activity;
 mod cli;
 mod commands;
 mod context;

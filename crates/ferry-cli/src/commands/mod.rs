@@ -1,6 +1,7 @@
 //! Dispatch of parsed commands to their implementations.
 
 mod account;
+mod demo;
 mod directory;
 mod study;
 mod transfer;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Download(args) => transfer::download(profile, args, output).await,
         Command::Transfers { action } => transfer::transfers(profile, action, output).await,
         Command::Resume => transfer::resume(profile, output).await,
+        Command::Demo(args) => demo::demo(args, output).await,
         other => Err(CliError::failure(format!(
             "`{}` is not available in this build yet",
             command_name(&other)

@@ -134,7 +134,7 @@ pub struct Extension {
 }
 
 impl Attachment {
-    /// The content size: the Ferry extension, else the standard `size`.
+    /// Returns the content size from the Ferry extension, else from the standard `size`.
     pub fn size64(&self) -> Result<Option<u64>, FhirError> {
         let extension = self.extension.iter().find(|extension| extension.url == SIZE64_EXTENSION);
         let Some(extension) = extension else {
@@ -161,7 +161,7 @@ impl Attachment {
         Ok(Some(size))
     }
 
-    /// The SHA-256 of the content from the Ferry extension.
+    /// Returns the SHA-256 of the content from the Ferry extension.
     pub fn sha256(&self) -> Result<Option<[u8; 32]>, FhirError> {
         let extension = self.extension.iter().find(|extension| extension.url == SHA256_EXTENSION);
         let Some(extension) = extension else {
@@ -183,7 +183,7 @@ impl Attachment {
     }
 }
 
-/// A document to register, as the grant API knows it after an upload.
+/// A document to register, as the grant API has it after an upload.
 #[derive(Debug, Clone)]
 pub struct NewDocument {
     pub patient_id: String,
@@ -192,7 +192,7 @@ pub struct NewDocument {
     pub title: String,
     pub description: Option<String>,
     pub content_type: String,
-    /// Where the content can be fetched, e.g. the grant API's object URL.
+    /// URL of the content, e.g. the grant API's object URL.
     pub url: String,
     pub size: u64,
     pub sha256: [u8; 32],

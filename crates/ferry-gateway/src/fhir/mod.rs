@@ -73,7 +73,7 @@ impl FhirError {
         }
     }
 
-    /// A 500 whose cause is logged here once and not shown to the client.
+    /// Builds a 500 and logs its cause once; the client sees a generic message.
     pub fn internal(error: impl std::fmt::Display) -> FhirError {
         tracing::error!(%error, "FHIR request failed");
         FhirError {

@@ -1,10 +1,10 @@
 //! SMART App Launch 2 authorization server for the sandbox.
 //!
 //! Implements the standalone launch with the authorization code grant for one
-//! registered public client, `ferry-desktop`: PKCE S256 only (RFC 7636),
-//! loopback redirect URIs on any port (RFC 8252 §7.3), `iss` in every
-//! authorization response (RFC 9207), rotating refresh tokens with reuse
-//! detection, and token revocation (RFC 7009). Left out on purpose: the
+//! registered public client, `ferry-desktop`. It requires PKCE S256
+//! (RFC 7636) and loopback redirect URIs on any port (RFC 8252 §7.3). It adds
+//! `iss` to every authorization response (RFC 9207), rotates refresh tokens
+//! with reuse detection, and revokes tokens (RFC 7009). Left out on purpose: the
 //! implicit grant, EHR launch, confidential clients and dynamic registration.
 
 mod authorize;
@@ -121,7 +121,7 @@ impl OAuthError {
         }
     }
 
-    /// A 500 whose cause is logged here once and not shown to the client.
+    /// Builds a 500 and logs its cause once; the client sees a generic message.
     pub fn server_error(error: impl std::fmt::Display) -> OAuthError {
         tracing::error!(%error, "authorization server error");
         OAuthError {
@@ -170,7 +170,7 @@ pub(crate) fn set_no_store(response: &mut Response) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-/// The `fhirUser` of a practitioner.
+/// Builds the `fhirUser` URL of a practitioner.
 pub(crate) fn fhir_user_url(fhir_base: &str, practitioner_id: &str) -> String {
     format!("{fhir_base}/Practitioner/{practitioner_id}")
 }

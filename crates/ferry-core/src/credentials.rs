@@ -106,7 +106,9 @@ pub struct KeyringStore {
 
 impl std::fmt::Debug for KeyringStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyringStore").field("backend", &self.backend).finish()
+        f.debug_struct("KeyringStore")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -131,7 +133,9 @@ impl KeyringStore {
         match error {
             keyring_core::Error::NoStorageAccess(cause) => {
                 let advice = match self.backend {
-                    KeyringBackend::SecretService => "unlock the Secret Service's default collection and try again",
+                    KeyringBackend::SecretService => {
+                        "unlock the Secret Service's default collection and try again"
+                    }
                     // Seen in containers whose inherited session keyring
                     // belongs to another user.
                     KeyringBackend::Keyutils => {
@@ -155,12 +159,13 @@ impl KeyringStore {
 impl SecretStore for KeyringStore {
     fn get(&self, entry: &str) -> Result<Option<Secret>, SecretStoreError> {
         match self.entry(entry)?.get_secret() {
-            Ok(bytes) => String::from_utf8(bytes).map(|text| Some(Secret::new(text))).map_err(|_| {
-                SecretStoreError::Failed {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(|text| Some(Secret::new(text)))
+                .map_err(|_| SecretStoreError::Failed {
                     entry: entry.to_owned(),
-                    message: "the stored value is not UTF-8 text; delete it with `ferry logout`".to_owned(),
-                }
-            }),
+                    message: "the stored value is not UTF-8 text; delete it with `ferry logout`"
+                        .to_owned(),
+                }),
             Err(keyring_core::Error::NoEntry) => Ok(None),
             Err(error) => Err(self.failure(entry, error)),
         }
@@ -198,7 +203,15 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
     }
 }
 
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos", target_os = "ios", target_os = "android"))))]
+#[cfg(all(
+    unix,
+    not(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "android"
+    ))
+))]
 fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreError> {
     match backend {
         KeyringBackend::SecretService => connect_secret_service(),
@@ -208,7 +221,10 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
     }
 }
 
-#[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
 fn connect_secret_service() -> Result<Arc<CredentialStore>, SecretStoreError> {
     if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none_or(|address| address.is_empty()) {
         return Err(SecretStoreError::Unavailable(format!(
@@ -229,7 +245,9 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
     match backend {
         KeyringBackend::Native => apple_native_keyring_store::keychain::Store::new()
             .map(|store| store as Arc<CredentialStore>)
-            .map_err(|error| SecretStoreError::Unavailable(format!("the macOS keychain is not usable: {error}"))),
+            .map_err(|error| {
+                SecretStoreError::Unavailable(format!("the macOS keychain is not usable: {error}"))
+            }),
         other => Err(SecretStoreError::Unavailable(format!(
             "the credential store {other:?} does not exist on macOS; unset {KEYRING_ENV}"
         ))),
@@ -242,7 +260,9 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
         KeyringBackend::Native => windows_native_keyring_store::Store::new()
             .map(|store| store as Arc<CredentialStore>)
             .map_err(|error| {
-                SecretStoreError::Unavailable(format!("the Windows Credential Manager is not usable: {error}"))
+                SecretStoreError::Unavailable(format!(
+                    "the Windows Credential Manager is not usable: {error}"
+                ))
             }),
         other => Err(SecretStoreError::Unavailable(format!(
             "the credential store {other:?} does not exist on Windows; unset {KEYRING_ENV}"
@@ -271,7 +291,10 @@ impl<S: SecretStore> ChunkedStore<S> {
     /// Wraps `inner`. `max_bytes` must leave room for the header (at least
     /// 128 bytes).
     pub fn new(inner: S, max_bytes: usize) -> ChunkedStore<S> {
-        assert!(max_bytes >= 128, "a chunk limit of {max_bytes} bytes leaves no room for the header");
+        assert!(
+            max_bytes >= 128,
+            "a chunk limit of {max_bytes} bytes leaves no room for the header"
+        );
         ChunkedStore { inner, max_bytes }
     }
 
@@ -314,13 +337,22 @@ impl<S: SecretStore> SecretStore for ChunkedStore<S> {
 
         let mut joined = String::new();
         for index in 1..=header.parts {
-            let part = self.inner.get(&Self::part_entry(entry, index))?.ok_or_else(|| {
-                inconsistent(entry, &format!("part {index} of {} is missing", header.parts))
-            })?;
+            let part = self
+                .inner
+                .get(&Self::part_entry(entry, index))?
+                .ok_or_else(|| {
+                    inconsistent(
+                        entry,
+                        &format!("part {index} of {} is missing", header.parts),
+                    )
+                })?;
             joined.push_str(part.expose());
         }
         if hex::encode(Sha256::digest(joined.as_bytes())) != header.sha256 {
-            return Err(inconsistent(entry, "the parts do not match the header's SHA-256"));
+            return Err(inconsistent(
+                entry,
+                "the parts do not match the header's SHA-256",
+            ));
         }
         Ok(Some(Secret::new(joined)))
     }
@@ -338,7 +370,8 @@ impl<S: SecretStore> SecretStore for ChunkedStore<S> {
 
         let parts = split_at_char_boundaries(text, self.max_bytes);
         for (index, part) in parts.iter().enumerate() {
-            self.inner.set(&Self::part_entry(entry, index + 1), &Secret::new(*part))?;
+            self.inner
+                .set(&Self::part_entry(entry, index + 1), &Secret::new(*part))?;
         }
         let header = format!(
             "{CHUNK_HEADER_PREFIX}parts={} sha256={}",
@@ -386,7 +419,9 @@ fn parse_header(value: &str) -> Option<ChunkHeader> {
 fn inconsistent(entry: &str, detail: &str) -> SecretStoreError {
     SecretStoreError::Failed {
         entry: entry.to_owned(),
-        message: format!("the secret stored in parts is inconsistent: {detail}; sign in again to replace it"),
+        message: format!(
+            "the secret stored in parts is inconsistent: {detail}; sign in again to replace it"
+        ),
     }
 }
 

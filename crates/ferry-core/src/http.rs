@@ -113,7 +113,10 @@ impl ProxySettings {
         reqwest::NoProxy::from_string(&list)
     }
 
-    fn apply(&self, mut builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, HttpError> {
+    fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, HttpError> {
         // Disables reqwest's own environment lookup, which would not exempt
         // loopback hosts.
         builder = builder.no_proxy();
@@ -290,7 +293,10 @@ mod tests {
     fn remote_plain_http_is_rejected_with_url() {
         let error = require_secure(&url("http://hospital.example/fhir?x=1")).unwrap_err();
         let message = error.to_string();
-        assert!(message.starts_with("http://hospital.example/fhir uses plain http"), "{message}");
+        assert!(
+            message.starts_with("http://hospital.example/fhir uses plain http"),
+            "{message}"
+        );
         assert!(!message.contains("x=1"), "{message}");
     }
 

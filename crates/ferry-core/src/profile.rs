@@ -89,7 +89,8 @@ impl FerryDirs {
         if let Some(home) = std::env::var_os(FERRY_HOME_ENV).filter(|value| !value.is_empty()) {
             return Ok(FerryDirs::under(Path::new(&home)));
         }
-        let project = directories::ProjectDirs::from("org", "Ferry", "ferry").ok_or(ProfileError::NoHome)?;
+        let project =
+            directories::ProjectDirs::from("org", "Ferry", "ferry").ok_or(ProfileError::NoHome)?;
         Ok(FerryDirs {
             config_dir: project.config_dir().to_path_buf(),
             data_dir: project.data_dir().to_path_buf(),
@@ -123,9 +124,9 @@ pub struct ProfileName(String);
 impl ProfileName {
     pub fn new(name: &str) -> Result<ProfileName, ProfileError> {
         let valid_length = !name.is_empty() && name.len() <= MAX_PROFILE_NAME_LEN;
-        let valid_chars = name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_');
+        let valid_chars = name.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_'
+        });
         let valid_start = name
             .bytes()
             .next()
@@ -175,7 +176,11 @@ pub struct Profile {
 impl Profile {
     /// Builds a profile, checking the name and that the URL is `https://` or
     /// loopback `http://`.
-    pub fn new(name: &str, fhir_base_url: &str, client_id: Option<&str>) -> Result<Profile, ProfileError> {
+    pub fn new(
+        name: &str,
+        fhir_base_url: &str,
+        client_id: Option<&str>,
+    ) -> Result<Profile, ProfileError> {
         let name = ProfileName::new(name)?;
         let url = parse_fhir_base_url(&name, fhir_base_url)?;
         Ok(Profile {
@@ -188,7 +193,8 @@ impl Profile {
     /// Returns the built-in profile for the sandbox gateway at its default
     /// address.
     pub fn sandbox() -> Profile {
-        Profile::new(SANDBOX_PROFILE, SANDBOX_FHIR_BASE_URL, None).expect("the sandbox profile is valid")
+        Profile::new(SANDBOX_PROFILE, SANDBOX_FHIR_BASE_URL, None)
+            .expect("the sandbox profile is valid")
     }
 
     /// Credential store entry of this profile's refresh token.
@@ -263,7 +269,11 @@ impl Profiles {
             saved.insert(profile.name.clone(), profile);
         }
         let default = file.default.as_deref().map(ProfileName::new).transpose()?;
-        Ok(Profiles { path, default, saved })
+        Ok(Profiles {
+            path,
+            default,
+            saved,
+        })
     }
 
     /// Writes the saved profiles, replacing the file atomically.
@@ -274,7 +284,8 @@ impl Profiles {
                 .saved
                 .values()
                 .map(|profile| {
-                    let client_id = (profile.client_id != DEFAULT_CLIENT_ID).then(|| profile.client_id.clone());
+                    let client_id =
+                        (profile.client_id != DEFAULT_CLIENT_ID).then(|| profile.client_id.clone());
                     let entry = ProfileEntry {
                         fhir_base_url: profile.fhir_base_url.to_string(),
                         client_id,
@@ -289,7 +300,10 @@ impl Profiles {
             path: self.path.clone(),
             source,
         };
-        let folder = self.path.parent().expect("the profiles file has a parent folder");
+        let folder = self
+            .path
+            .parent()
+            .expect("the profiles file has a parent folder");
         std::fs::create_dir_all(folder).map_err(write_error)?;
         let temporary = self.path.with_extension("toml.tmp");
         std::fs::write(&temporary, text).map_err(write_error)?;
@@ -340,7 +354,9 @@ impl Profiles {
                 }
                 Ok(profile)
             }
-            None if name.as_str() == SANDBOX_PROFILE => Err(ProfileError::BuiltIn(name.to_string())),
+            None if name.as_str() == SANDBOX_PROFILE => {
+                Err(ProfileError::BuiltIn(name.to_string()))
+            }
             None => Err(ProfileError::NotFound(name.to_string())),
         }
     }
@@ -387,7 +403,10 @@ impl ProfileLock {
     }
 
     /// Takes the lock if it is free, or returns `None` at once.
-    pub fn try_acquire(dirs: &FerryDirs, name: &ProfileName) -> Result<Option<ProfileLock>, ProfileError> {
+    pub fn try_acquire(
+        dirs: &FerryDirs,
+        name: &ProfileName,
+    ) -> Result<Option<ProfileLock>, ProfileError> {
         let (file, path) = open_lock_file(dirs, name)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(ProfileLock { _file: file, path })),
@@ -402,7 +421,10 @@ impl ProfileLock {
 
     /// Waits for the lock on a blocking thread, so the async runtime keeps
     /// running meanwhile.
-    pub async fn acquire_async(dirs: &FerryDirs, name: &ProfileName) -> Result<ProfileLock, ProfileError> {
+    pub async fn acquire_async(
+        dirs: &FerryDirs,
+        name: &ProfileName,
+    ) -> Result<ProfileLock, ProfileError> {
         let dirs = dirs.clone();
         let name = name.clone();
         tokio::task::spawn_blocking(move || ProfileLock::acquire(&dirs, &name))
@@ -442,7 +464,15 @@ mod tests {
         for valid in ["sandbox", "st-mary_2", "0day"] {
             assert!(ProfileName::new(valid).is_ok(), "{valid} was rejected");
         }
-        for invalid in ["", "Upper", "../etc", "a/b", "-lead", "sp ace", &"x".repeat(65)] {
+        for invalid in [
+            "",
+            "Upper",
+            "../etc",
+            "a/b",
+            "-lead",
+            "sp ace",
+            &"x".repeat(65),
+        ] {
             assert!(ProfileName::new(invalid).is_err(), "{invalid} was accepted");
         }
     }
@@ -455,7 +485,10 @@ mod tests {
         assert_eq!(sandbox.fhir_base_url.as_str(), SANDBOX_FHIR_BASE_URL);
         assert_eq!(sandbox.client_id, DEFAULT_CLIENT_ID);
         assert_eq!(profiles.default_profile().unwrap(), sandbox);
-        assert!(matches!(profiles.get("other"), Err(ProfileError::NotFound(_))));
+        assert!(matches!(
+            profiles.get("other"),
+            Err(ProfileError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -463,30 +496,50 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dirs = FerryDirs::under(root.path());
         let mut profiles = Profiles::load(&dirs).unwrap();
-        profiles.insert(Profile::new("st-mary", "https://fhir.st-mary.example/r4/", Some("ferry-st-mary")).unwrap());
+        profiles.insert(
+            Profile::new(
+                "st-mary",
+                "https://fhir.st-mary.example/r4/",
+                Some("ferry-st-mary"),
+            )
+            .unwrap(),
+        );
         profiles.set_default("st-mary").unwrap();
         profiles.save().unwrap();
 
         let loaded = Profiles::load(&dirs).unwrap();
         let profile = loaded.get("st-mary").unwrap();
-        assert_eq!(profile.fhir_base_url.as_str(), "https://fhir.st-mary.example/r4");
+        assert_eq!(
+            profile.fhir_base_url.as_str(),
+            "https://fhir.st-mary.example/r4"
+        );
         assert_eq!(profile.client_id, "ferry-st-mary");
         assert_eq!(loaded.default_profile().unwrap(), profile);
-        let names: Vec<String> = loaded.list().into_iter().map(|p| p.name.to_string()).collect();
+        let names: Vec<String> = loaded
+            .list()
+            .into_iter()
+            .map(|p| p.name.to_string())
+            .collect();
         assert_eq!(names, ["sandbox", "st-mary"]);
     }
 
     #[test]
     fn remote_plain_http_profile_is_rejected() {
         let error = Profile::new("remote", "http://fhir.example/r4", None).unwrap_err();
-        assert!(error.to_string().contains("http://fhir.example/r4"), "{error}");
+        assert!(
+            error.to_string().contains("http://fhir.example/r4"),
+            "{error}"
+        );
     }
 
     #[test]
     fn sandbox_profile_cannot_be_removed() {
         let root = tempfile::tempdir().unwrap();
         let mut profiles = Profiles::load(&FerryDirs::under(root.path())).unwrap();
-        assert!(matches!(profiles.remove("sandbox"), Err(ProfileError::BuiltIn(_))));
+        assert!(matches!(
+            profiles.remove("sandbox"),
+            Err(ProfileError::BuiltIn(_))
+        ));
     }
 
     #[test]

@@ -73,7 +73,11 @@ fn long_secret(length: usize) -> String {
     let mut text = String::new();
     let mut index = 0;
     while text.len() < length {
-        text.push(if index % 7 == 0 { 'é' } else { char::from(b'a' + (index % 26) as u8) });
+        text.push(if index % 7 == 0 {
+            'é'
+        } else {
+            char::from(b'a' + (index % 26) as u8)
+        });
         index += 1;
     }
     text
@@ -85,7 +89,10 @@ const ENTRY: &str = "profile/st-mary/refresh-token";
 fn limited_store_rejects_long_secret() {
     let store = LimitedStore::windows();
     let result = store.set(ENTRY, &Secret::new(long_secret(2561)));
-    assert!(result.is_err(), "the stand-in store must enforce the 2,560-byte limit");
+    assert!(
+        result.is_err(),
+        "the stand-in store must enforce the 2,560-byte limit"
+    );
 }
 
 #[test]
@@ -100,7 +107,10 @@ fn chunked_store_round_trips_long_secret() {
     assert_eq!(names.len(), 5, "{names:?}");
     assert!(names.contains(&format!("{ENTRY}#4")), "{names:?}");
     let header = store.inner().raw(ENTRY).unwrap();
-    assert!(header.starts_with("ferry-chunked/1 parts=4 sha256="), "{header}");
+    assert!(
+        header.starts_with("ferry-chunked/1 parts=4 sha256="),
+        "{header}"
+    );
 }
 
 #[test]
@@ -111,7 +121,10 @@ fn chunked_store_keeps_short_secret_whole() {
     store.set(ENTRY, &secret).unwrap();
 
     assert_eq!(store.inner().names(), [ENTRY]);
-    assert_eq!(store.inner().raw(ENTRY).as_deref(), Some("short-refresh-token"));
+    assert_eq!(
+        store.inner().raw(ENTRY).as_deref(),
+        Some("short-refresh-token")
+    );
     assert_eq!(store.get(ENTRY).unwrap(), Some(secret));
 }
 
@@ -145,7 +158,12 @@ fn chunked_store_replacing_with_fewer_parts_removes_extra() {
     let shorter = Secret::new(long_secret(3_000));
     store.set(ENTRY, &shorter).unwrap();
 
-    assert_eq!(store.inner().names().len(), 3, "{:?}", store.inner().names());
+    assert_eq!(
+        store.inner().names().len(),
+        3,
+        "{:?}",
+        store.inner().names()
+    );
     assert_eq!(store.get(ENTRY).unwrap(), Some(shorter));
 }
 
@@ -156,7 +174,11 @@ fn chunked_store_delete_removes_every_part() {
 
     store.delete(ENTRY).unwrap();
 
-    assert!(store.inner().names().is_empty(), "{:?}", store.inner().names());
+    assert!(
+        store.inner().names().is_empty(),
+        "{:?}",
+        store.inner().names()
+    );
     assert_eq!(store.get(ENTRY).unwrap(), None);
     store.delete(ENTRY).unwrap();
 }
@@ -220,7 +242,9 @@ fn unique_entry(purpose: &str) -> String {
 
 #[test]
 fn secret_service_round_trips_long_secret() {
-    let Some(keyring) = secret_service() else { return };
+    let Some(keyring) = secret_service() else {
+        return;
+    };
     let store = ChunkedStore::new(keyring, WINDOWS_MAX_SECRET_BYTES);
     let entry = unique_entry("refresh-token");
     let secret = Secret::new(long_secret(7_000));
@@ -231,14 +255,19 @@ fn secret_service_round_trips_long_secret() {
     store.delete(&entry).unwrap();
 
     assert_eq!(read, Some(secret));
-    assert!(part.is_some(), "the third part was not stored in the Secret Service");
+    assert!(
+        part.is_some(),
+        "the third part was not stored in the Secret Service"
+    );
     assert_eq!(store.get(&entry).unwrap(), None);
     assert_eq!(store.inner().get(&format!("{entry}#1")).unwrap(), None);
 }
 
 #[test]
 fn secret_service_missing_entry_is_none() {
-    let Some(keyring) = secret_service() else { return };
+    let Some(keyring) = secret_service() else {
+        return;
+    };
     let entry = unique_entry("absent");
 
     assert_eq!(keyring.get(&entry).unwrap(), None);
@@ -308,7 +337,10 @@ fn assert_names_alternatives(error: &SecretStoreError) {
         "gnome-keyring-daemon --unlock --components=secrets",
         "FERRY_KEYRING=keyutils",
     ] {
-        assert!(message.contains(expected), "message lacks {expected:?}: {message}");
+        assert!(
+            message.contains(expected),
+            "message lacks {expected:?}: {message}"
+        );
     }
 }
 
@@ -320,7 +352,12 @@ fn missing_session_bus_names_alternatives() {
     }
     let error = KeyringStore::open(KeyringBackend::SecretService).unwrap_err();
     assert_names_alternatives(&error);
-    assert!(error.to_string().contains("DBUS_SESSION_BUS_ADDRESS is not set"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("DBUS_SESSION_BUS_ADDRESS is not set"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -328,7 +365,10 @@ fn unreachable_secret_service_names_alternatives() {
     if !is_child() {
         let folder = tempfile::tempdir().unwrap();
         let address = format!("unix:path={}", folder.path().join("no-bus").display());
-        run_in_child("unreachable_secret_service_names_alternatives", Some(&address));
+        run_in_child(
+            "unreachable_secret_service_names_alternatives",
+            Some(&address),
+        );
         return;
     }
     let error = KeyringStore::open(KeyringBackend::SecretService).unwrap_err();

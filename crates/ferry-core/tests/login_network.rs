@@ -81,7 +81,9 @@ async fn start_tls_server(ca: &PrivateCa) -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut stream) = acceptor.accept(stream).await else { return };
+                let Ok(mut stream) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let _ = read_head(&mut stream).await;
                 let body = r#"{"server":"hospital"}"#;
                 let response = format!(
@@ -112,7 +114,9 @@ async fn start_connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                 let head = read_head(&mut client).await;
                 let mut words = head.split_whitespace();
                 let (Some("CONNECT"), Some(authority)) = (words.next(), words.next()) else {
-                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n").await;
+                    let _ = client
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                        .await;
                     return;
                 };
                 recorded.lock().unwrap().push(authority.to_owned());
@@ -234,7 +238,11 @@ async fn unknown_private_ca_is_rejected() {
 
     let chain = error_chain(&error);
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
-    assert_eq!(seen.lock().unwrap().len(), 1, "the request did not use the proxy");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the request did not use the proxy"
+    );
 }
 
 /// Runs in a child process with `SSL_CERT_FILE` and `HTTPS_PROXY` set by
@@ -264,7 +272,11 @@ async fn system_trust_store_and_proxy_variables_are_honoured() {
     let url = format!("https://{HOSPITAL_HOST}:{}/fhir/metadata", server.port());
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["child_fetches_with_default_options", "--exact", "--nocapture"])
+        .args([
+            "child_fetches_with_default_options",
+            "--exact",
+            "--nocapture",
+        ])
         .env("FERRY_TEST_FETCH_URL", &url)
         .env("SSL_CERT_FILE", &ca_file)
         .env("HTTPS_PROXY", format!("http://{proxy}"))
@@ -314,7 +326,11 @@ async fn loopback_requests_bypass_proxy() {
 
     assert_eq!(response.status(), 200);
     assert_eq!(heads.lock().unwrap().len(), 1);
-    assert!(seen.lock().unwrap().is_empty(), "the proxy saw {:?}", seen.lock().unwrap());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the proxy saw {:?}",
+        seen.lock().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -329,14 +345,20 @@ async fn redirect_is_not_followed_with_token() {
     let client = build_client(&HttpOptions::default()).unwrap();
 
     let response = client
-        .get(format!("http://127.0.0.1:{}/grant/v1/uploads", server.port()))
+        .get(format!(
+            "http://127.0.0.1:{}/grant/v1/uploads",
+            server.port()
+        ))
         .bearer_auth("access-token-value")
         .send()
         .await
         .unwrap();
 
     assert_eq!(response.status(), 302);
-    assert!(target_heads.lock().unwrap().is_empty(), "the redirect was followed");
+    assert!(
+        target_heads.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
 }
 
 #[tokio::test]

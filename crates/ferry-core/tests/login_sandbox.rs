@@ -50,7 +50,10 @@ async fn fixture(auto_login: &str) -> Fixture {
     }
 }
 
-fn options(kind: SignInKind, browser: Arc<dyn BrowserLauncher>) -> (LoginOptions, Arc<Mutex<Vec<LoginPrompt>>>) {
+fn options(
+    kind: SignInKind,
+    browser: Arc<dyn BrowserLauncher>,
+) -> (LoginOptions, Arc<Mutex<Vec<LoginPrompt>>>) {
     let prompts = Arc::new(Mutex::new(Vec::new()));
     let recorded = prompts.clone();
     let options = LoginOptions {
@@ -95,11 +98,18 @@ async fn clinician_login_keeps_patient_and_user() {
     assert_eq!(info.patient.as_deref(), Some("pat-001"));
     let fhir_user = info.fhir_user.clone().unwrap();
     assert!(fhir_user.ends_with("Practitioner/dr-rivera"), "{fhir_user}");
-    assert!(info.scopes.iter().any(|scope| scope == "launch/patient"), "{:?}", info.scopes);
+    assert!(
+        info.scopes.iter().any(|scope| scope == "launch/patient"),
+        "{:?}",
+        info.scopes
+    );
     assert!(info.refresh_token_stored);
     assert!(stored_refresh_token(&fixture).is_some());
     assert!(!session.access_token().await.unwrap().expose().is_empty());
-    assert!(matches!(prompts.lock().unwrap()[0], LoginPrompt::BrowserOpened { .. }));
+    assert!(matches!(
+        prompts.lock().unwrap()[0],
+        LoginPrompt::BrowserOpened { .. }
+    ));
     assert_eq!(whoami(&fixture.context).unwrap(), Some(info));
 }
 
@@ -112,13 +122,23 @@ async fn imaging_staff_login_has_no_patient() {
 
     let info = session.info();
     assert_eq!(info.patient, None);
-    assert!(info.fhir_user.unwrap().ends_with("Practitioner/tech-okafor"));
     assert!(
-        info.scopes.iter().any(|scope| scope.starts_with("user/DocumentReference")),
+        info.fhir_user
+            .unwrap()
+            .ends_with("Practitioner/tech-okafor")
+    );
+    assert!(
+        info.scopes
+            .iter()
+            .any(|scope| scope.starts_with("user/DocumentReference")),
         "{:?}",
         info.scopes
     );
-    assert!(!info.scopes.iter().any(|scope| scope == "launch/patient"), "{:?}", info.scopes);
+    assert!(
+        !info.scopes.iter().any(|scope| scope == "launch/patient"),
+        "{:?}",
+        info.scopes
+    );
 }
 
 /// Sends callbacks that do not belong to the sign-in to the listener, then
@@ -186,13 +206,20 @@ impl BrowserLauncher for ForgedIssuer {
                 .build()
                 .unwrap();
             let response = client.get(url).send().await.unwrap();
-            let location = response.headers()[reqwest::header::LOCATION].to_str().unwrap().to_owned();
+            let location = response.headers()[reqwest::header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
             let mut callback = Url::parse(&location).unwrap();
             let pairs: Vec<(String, String)> = callback
                 .query_pairs()
                 .into_owned()
                 .map(|(name, value)| {
-                    let value = if name == "iss" { "http://attacker.example".to_owned() } else { value };
+                    let value = if name == "iss" {
+                        "http://attacker.example".to_owned()
+                    } else {
+                        value
+                    };
                     (name, value)
                 })
                 .collect();
@@ -242,7 +269,11 @@ async fn access_token_refreshes_within_margin() {
     let fixture = fixture("dr-rivera:pat-001").await;
     let session = clinician_session(&fixture).await;
     let before = session.access_token().await.unwrap();
-    assert_eq!(session.access_token().await.unwrap(), before, "a fresh token was refreshed");
+    assert_eq!(
+        session.access_token().await.unwrap(),
+        before,
+        "a fresh token was refreshed"
+    );
 
     // A margin longer than any token lifetime makes the token count as
     // about to expire.
@@ -257,18 +288,29 @@ async fn rejected_refresh_token_requires_sign_in() {
     let fixture = fixture("dr-rivera:pat-001").await;
     let session = clinician_session(&fixture).await;
     let entry = fixture.context.profile.refresh_token_entry();
-    fixture.store.set(&entry, &Secret::new("not-a-valid-refresh-token")).unwrap();
+    fixture
+        .store
+        .set(&entry, &Secret::new("not-a-valid-refresh-token"))
+        .unwrap();
 
     let first = session.refresh().await.unwrap_err();
     let second = session.refresh().await.unwrap_err();
 
     assert!(matches!(first, LoginError::SignInAgain { .. }), "{first}");
-    assert!(first.to_string().contains("ferry login --profile sandbox-test"), "{first}");
+    assert!(
+        first
+            .to_string()
+            .contains("ferry login --profile sandbox-test"),
+        "{first}"
+    );
     assert!(matches!(second, LoginError::SignInAgain { .. }), "{second}");
     assert_eq!(fixture.store.get(&entry).unwrap(), None);
     assert_eq!(whoami(&fixture.context).unwrap(), None);
     let resumed = Session::resume(&fixture.context).await.unwrap_err();
-    assert!(matches!(resumed, LoginError::NotSignedIn { .. }), "{resumed}");
+    assert!(
+        matches!(resumed, LoginError::NotSignedIn { .. }),
+        "{resumed}"
+    );
 }
 
 #[tokio::test]
@@ -289,7 +331,10 @@ async fn logout_revokes_refresh_token() {
     let session = login(&fixture.context, options).await.unwrap();
     fixture
         .store
-        .set(&fixture.context.profile.refresh_token_entry(), &refresh_token)
+        .set(
+            &fixture.context.profile.refresh_token_entry(),
+            &refresh_token,
+        )
         .unwrap();
     let error = session.refresh().await.unwrap_err();
     assert!(matches!(error, LoginError::SignInAgain { .. }), "{error}");
@@ -345,7 +390,10 @@ async fn server_without_s256_is_rejected() {
     let error = login(&context, options).await.unwrap_err();
 
     assert!(matches!(error, LoginError::NoS256 { .. }), "{error}");
-    assert!(error.to_string().contains("does not offer PKCE with S256"), "{error}");
+    assert!(
+        error.to_string().contains("does not offer PKCE with S256"),
+        "{error}"
+    );
     assert!(prompts.lock().unwrap().is_empty(), "a browser was opened");
 }
 
@@ -378,12 +426,23 @@ async fn browser_variable_program_completes_login() {
          exec curl --silent --show-error --noproxy '*' --location --max-redirs 10 --output /dev/null \"$1\"\n",
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&script).unwrap().permissions(), 0o755);
-    Command::new("chmod").arg("755").arg(&script).status().unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&script).unwrap().permissions(),
+        0o755,
+    );
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap();
 
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["child_logs_in_with_system_browser", "--exact", "--nocapture"])
+        .args([
+            "child_logs_in_with_system_browser",
+            "--exact",
+            "--nocapture",
+        ])
         .env("FERRY_TEST_BROWSER_CHILD", "1")
         .env("BROWSER", &script);
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())

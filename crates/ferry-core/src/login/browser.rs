@@ -40,7 +40,9 @@ impl BrowserLauncher for SystemBrowser {
                     Err(error) => last_error = Some(error),
                 }
             }
-            return Err(last_error.unwrap_or_else(|| BrowserError::Unavailable("BROWSER lists no program".to_owned())));
+            return Err(last_error.unwrap_or_else(|| {
+                BrowserError::Unavailable("BROWSER lists no program".to_owned())
+            }));
         }
 
         spawn(&platform_opener(url.as_str())?)
@@ -78,7 +80,8 @@ fn platform_opener(url: &str) -> Result<Vec<String>, BrowserError> {
         .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
     if !has_display {
         return Err(BrowserError::Unavailable(
-            "no graphical session (DISPLAY and WAYLAND_DISPLAY are unset) and BROWSER is unset".to_owned(),
+            "no graphical session (DISPLAY and WAYLAND_DISPLAY are unset) and BROWSER is unset"
+                .to_owned(),
         ));
     }
     Ok(vec!["xdg-open".to_owned(), url.to_owned()])
@@ -114,7 +117,9 @@ pub struct NoBrowser;
 
 impl BrowserLauncher for NoBrowser {
     fn open(&self, _url: &Url) -> Result<(), BrowserError> {
-        Err(BrowserError::Unavailable("browser opening is turned off".to_owned()))
+        Err(BrowserError::Unavailable(
+            "browser opening is turned off".to_owned(),
+        ))
     }
 }
 
@@ -163,7 +168,9 @@ impl BrowserLauncher for RedirectFollower {
         let url = url.clone();
         tokio::spawn(async move {
             match client.get(url).send().await {
-                Ok(response) => tracing::debug!(status = %response.status(), "redirect follower finished"),
+                Ok(response) => {
+                    tracing::debug!(status = %response.status(), "redirect follower finished")
+                }
                 Err(error) => tracing::warn!(%error, "redirect follower failed"),
             }
         });
@@ -185,6 +192,9 @@ mod tests {
 
     #[test]
     fn browser_entry_placeholder_is_replaced() {
-        assert_eq!(command_for_entry("lynx -dump %s", "http://x/"), ["lynx", "-dump", "http://x/"]);
+        assert_eq!(
+            command_for_entry("lynx -dump %s", "http://x/"),
+            ["lynx", "-dump", "http://x/"]
+        );
     }
 }

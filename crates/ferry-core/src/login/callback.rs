@@ -67,7 +67,9 @@ pub fn check_callback(pairs: &[(String, String)], check: &CallbackCheck) -> Call
     for name in ["state", "code", "iss", "error"] {
         if pairs.iter().filter(|(key, _)| key == name).count() > 1 {
             // RFC 6749 §3.1: response parameters must not be repeated.
-            return CallbackOutcome::Ignored(format!("the parameter `{name}` appears more than once"));
+            return CallbackOutcome::Ignored(format!(
+                "the parameter `{name}` appears more than once"
+            ));
         }
     }
     let get = |name: &str| {
@@ -80,7 +82,9 @@ pub fn check_callback(pairs: &[(String, String)], check: &CallbackCheck) -> Call
     match get("state") {
         None => return CallbackOutcome::Ignored("the response has no `state`".to_owned()),
         Some(state) if !constant_time_eq(state.as_bytes(), check.state.as_bytes()) => {
-            return CallbackOutcome::Ignored("the response's `state` belongs to another sign-in".to_owned());
+            return CallbackOutcome::Ignored(
+                "the response's `state` belongs to another sign-in".to_owned(),
+            );
         }
         Some(_) => {}
     }
@@ -109,7 +113,9 @@ pub fn check_callback(pairs: &[(String, String)], check: &CallbackCheck) -> Call
         });
     }
     match get("code") {
-        Some(code) if !code.is_empty() => CallbackOutcome::Code(AuthorizationCode::new(code.to_owned())),
+        Some(code) if !code.is_empty() => {
+            CallbackOutcome::Code(AuthorizationCode::new(code.to_owned()))
+        }
         _ => CallbackOutcome::Failed(LoginError::MissingCode),
     }
 }
@@ -119,7 +125,8 @@ pub fn check_callback(pairs: &[(String, String)], check: &CallbackCheck) -> Call
 pub fn check_pasted_url(text: &str, check: &CallbackCheck) -> CallbackOutcome {
     let Ok(url) = Url::parse(text.trim()) else {
         return CallbackOutcome::Ignored(
-            "the pasted text is not a URL; paste the whole address from the browser's address bar".to_owned(),
+            "the pasted text is not a URL; paste the whole address from the browser's address bar"
+                .to_owned(),
         );
     };
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
@@ -164,7 +171,9 @@ impl LoopbackListener {
             Ok(listener) => listener,
             Err(ipv4_error) => {
                 tracing::debug!(error = %ipv4_error, "IPv4 loopback unavailable, trying [::1]");
-                TcpListener::bind(ipv6).await.map_err(LoginError::Listener)?
+                TcpListener::bind(ipv6)
+                    .await
+                    .map_err(LoginError::Listener)?
             }
         };
         LoopbackListener::from_listener(listener)
@@ -173,7 +182,10 @@ impl LoopbackListener {
     /// Uses an already bound listener; its address must be loopback.
     pub fn from_listener(listener: TcpListener) -> Result<LoopbackListener, LoginError> {
         let address = listener.local_addr().map_err(LoginError::Listener)?;
-        assert!(address.ip().is_loopback(), "the redirect listener must be on loopback");
+        assert!(
+            address.ip().is_loopback(),
+            "the redirect listener must be on loopback"
+        );
         let redirect_uri = Url::parse(&format!("http://{address}{CALLBACK_PATH}"))
             .expect("a socket address forms a valid URL");
         Ok(LoopbackListener {
@@ -246,26 +258,49 @@ async fn next_line(paste: &mut Option<mpsc::Receiver<String>>) -> Option<String>
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, check: Arc<CallbackCheck>, outcomes: mpsc::Sender<CallbackOutcome>) {
-    let head = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request_head(&mut stream)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(reason)) => {
-            let _ = respond(&mut stream, 400, "Bad request", &reason).await;
-            return;
-        }
-        Err(_) => return,
-    };
+async fn serve_connection(
+    mut stream: TcpStream,
+    check: Arc<CallbackCheck>,
+    outcomes: mpsc::Sender<CallbackOutcome>,
+) {
+    let head =
+        match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request_head(&mut stream)).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(reason)) => {
+                let _ = respond(&mut stream, 400, "Bad request", &reason).await;
+                return;
+            }
+            Err(_) => return,
+        };
 
     let Some(target) = request_target(&head) else {
-        let _ = respond(&mut stream, 400, "Bad request", "Ferry expected a GET request.").await;
+        let _ = respond(
+            &mut stream,
+            400,
+            "Bad request",
+            "Ferry expected a GET request.",
+        )
+        .await;
         return;
     };
     let Ok(url) = Url::parse("http://loopback.invalid").and_then(|base| base.join(&target)) else {
-        let _ = respond(&mut stream, 400, "Bad request", "The request target is not a valid path.").await;
+        let _ = respond(
+            &mut stream,
+            400,
+            "Bad request",
+            "The request target is not a valid path.",
+        )
+        .await;
         return;
     };
     if url.path() != CALLBACK_PATH {
-        let _ = respond(&mut stream, 404, "Not found", "Ferry is waiting for a sign-in here.").await;
+        let _ = respond(
+            &mut stream,
+            404,
+            "Not found",
+            "Ferry is waiting for a sign-in here.",
+        )
+        .await;
         return;
     }
 
@@ -280,7 +315,9 @@ async fn serve_connection(mut stream: TcpStream, check: Arc<CallbackCheck>, outc
         CallbackOutcome::Ignored(reason) => (
             400,
             "Not this sign-in",
-            format!("This response does not belong to the sign-in that Ferry is waiting for: {reason}."),
+            format!(
+                "This response does not belong to the sign-in that Ferry is waiting for: {reason}."
+            ),
         ),
         CallbackOutcome::Failed(error) => (400, "Sign-in failed", format!("{error}")),
     };
@@ -318,7 +355,12 @@ fn request_target(head: &str) -> Option<String> {
     (method == "GET" && target.starts_with('/')).then(|| target.to_owned())
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, title: &str, text: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    title: &str,
+    text: &str,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -375,7 +417,11 @@ mod tests {
     #[test]
     fn matching_state_and_iss_yield_code() {
         let outcome = check_callback(
-            &pairs(&[("code", "c1"), ("state", "state-123"), ("iss", "https://auth.example")]),
+            &pairs(&[
+                ("code", "c1"),
+                ("state", "state-123"),
+                ("iss", "https://auth.example"),
+            ]),
             &check(true),
         );
         assert_eq!(code_of(outcome).unwrap().secret(), "c1");
@@ -389,7 +435,10 @@ mod tests {
             pairs(&[("code", "c1"), ("state", "state-12")]),
         ] {
             let outcome = check_callback(&list, &check(false));
-            assert!(matches!(outcome, CallbackOutcome::Ignored(_)), "{list:?}: {outcome:?}");
+            assert!(
+                matches!(outcome, CallbackOutcome::Ignored(_)),
+                "{list:?}: {outcome:?}"
+            );
         }
     }
 
@@ -399,36 +448,59 @@ mod tests {
             &pairs(&[("error", "access_denied"), ("state", "other")]),
             &check(false),
         );
-        assert!(matches!(outcome, CallbackOutcome::Ignored(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, CallbackOutcome::Ignored(_)),
+            "{outcome:?}"
+        );
     }
 
     #[test]
     fn repeated_state_is_ignored() {
         let outcome = check_callback(
-            &pairs(&[("code", "c1"), ("state", "state-123"), ("state", "state-123")]),
+            &pairs(&[
+                ("code", "c1"),
+                ("state", "state-123"),
+                ("state", "state-123"),
+            ]),
             &check(false),
         );
-        assert!(matches!(outcome, CallbackOutcome::Ignored(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, CallbackOutcome::Ignored(_)),
+            "{outcome:?}"
+        );
     }
 
     #[test]
     fn iss_mismatch_fails() {
         let outcome = check_callback(
-            &pairs(&[("code", "c1"), ("state", "state-123"), ("iss", "https://evil.example")]),
+            &pairs(&[
+                ("code", "c1"),
+                ("state", "state-123"),
+                ("iss", "https://evil.example"),
+            ]),
             &check(false),
         );
         let CallbackOutcome::Failed(error) = outcome else {
             panic!("expected a failure, got {outcome:?}");
         };
         assert!(matches!(error, LoginError::IssuerMismatch { .. }));
-        assert!(error.to_string().contains("https://evil.example"), "{error}");
+        assert!(
+            error.to_string().contains("https://evil.example"),
+            "{error}"
+        );
     }
 
     #[test]
     fn missing_iss_fails_when_advertised() {
         let list = pairs(&[("code", "c1"), ("state", "state-123")]);
         let outcome = check_callback(&list, &check(true));
-        assert!(matches!(outcome, CallbackOutcome::Failed(LoginError::MissingIssuer { .. })), "{outcome:?}");
+        assert!(
+            matches!(
+                outcome,
+                CallbackOutcome::Failed(LoginError::MissingIssuer { .. })
+            ),
+            "{outcome:?}"
+        );
 
         let outcome = check_callback(&list, &check(false));
         assert!(matches!(outcome, CallbackOutcome::Code(_)), "{outcome:?}");
@@ -457,7 +529,10 @@ mod tests {
     #[test]
     fn missing_code_fails() {
         let outcome = check_callback(&pairs(&[("state", "state-123")]), &check(false));
-        assert!(matches!(outcome, CallbackOutcome::Failed(LoginError::MissingCode)), "{outcome:?}");
+        assert!(
+            matches!(outcome, CallbackOutcome::Failed(LoginError::MissingCode)),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -469,7 +544,10 @@ mod tests {
         assert_eq!(code_of(outcome).unwrap().secret(), "c9");
 
         let outcome = check_pasted_url("code=c9&state=state-123", &check(true));
-        assert!(matches!(outcome, CallbackOutcome::Ignored(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, CallbackOutcome::Ignored(_)),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -515,9 +593,14 @@ mod tests {
             .unwrap();
         let ignored = std::sync::Mutex::new(Vec::new());
         let code = listener
-            .wait(check(false), Some(receiver), Duration::from_secs(300), &|prompt| {
-                ignored.lock().unwrap().push(format!("{prompt:?}"));
-            })
+            .wait(
+                check(false),
+                Some(receiver),
+                Duration::from_secs(300),
+                &|prompt| {
+                    ignored.lock().unwrap().push(format!("{prompt:?}"));
+                },
+            )
             .await
             .unwrap();
         assert_eq!(code.secret(), "pasted");

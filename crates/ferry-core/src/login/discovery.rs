@@ -159,6 +159,9 @@ mod tests {
         }));
         let url = Url::parse("https://fhir.example/.well-known/smart-configuration").unwrap();
         let error = check(&config, &url).unwrap_err();
-        assert!(error.to_string().contains("http://auth.example/token"), "{error}");
+        assert!(
+            error.to_string().contains("http://auth.example/token"),
+            "{error}"
+        );
     }
 }

@@ -54,7 +54,10 @@ pub async fn verify_id_token(
                 .await
                 .and_then(reqwest::Response::error_for_status)
                 .map_err(|error| {
-                    id_token_error(format!("fetching the keys from {} failed: {error}", display_url(jwks_uri)))
+                    id_token_error(format!(
+                        "fetching the keys from {} failed: {error}",
+                        display_url(jwks_uri)
+                    ))
                 })?;
             let keys: JwkSet = read_json(response).await?;
             decode_verified(&keys, config.issuer.as_deref(), client_id, id_token)?
@@ -68,7 +71,9 @@ pub async fn verify_id_token(
     };
 
     if claims.nonce.as_deref() != Some(nonce) {
-        return Err(id_token_error("its nonce does not match the sign-in request".to_owned()));
+        return Err(id_token_error(
+            "its nonce does not match the sign-in request".to_owned(),
+        ));
     }
     Ok(claims)
 }

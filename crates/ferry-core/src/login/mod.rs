@@ -27,7 +27,10 @@ use tokio::sync::mpsc;
 use url::Url;
 
 pub use browser::{BrowserError, BrowserLauncher, NoBrowser, RedirectFollower, SystemBrowser};
-pub use callback::{CALLBACK_PATH, CallbackCheck, CallbackOutcome, LoopbackListener, check_callback, check_pasted_url};
+pub use callback::{
+    CALLBACK_PATH, CallbackCheck, CallbackOutcome, LoopbackListener, check_callback,
+    check_pasted_url,
+};
 pub use discovery::{SmartConfiguration, discover, smart_configuration_url};
 pub use id_token::IdTokenClaims;
 pub use session::{LogoutReport, Session, SessionInfo, logout, whoami};
@@ -101,7 +104,9 @@ pub enum LoginError {
          run `ferry login --profile {profile}`"
     )]
     SignInAgain { profile: String },
-    #[error("the server at {fhir_base_url} publishes no grant API (ferry_grant_api) in its SMART configuration")]
+    #[error(
+        "the server at {fhir_base_url} publishes no grant API (ferry_grant_api) in its SMART configuration"
+    )]
     NoGrantApi { fhir_base_url: String },
     #[error(transparent)]
     SecretStore(#[from] SecretStoreError),
@@ -291,7 +296,12 @@ pub async fn login(context: &ProfileContext, options: LoginOptions) -> Result<Se
         require_iss: config.authorization_response_iss_parameter_supported,
     };
     let code = listener
-        .wait(check, options.paste, options.timeout, options.prompt.as_ref())
+        .wait(
+            check,
+            options.paste,
+            options.timeout,
+            options.prompt.as_ref(),
+        )
         .await?;
 
     let response = client
@@ -303,9 +313,15 @@ pub async fn login(context: &ProfileContext, options: LoginOptions) -> Result<Se
 
     let fhir_user = match &response.extra_fields().id_token {
         Some(id_token) => {
-            id_token::verify_id_token(&context.http, &config, &profile.client_id, id_token, nonce.secret())
-                .await?
-                .fhir_user
+            id_token::verify_id_token(
+                &context.http,
+                &config,
+                &profile.client_id,
+                id_token,
+                nonce.secret(),
+            )
+            .await?
+            .fhir_user
         }
         None => {
             tracing::warn!("the token response has no id_token, so fhirUser is unknown");
@@ -340,7 +356,9 @@ pub async fn login(context: &ProfileContext, options: LoginOptions) -> Result<Se
     match &refresh_token {
         Some(token) => session::store_refresh_token(context, token.clone()).await?,
         None => {
-            tracing::warn!("the server issued no refresh token; the session ends when the access token expires");
+            tracing::warn!(
+                "the server issued no refresh token; the session ends when the access token expires"
+            );
             session::delete_refresh_token(context).await?;
         }
     }
@@ -376,6 +394,11 @@ mod tests {
         let error = LoginError::TimedOut {
             waited: Duration::from_secs(300),
         };
-        assert!(error.to_string().starts_with("sign-in timed out after 5 minutes"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("sign-in timed out after 5 minutes"),
+            "{error}"
+        );
     }
 }

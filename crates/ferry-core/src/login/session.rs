@@ -221,7 +221,9 @@ async fn refresh_with_stored_token(
     let sign_in_again = || LoginError::SignInAgain {
         profile: context.profile.name.to_string(),
     };
-    let refresh_token = read_refresh_token(context).await?.ok_or_else(sign_in_again)?;
+    let refresh_token = read_refresh_token(context)
+        .await?
+        .ok_or_else(sign_in_again)?;
 
     let client = smart_client(config, &context.profile.client_id, None);
     let result = client
@@ -231,7 +233,9 @@ async fn refresh_with_stored_token(
 
     let response = match result {
         Ok(response) => response,
-        Err(RequestTokenError::ServerResponse(error)) if *error.error() == BasicErrorResponseType::InvalidGrant => {
+        Err(RequestTokenError::ServerResponse(error))
+            if *error.error() == BasicErrorResponseType::InvalidGrant =>
+        {
             tracing::warn!(profile = %context.profile.name, "refresh token rejected; deleting it");
             delete_refresh_token(context).await?;
             mark_signed_out(context)?;
@@ -260,7 +264,9 @@ pub(super) fn token_error<E: std::error::Error + 'static>(
             Some(description) => format!("{}: {description}", response.error()),
             None => response.error().to_string(),
         },
-        RequestTokenError::Parse(parse_error, _body) => format!("the response is not a valid token response: {parse_error}"),
+        RequestTokenError::Parse(parse_error, _body) => {
+            format!("the response is not a valid token response: {parse_error}")
+        }
         other => error_chain(other),
     };
     LoginError::TokenRequest {
@@ -357,7 +363,13 @@ async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), S
         .form(&form)
         .send()
         .await
-        .map_err(|error| format!("the revocation request to {} failed: {}", display_url(&endpoint), error_chain(&error)))?;
+        .map_err(|error| {
+            format!(
+                "the revocation request to {} failed: {}",
+                display_url(&endpoint),
+                error_chain(&error)
+            )
+        })?;
 
     // RFC 7009 §2.2: 200 means revoked, or the token was already invalid.
     let status = response.status();
@@ -372,7 +384,10 @@ async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), S
             .unwrap_or_else(|| status.to_string()),
         Err(_) => status.to_string(),
     };
-    Err(format!("the revocation endpoint {} returned {detail}", display_url(&endpoint)))
+    Err(format!(
+        "the revocation endpoint {} returned {detail}",
+        display_url(&endpoint)
+    ))
 }
 
 /// Returns the stored facts of the profile's sign-in, or `None` when it has
@@ -382,13 +397,20 @@ pub fn whoami(context: &ProfileContext) -> Result<Option<SessionInfo>, LoginErro
     let Some(info) = read_session_info(&context.dirs, context)? else {
         return Ok(None);
     };
-    if !info.refresh_token_stored || context.store.get(&context.profile.refresh_token_entry())?.is_none() {
+    if !info.refresh_token_stored
+        || context
+            .store
+            .get(&context.profile.refresh_token_entry())?
+            .is_none()
+    {
         return Ok(None);
     }
     Ok(Some(info))
 }
 
-pub(super) async fn read_refresh_token(context: &ProfileContext) -> Result<Option<Secret>, LoginError> {
+pub(super) async fn read_refresh_token(
+    context: &ProfileContext,
+) -> Result<Option<Secret>, LoginError> {
     let store = context.store.clone();
     let entry = context.profile.refresh_token_entry();
     let result = tokio::task::spawn_blocking(move || store.get(&entry))
@@ -397,7 +419,10 @@ pub(super) async fn read_refresh_token(context: &ProfileContext) -> Result<Optio
     Ok(result)
 }
 
-pub(super) async fn store_refresh_token(context: &ProfileContext, token: Secret) -> Result<(), LoginError> {
+pub(super) async fn store_refresh_token(
+    context: &ProfileContext,
+    token: Secret,
+) -> Result<(), LoginError> {
     let store = context.store.clone();
     let entry = context.profile.refresh_token_entry();
     tokio::task::spawn_blocking(move || store.set(&entry, &token))
@@ -416,10 +441,14 @@ pub(super) async fn delete_refresh_token(context: &ProfileContext) -> Result<(),
 }
 
 fn session_file(dirs: &FerryDirs, context: &ProfileContext) -> PathBuf {
-    dirs.profile_data_dir(&context.profile.name).join("session.json")
+    dirs.profile_data_dir(&context.profile.name)
+        .join("session.json")
 }
 
-fn read_session_info(dirs: &FerryDirs, context: &ProfileContext) -> Result<Option<SessionInfo>, LoginError> {
+fn read_session_info(
+    dirs: &FerryDirs,
+    context: &ProfileContext,
+) -> Result<Option<SessionInfo>, LoginError> {
     let path = session_file(dirs, context);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

@@ -4,13 +4,14 @@
 //!
 //! Settings come from the optional file `{data_dir}/grant.toml`, with the
 //! `[grant]` and `[policy]` sections of `serve`'s configuration plus
-//! `min_part_size` and `store_listen` under `[grant]`:
+//! `min_part_size`, `store_listen` and `store_public_endpoint` under `[grant]`:
 //!
 //! ```toml
 //! [grant]
 //! min_part_size = 5242880        # test-only: lower it to build many-part uploads
 //! cleanup_interval_seconds = 60
 //! store_listen = "127.0.0.1:7421"
+//! store_public_endpoint = "http://127.0.0.1:7431"  # test-only: a proxy in front of the store
 //!
 //! [policy.lifetimes]
 //! part_url = 900
@@ -59,6 +60,11 @@ struct SandboxGrantSettings {
     cleanup_interval_seconds: u64,
     /// Address of the embedded store; defaults to the sandbox's port + 1.
     store_listen: Option<SocketAddr>,
+    /// Base URL that presigned URLs and the gateway's own store requests
+    /// name instead of `store_listen`, such as a test's proxy that forwards
+    /// to the store. The store checks signatures against the `Host` it
+    /// receives, so the proxy must pass `Host` through unchanged.
+    store_public_endpoint: Option<url::Url>,
 }
 
 impl Default for SandboxGrantSettings {
@@ -67,6 +73,7 @@ impl Default for SandboxGrantSettings {
             min_part_size: ferry_api::MIN_PART_SIZE,
             cleanup_interval_seconds: 60,
             store_listen: None,
+            store_public_endpoint: None,
         }
     }
 }
@@ -199,16 +206,21 @@ pub async fn start(
         issued_downloads.clone(),
     ));
     let store = ferry_store::serve(store_config).await?;
+    let endpoint = settings
+        .grant
+        .store_public_endpoint
+        .clone()
+        .unwrap_or_else(|| store.endpoint().clone());
 
     let store_info = StoreInfo {
-        endpoint: store.endpoint().as_str().trim_end_matches('/').to_owned(),
+        endpoint: endpoint.as_str().trim_end_matches('/').to_owned(),
         region: store.region().to_owned(),
         bucket: BUCKET.to_owned(),
         access_key_id: credentials.access_key_id.clone(),
         secret_access_key: SecretAccessKey::new(credentials.secret_access_key.expose()),
     };
     let client = S3Client::new(S3Config {
-        endpoint: store.endpoint().clone(),
+        endpoint,
         region: store_info.region.clone(),
         bucket: BUCKET.to_owned(),
         path_style: true,

@@ -30,7 +30,8 @@ fn ct_study_lists_one_study_with_three_series() {
     assert_eq!(study.accession.as_deref(), Some("ACC-ct"));
     assert_eq!(study.instance_count, 300);
 
-    let series: Vec<(Option<i64>, Option<&str>, Option<&str>, u64)> = study
+    type SeriesRow<'a> = (Option<i64>, Option<&'a str>, Option<&'a str>, u64);
+    let series: Vec<SeriesRow> = study
         .series
         .iter()
         .map(|s| {

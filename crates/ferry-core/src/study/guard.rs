@@ -84,13 +84,13 @@ pub enum Verdict {
     /// One patient, but not the chosen one; each reason names the attribute,
     /// its value and the study and series carrying it.
     Mismatch { reasons: Vec<String> },
-    /// The scan holds more than one patient. `reasons` lists the mismatches
+    /// The scan contains more than one patient. `reasons` lists the mismatches
     /// with the chosen patient, if any.
     MultiplePatients {
         patients: Vec<PatientGroup>,
         reasons: Vec<String>,
     },
-    /// The scan holds no valid instance, so there is nothing to upload.
+    /// The scan contains no valid instance, so there is nothing to upload.
     NoInstances,
 }
 
@@ -100,20 +100,20 @@ impl Verdict {
         !matches!(self, Verdict::Match)
     }
 
-    /// The reasons for a blocking verdict, for messages.
+    /// Returns the reasons for a blocking verdict as sentences for messages.
     pub fn reasons(&self) -> Vec<String> {
         match self {
             Verdict::Match => Vec::new(),
             Verdict::Mismatch { reasons } => reasons.clone(),
             Verdict::MultiplePatients { patients, reasons } => {
                 let mut all = vec![format!(
-                    "the upload holds {} different patients",
+                    "the upload contains {} different patients",
                     patients.len()
                 )];
                 all.extend(reasons.iter().cloned());
                 all
             }
-            Verdict::NoInstances => vec!["the upload holds no valid DICOM instance".to_owned()],
+            Verdict::NoInstances => vec!["the upload contains no valid DICOM instance".to_owned()],
         }
     }
 }
@@ -170,7 +170,7 @@ pub enum GuardError {
         reasons.join("; ")
     )]
     Blocked { reasons: Vec<String> },
-    #[error("nothing to upload: the scan holds no valid DICOM instance after exclusions")]
+    #[error("nothing to upload: the scan contains no valid DICOM instance after exclusions")]
     NothingToUpload,
     #[error("confirmation is missing `{field}`; say who confirms and why")]
     IncompleteConfirmation { field: &'static str },

@@ -35,7 +35,7 @@ pub use scan::{ScanError, scan, scan_with_threads};
 pub use unpack::{UnpackError, UnpackSummary, unpack};
 pub use validate::SetAsideReason;
 
-/// Where a scan read its files from.
+/// The input a scan read its files from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScanSource {

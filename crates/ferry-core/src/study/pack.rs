@@ -70,7 +70,7 @@ pub struct ManifestEntry {
     pub series_instance_uid: Option<String>,
 }
 
-/// What to pack besides the valid instances.
+/// Files to pack besides the valid instances.
 #[derive(Debug, Clone, Default)]
 pub struct PackOptions {
     /// Paths of set-aside files the user includes on purpose.
@@ -136,7 +136,7 @@ struct PlannedEntry {
     crc32: u32,
 }
 
-/// Where an entry's bytes are read from.
+/// The source of an entry's bytes.
 #[derive(Debug, Clone)]
 enum Content {
     File(PathBuf),
@@ -216,7 +216,8 @@ impl PackPlan {
         &self.inner.manifest
     }
 
-    /// A reader over the archive's bytes from offset 0; it also seeks.
+    /// Returns a reader over the archive's bytes, positioned at offset 0.
+    /// The reader also implements `Seek`.
     pub fn reader(&self) -> PackReader {
         PackReader {
             plan: self.clone(),
@@ -365,6 +366,9 @@ fn open_content(
     }
 }
 
+/// SHA-256 and CRC-32 of one entry.
+type EntryDigest = ([u8; 32], u32);
+
 /// Reads every entry once, in parallel, for its SHA-256 and CRC-32.
 fn hash_all(
     wanted: Vec<(String, u64)>,
@@ -372,7 +376,7 @@ fn hash_all(
 ) -> Result<Vec<PlannedEntry>, PackError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = AtomicUsize::new(0);
-    let digests: Mutex<Vec<Option<([u8; 32], u32)>>> = Mutex::new(vec![None; wanted.len()]);
+    let digests: Mutex<Vec<Option<EntryDigest>>> = Mutex::new(vec![None; wanted.len()]);
 
     std::thread::scope(|scope| -> Result<(), PackError> {
         let workers: Vec<_> = (0..threads.min(wanted.len().max(1)))
@@ -424,7 +428,7 @@ fn hash_entry(
     name: &str,
     size: u64,
     buf: &mut [u8],
-) -> Result<([u8; 32], u32), PackError> {
+) -> Result<EntryDigest, PackError> {
     let read_error = |source| PackError::Read {
         path: PathBuf::from(name),
         source,
@@ -516,7 +520,7 @@ const EXTERNAL_ATTRIBUTES: u32 = 0o100_644 << 16;
 const U32_MARKER: u64 = 0xFFFF_FFFF;
 const U16_MARKER: u64 = 0xFFFF;
 
-/// One entry as the layout sees it.
+/// The fields of one entry that its zip headers record.
 struct LayoutEntry<'a> {
     name: &'a str,
     size: u64,
@@ -687,8 +691,8 @@ fn central_header(entry: &LayoutEntry<'_>, local_offset: u64) -> Vec<u8> {
     out
 }
 
-/// The end of central directory record, preceded by the ZIP64 end record
-/// and its locator when a count, size or offset overflows.
+/// Encodes the end of central directory record, preceded by the ZIP64 end
+/// record and its locator when a count, size or offset overflows.
 fn end_records(count: u64, central_start: u64, central_size: u64, end_offset: u64) -> Vec<u8> {
     let zip64 = count >= U16_MARKER || central_start >= U32_MARKER || central_size >= U32_MARKER;
     let mut out = Vec::new();

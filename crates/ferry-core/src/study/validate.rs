@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Patient, text};
 
-/// Why a file was set aside instead of being treated as an instance.
+/// The reason a file was set aside instead of being treated as an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum SetAsideReason {
@@ -75,7 +75,7 @@ impl std::fmt::Display for SetAsideReason {
     }
 }
 
-/// What one file turned out to be.
+/// The classification of one file.
 #[derive(Debug)]
 pub(crate) enum Classified {
     Instance(Box<Header>),

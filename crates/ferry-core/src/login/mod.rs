@@ -125,7 +125,7 @@ fn describe_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     match seconds {
         60 => "1 minute".to_owned(),
-        _ if seconds >= 60 && seconds % 60 == 0 => format!("{} minutes", seconds / 60),
+        _ if seconds >= 60 && seconds.is_multiple_of(60) => format!("{} minutes", seconds / 60),
         1 => "1 second".to_owned(),
         _ => format!("{seconds} seconds"),
     }

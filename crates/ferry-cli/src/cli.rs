@@ -200,13 +200,19 @@ pub enum LogAction {
         /// this profile's log.
         #[arg(long, value_name = "FILE")]
         bundle: Option<PathBuf>,
+        /// Log file to verify instead of this profile's log; with --bundle
+        /// the default is the copy written beside the bundle by `log export`.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
     /// Export the log as FHIR R4 AuditEvent resources (NDJSON) and a
     /// verification bundle.
     Export {
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// Output file; the bundle is written beside it. Stdout when omitted.
+        /// Output file for the AuditEvents; FILE.bundle.json (the
+        /// verification bundle) and FILE.log.ndjson (a copy of the log) are
+        /// written beside it. Without it, the AuditEvents go to stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },

@@ -177,7 +177,8 @@ async fn run(
     };
     let upload_record = engine.get(&upload_id).ok();
     let parts = receipt.receipt.part_count;
-    log_transfer(&mut activity, Direction::Upload, &patient, &document_id, &receipt, output);
+    let archive_name = archive.file_name().and_then(|name| name.to_str()).map(str::to_owned);
+    log_transfer(&mut activity, &patient, &document_id, archive_name.as_deref(), &receipt, output);
     output.status(format!(
         "    Uploaded {} in {parts} parts at {}; DocumentReference/{document_id}; receipt signed by the gateway and verified",
         format_bytes(receipt.receipt.size),
@@ -388,10 +389,10 @@ async fn check_and_pack(
                     "ferry demo: the sample study names a synthetic patient; filed under sandbox Patient/{patient}"
                 );
                 output.status(format!(
-                    "    Patient guard: blocked ({}).\n    The demo confirms it with the reason \"{reason}\", \
+                    "    Patient guard: blocked:\n      {}\n    The demo confirms it with the reason \"{reason}\", \
                      which goes into the signed log and the gateway's audit; `ferry upload` stops here (exit 6) \
                      unless --confirm-patient-mismatch REASON is given.",
-                    findings.join("; ")
+                    findings.iter().map(|finding| short_finding(finding)).collect::<Vec<_>>().join("\n      ")
                 ));
                 Some(PatientMismatchConfirmation { reason, findings })
             }
@@ -430,9 +431,9 @@ async fn check_and_pack(
 
 fn log_transfer(
     activity: &mut Option<ActivityLog>,
-    direction: Direction,
     patient: &str,
     document_id: &str,
+    file_name: Option<&str>,
     receipt: &SignedReceipt,
     output: Output,
 ) {
@@ -440,10 +441,10 @@ fn log_transfer(
     let body = &receipt.receipt;
     let mut completed = transfer_entry(
         Event::Completed,
-        direction,
+        Direction::Upload,
         Some(patient),
         Some(&format!("DocumentReference/{document_id}")),
-        None,
+        file_name,
         Some(body.size),
         Some(&body.sha256),
         Some(&body.correlation_id),
@@ -453,10 +454,10 @@ fn log_transfer(
     log.append(
         transfer_entry(
             Event::Verified,
-            direction,
+            Direction::Upload,
             Some(patient),
             Some(&format!("DocumentReference/{document_id}")),
-            None,
+            file_name,
             Some(body.size),
             Some(&body.sha256),
             Some(&body.correlation_id),
@@ -523,9 +524,9 @@ async fn save_audit(session: &Session, work_dir: &Path, ids: &[(&str, &str)], ou
                     output.status(format!("    warning: failed to write {}: {error}", path.display()));
                 }
                 lines.push(format!(
-                    "{label} (correlation id {correlation_id}): {} AuditEvents [{}] saved to {}",
+                    "{label} (correlation id {correlation_id}): {} AuditEvents ({}) saved to {}",
                     events.len(),
-                    events.join(", "),
+                    count_kinds(&events),
                     path.display()
                 ));
             }
@@ -535,6 +536,36 @@ async fn save_audit(session: &Session, work_dir: &Path, ids: &[(&str, &str)], ou
         }
     }
     lines
+}
+
+/// Drops the study and series UIDs from a guard finding for the demo's
+/// output: "Patient ID X in study UID (series UIDs) does not match …"
+/// becomes "Patient ID X does not match …".
+fn short_finding(finding: &str) -> String {
+    let Some(start) = finding.find(" in study ") else {
+        return finding.to_owned();
+    };
+    let rest = &finding[start..];
+    match rest.find(") ") {
+        Some(end) => format!("{}{}", &finding[..start], &rest[end + 1..]),
+        None => finding.to_owned(),
+    }
+}
+
+/// Counts equal names, in order of first appearance: "Import ×4, Export ×1".
+fn count_kinds(names: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for name in names {
+        match counts.iter_mut().find(|(known, _)| known == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(name, count)| format!("{name} ×{count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn verify_log(path: &Path) -> CliResult<String> {
@@ -715,6 +746,22 @@ fn read_full(reader: &mut impl std::io::Read, buffer: &mut [u8], path: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_loses_uids() {
+        let finding = "Patient ID FERRY-0001 in study 1.2.3 (series 1.2.3.4, 1.2.3.5) does not match any identifier of Patient/pat-001";
+        assert_eq!(
+            short_finding(finding),
+            "Patient ID FERRY-0001 does not match any identifier of Patient/pat-001"
+        );
+        assert_eq!(short_finding("the upload holds 2 different patients"), "the upload holds 2 different patients");
+    }
+
+    #[test]
+    fn kinds_are_counted_in_order() {
+        let names: Vec<String> = ["Import", "Restful Operation", "Import"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(count_kinds(&names), "Import ×2, Restful Operation ×1");
+    }
 
     #[test]
     fn identical_files_compare_equal() {

@@ -2,12 +2,13 @@
 
 mod account;
 mod demo;
+mod log;
 mod directory;
 mod study;
 mod transfer;
 
 use crate::cli::{Cli, Command};
-use crate::exit::{CliError, CliResult};
+use crate::exit::CliResult;
 use crate::output::Output;
 
 /// Runs one parsed command line.
@@ -26,27 +27,6 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Transfers { action } => transfer::transfers(profile, action, output).await,
         Command::Resume => transfer::resume(profile, output).await,
         Command::Demo(args) => demo::demo(args, output).await,
-        other => Err(CliError::failure(format!(
-            "`{}` is not available in this build yet",
-            command_name(&other)
-        ))),
-    }
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Login(_) => "login",
-        Command::Logout => "logout",
-        Command::Whoami => "whoami",
-        Command::Profiles { .. } => "profiles",
-        Command::Upload(_) => "upload",
-        Command::Download(_) => "download",
-        Command::Documents { .. } => "documents",
-        Command::Patients { .. } => "patients",
-        Command::Transfers { .. } => "transfers",
-        Command::Resume => "resume",
-        Command::Scan(_) => "scan",
-        Command::Log { .. } => "log",
-        Command::Demo(_) => "demo",
+        Command::Log { action } => log::run(profile, action, output),
     }
 }

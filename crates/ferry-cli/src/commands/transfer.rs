@@ -187,12 +187,16 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
 }
 
 pub async fn transfers(profile: Option<&str>, action: Option<TransfersAction>, output: Output) -> CliResult<()> {
-    let context = context::profile_context(profile)?;
     let action = action.unwrap_or(TransfersAction::List);
     if let TransfersAction::List = action {
-        // Listing reads the journal only; it needs no sign-in.
-        return list_transfers(&context, output);
+        // Listing reads the journal only; it needs no sign-in and no secret.
+        let dirs = context::ferry_dirs()?;
+        let (_, profile) = context::load_profile(&dirs, profile)?;
+        let journal = dirs.profile_data_dir(&profile.name).join(crate::follow::JOURNAL_FILE);
+        return list_transfers(&journal, &profile.name.to_string(), output);
     }
+
+    let context = context::profile_context(profile)?;
 
     let session = context::resume_session(&context).await?;
     let engine = open_engine(&context, &session, EngineOptions::default())?;
@@ -252,14 +256,13 @@ pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
     exit_of(&followed)
 }
 
-fn list_transfers(context: &ProfileContext, output: Output) -> CliResult<()> {
-    let path = crate::follow::journal_path(context);
+fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<()> {
     if !path.exists() {
-        output.status(format!("No transfers yet for profile {}.", context.profile.name));
+        output.status(format!("No transfers yet for profile {profile_name}."));
         output.json_result(&json!({ "transfers": [] }));
         return Ok(());
     }
-    let journal = ferry_core::journal::Journal::open(&path).map_err(|error| crate::context::journal_error(&error))?;
+    let journal = ferry_core::journal::Journal::open(path).map_err(|error| crate::context::journal_error(&error))?;
     let records = journal.list().map_err(|error| crate::context::journal_error(&error))?;
 
     let mut rows = Vec::new();

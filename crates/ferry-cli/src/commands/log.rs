@@ -1,0 +1,295 @@
+//! `ferry log show`, `log verify` and `log export`: the profile's signed
+//! transfer log. None of them needs a sign-in or a secret: verifying uses
+//! public keys only.
+
+use std::path::{Path, PathBuf};
+
+use ferry_core::log::{self, Record, VerificationBundle, VerifyOptions, VerifyReport};
+use ferry_core::profile::{FerryDirs, Profile};
+use serde_json::json;
+
+use crate::activity::log_path;
+use crate::cli::{ExportFormat, LogAction};
+use crate::context::{self, load_profile};
+use crate::exit::{CliError, CliResult, Exit, error_chain};
+use crate::output::{Output, format_bytes, table};
+
+/// Suffix of the verification bundle written beside an export.
+const BUNDLE_SUFFIX: &str = ".bundle.json";
+/// Suffix of the copy of the raw log written beside an export.
+const LOG_COPY_SUFFIX: &str = ".log.ndjson";
+
+pub fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResult<()> {
+    let dirs = context::ferry_dirs()?;
+    let (_, profile) = load_profile(&dirs, profile)?;
+    match action {
+        LogAction::Show { since, patient } => show(&dirs, &profile, since.as_deref(), patient.as_deref(), output),
+        LogAction::Verify { bundle, log } => verify(&dirs, &profile, bundle.as_deref(), log.as_deref(), output),
+        LogAction::Export { format: ExportFormat::Fhir, out } => export(&dirs, &profile, out.as_deref(), output),
+    }
+}
+
+fn existing_log(dirs: &FerryDirs, profile: &Profile) -> CliResult<PathBuf> {
+    let path = log_path(dirs, &profile.name);
+    if !path.is_file() {
+        return Err(CliError::usage(format!(
+            "profile {} has no transfer log yet ({} does not exist); it is written by sign-ins and transfers",
+            profile.name,
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn show(dirs: &FerryDirs, profile: &Profile, since: Option<&str>, patient: Option<&str>, output: Output) -> CliResult<()> {
+    let since = since.map(parse_since).transpose()?;
+    let patient = patient.map(|patient| {
+        if patient.starts_with("Patient/") {
+            patient.to_owned()
+        } else {
+            format!("Patient/{patient}")
+        }
+    });
+    let path = existing_log(dirs, profile)?;
+    let bytes = std::fs::read(&path)
+        .map_err(|error| CliError::failure(format!("failed to read {}: {error}", path.display())))?;
+
+    let mut entries = Vec::new();
+    for line in bytes.split(|byte| *byte == b'\n') {
+        let Ok(Record::Entry(entry)) = serde_json::from_slice::<Record>(line) else { continue };
+        if since.is_some_and(|since| entry.time < since) {
+            continue;
+        }
+        if patient.as_ref().is_some_and(|patient| entry.patient.as_ref() != Some(patient)) {
+            continue;
+        }
+        entries.push(entry);
+    }
+
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|entry| {
+            vec![
+                entry.seq.to_string(),
+                entry.time.to_string(),
+                entry.event.name().to_owned(),
+                entry
+                    .actor
+                    .as_ref()
+                    .and_then(|actor| actor.fhir_user.clone())
+                    .unwrap_or_default(),
+                entry.patient.clone().unwrap_or_default(),
+                entry.file_name.clone().or_else(|| entry.object.clone()).unwrap_or_default(),
+                entry.size.map(format_bytes).unwrap_or_default(),
+                entry.correlation_id.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        output.status("No matching log entries.");
+    } else {
+        output.text(table(
+            &["SEQ", "TIME", "EVENT", "USER", "PATIENT", "FILE", "SIZE", "CORRELATION ID"],
+            &rows,
+        ));
+    }
+    output.json_result(&json!({ "log": path, "entries": entries }));
+    Ok(())
+}
+
+/// Reads `--since`: an RFC 3339 timestamp, or a date meaning its midnight UTC.
+fn parse_since(text: &str) -> CliResult<jiff::Timestamp> {
+    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
+        return Ok(timestamp);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|date| date.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|zoned| zoned.timestamp())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--since {text} is neither an RFC 3339 time (2026-12-04T09:00:00Z) nor a date (2026-12-04)"
+            ))
+        })
+}
+
+fn verify(
+    dirs: &FerryDirs,
+    profile: &Profile,
+    bundle: Option<&Path>,
+    log_file: Option<&Path>,
+    output: Output,
+) -> CliResult<()> {
+    let (path, options, against) = match bundle {
+        Some(bundle_path) => {
+            let text = std::fs::read_to_string(bundle_path).map_err(|error| {
+                CliError::usage(format!("failed to read the bundle {}: {error}", bundle_path.display()))
+            })?;
+            let bundle: VerificationBundle = serde_json::from_str(&text).map_err(|error| {
+                CliError::usage(format!(
+                    "{} is not a verification bundle written by `ferry log export`: {error}",
+                    bundle_path.display()
+                ))
+            })?;
+            let path = match log_file {
+                Some(path) => path.to_owned(),
+                None => log_beside_bundle(bundle_path).unwrap_or(existing_log(dirs, profile)?),
+            };
+            (path, bundle.verify_options(), Some(bundle_path.to_owned()))
+        }
+        None => {
+            let path = match log_file {
+                Some(path) => path.to_owned(),
+                None => existing_log(dirs, profile)?,
+            };
+            (path, VerifyOptions::default(), None)
+        }
+    };
+
+    let report = log::verify(&path, &options).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    output.json_result(&report_json(&path, against.as_deref(), &report));
+    if !report.ok {
+        let problem = report
+            .first_problem()
+            .map(|problem| problem.to_string())
+            .unwrap_or_else(|| "unknown problem".to_owned());
+        return Err(CliError::transfer(format!(
+            "the transfer log {} did not verify: {problem} ({} problem(s) in all)",
+            path.display(),
+            report.problems.len()
+        )));
+    }
+
+    let checkpoint = match report.last_checkpoint {
+        Some(seq) => format!("last countersigned checkpoint at seq {seq}"),
+        None => "no countersigned checkpoint yet".to_owned(),
+    };
+    output.status(format!(
+        "OK: {} verified: {} entries in {} records, {} epoch key(s), {checkpoint}, {} record(s) after the last seal{}.",
+        path.display(),
+        report.entries,
+        report.records,
+        report.epochs.len(),
+        report.unsealed_tail,
+        against
+            .map(|bundle| format!(", checked against {}", bundle.display()))
+            .unwrap_or_default()
+    ));
+    for problem in &report.problems {
+        output.status(format!("note: {problem}"));
+    }
+    Ok(())
+}
+
+/// Returns `NAME.log.ndjson` beside `NAME.bundle.json`, when it exists.
+fn log_beside_bundle(bundle: &Path) -> Option<PathBuf> {
+    let name = bundle.file_name()?.to_str()?;
+    let stem = name.strip_suffix(BUNDLE_SUFFIX)?;
+    let path = bundle.with_file_name(format!("{stem}{LOG_COPY_SUFFIX}"));
+    path.is_file().then_some(path)
+}
+
+fn report_json(path: &Path, bundle: Option<&Path>, report: &VerifyReport) -> serde_json::Value {
+    json!({
+        "log": path,
+        "bundle": bundle,
+        "ok": report.ok,
+        "log_id": report.log_id,
+        "device": report.device,
+        "entries": report.entries,
+        "records": report.records,
+        "head_seq": report.head.as_ref().map(|head| head.seq),
+        "head_sha256": report.head.as_ref().map(|head| head.hash.clone()),
+        "epochs": report.epochs,
+        "last_signed_seq": report.last_signed_seq,
+        "unsealed_tail": report.unsealed_tail,
+        "last_checkpoint": report.last_checkpoint,
+        "problems": report.problems.iter().map(|problem| json!({
+            "kind": format!("{:?}", problem.kind),
+            "seq": problem.seq,
+            "line": problem.line,
+            "message": problem.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn export(dirs: &FerryDirs, profile: &Profile, out: Option<&Path>, output: Output) -> CliResult<()> {
+    let path = existing_log(dirs, profile)?;
+    let report = log::verify(&path, &VerifyOptions::default()).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    if !report.ok {
+        output.status(format!(
+            "warning: the log does not verify ({}); exporting it anyway for the auditor",
+            report.first_problem().map(|problem| problem.to_string()).unwrap_or_default()
+        ));
+    }
+    let events = log::export_fhir(&path).map_err(|error| CliError::failure(error_chain(&error)))?;
+
+    let Some(out) = out else {
+        // AuditEvents only; the bundle and the log copy need --out.
+        print!("{events}");
+        output.status("Wrote the AuditEvents to stdout; pass --out FILE to also write the verification bundle.");
+        return Ok(());
+    };
+
+    let bundle = log::export_bundle(&path).map_err(|error| CliError::failure(error_chain(&error)))?;
+    let bundle_path = with_suffix(out, BUNDLE_SUFFIX);
+    let log_copy = with_suffix(out, LOG_COPY_SUFFIX);
+    let write = |target: &Path, bytes: &[u8]| {
+        std::fs::write(target, bytes)
+            .map_err(|error| CliError::failure(format!("failed to write {}: {error}", target.display())))
+    };
+    write(out, events.as_bytes())?;
+    write(&bundle_path, serde_json::to_string_pretty(&bundle).unwrap_or_default().as_bytes())?;
+    std::fs::copy(&path, &log_copy)
+        .map_err(|error| CliError::failure(format!("failed to copy the log to {}: {error}", log_copy.display())))?;
+
+    let count = events.lines().filter(|line| !line.trim().is_empty()).count();
+    output.status(format!(
+        "Exported {count} AuditEvents to {}, the verification bundle to {} and a copy of the log to {}.\n\
+         Check them on any machine with `ferry log verify --bundle {}`.",
+        out.display(),
+        bundle_path.display(),
+        log_copy.display(),
+        bundle_path.display()
+    ));
+    output.json_result(&json!({
+        "audit_events": out,
+        "count": count,
+        "bundle": bundle_path,
+        "log_copy": log_copy,
+    }));
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_time_and_date() {
+        assert_eq!(
+            parse_since("2026-12-04T09:00:00Z").unwrap().to_string(),
+            "2026-12-04T09:00:00Z"
+        );
+        assert_eq!(parse_since("2026-12-04").unwrap().to_string(), "2026-12-04T00:00:00Z");
+        let error = parse_since("yesterday").unwrap_err();
+        assert_eq!(error.exit, Exit::Usage);
+        assert!(error.message.contains("yesterday"), "{}", error.message);
+    }
+
+    #[test]
+    fn bundle_names_its_log_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("audit.ndjson.bundle.json");
+        assert_eq!(log_beside_bundle(&bundle), None, "no copy yet");
+        std::fs::write(dir.path().join("audit.ndjson.log.ndjson"), b"").unwrap();
+        assert_eq!(log_beside_bundle(&bundle), Some(dir.path().join("audit.ndjson.log.ndjson")));
+        assert_eq!(with_suffix(&dir.path().join("audit.ndjson"), BUNDLE_SUFFIX), bundle);
+    }
+}

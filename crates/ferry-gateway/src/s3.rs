@@ -111,6 +111,7 @@ impl S3Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedPart {
     pub part_number: u32,
+    /// Empty when the store does not report ETags in its listing.
     pub etag: String,
     pub size: u64,
     /// Base64 SHA-256 of the part, when the upload was created with SHA-256 checksums.
@@ -509,7 +510,8 @@ impl S3Client {
         #[serde(rename_all = "PascalCase")]
         struct PartXml {
             part_number: u32,
-            #[serde(rename = "ETag")]
+            // s3s-fs 0.14.1 lists parts without ETags.
+            #[serde(default, rename = "ETag")]
             etag: String,
             size: u64,
             #[serde(default, rename = "ChecksumSHA256")]

@@ -32,13 +32,8 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = inner.to_string();
-        // `unknown field `x`, expected …`: the field at fault is `x` itself.
-        let field = match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
-            Some((name, _)) if path == "." => name.to_owned(),
-            Some((name, _)) => format!("{path}.{name}"),
-            None if path == "." => String::new(),
-            None => path,
-        };
+        // For an unknown field the path already ends with the field's name.
+        let field = if path == "." { String::new() } else { path };
         let described = if field.is_empty() {
             format!("the request body is not valid JSON for this call: {message}")
         } else {

@@ -125,3 +125,90 @@ pub fn sha256_file(path: &Path) -> String {
     std::io::copy(&mut file, &mut hasher).expect("the file reads");
     hex::encode(hasher.finalize())
 }
+
+/// True when a Secret Service can be reached (scripts/test starts one on a
+/// private D-Bus session). Tests that store a refresh token need it.
+pub fn has_credential_store() -> bool {
+    std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|address| !address.is_empty())
+}
+
+/// A sandbox gateway and a `ferry` home whose profile `local` is signed in
+/// to it through the real login flow, with `curl` as the browser that
+/// follows the redirects to the loopback listener.
+pub struct SignedIn {
+    pub home: tempfile::TempDir,
+    pub sandbox: Sandbox,
+}
+
+impl SignedIn {
+    /// Name of the profile that points at the sandbox.
+    pub const PROFILE: &'static str = "local";
+
+    /// Starts the sandbox with `auto_login` and signs in as `kind`
+    /// (`clinician` or `imaging-staff`).
+    pub fn start(auto_login: &str, kind: &str) -> SignedIn {
+        let home = tempfile::tempdir().expect("a temporary folder");
+        let sandbox = Sandbox::start(&home.path().join("gateway"), auto_login);
+
+        let added = run(ferry(home.path()).args(["profiles", "add", Self::PROFILE, &sandbox.fhir_url]));
+        assert!(added.status.success(), "{}", describe(&added));
+        let login = run(ferry(home.path())
+            .args(["--profile", Self::PROFILE, "login", "--as", kind])
+            .env("BROWSER", "curl -sfL -o /dev/null"));
+        assert!(login.status.success(), "{}", describe(&login));
+
+        SignedIn { home, sandbox }
+    }
+
+    /// A `ferry --profile local` command in this home.
+    pub fn ferry(&self) -> Command {
+        let mut command = ferry(self.home.path());
+        command.args(["--profile", Self::PROFILE]);
+        command
+    }
+}
+
+/// Parses NDJSON output and returns the events named `name`.
+pub fn events(stdout: &[u8], name: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == name)
+        .collect()
+}
+
+/// Writes `size` bytes of a fixed, non-repeating pattern to `path`.
+pub fn write_pattern_file(path: &Path, size: u64) {
+    use std::io::Write as _;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("the file is created"));
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut written = 0u64;
+    let mut block = vec![0u8; 1 << 16];
+    while written < size {
+        for chunk in block.chunks_mut(8) {
+            // xorshift64: cheap bytes that differ in every part.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let take = (size - written).min(block.len() as u64) as usize;
+        file.write_all(&block[..take]).expect("the file is written");
+        written += take as u64;
+    }
+    file.flush().expect("the file is flushed");
+}
+
+/// Free bytes on the file system holding `path`, from `df`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let output = Command::new("df").args(["-Pk"]).arg(path).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().nth(1)?;
+    let available_kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(available_kib * 1024)
+}
+
+/// The workspace root, where `scripts/` is; `ferry demo` runs from there.
+pub fn workspace_root_dir() -> PathBuf {
+    crate::workspace_root()
+}

@@ -650,7 +650,9 @@ fn print_summary(summary: &Summary<'_>, output: Output) {
     text.push(format!("  Delete {} when done.", summary.work_dir.display()));
     output.status(text.join("\n"));
 
-    output.json_result(&json!({
+    // The last NDJSON line, after the transfers' progress events.
+    output.json_event(&json!({
+        "event": "demo_completed",
         "profile": summary.profile_name,
         "secrets": "memory",
         "work_dir": summary.work_dir,

@@ -90,17 +90,26 @@ pub fn run_deny(args: DenyArgs, default_data_dir: Option<PathBuf>) -> Result<(),
     match args.action {
         DenyAction::Add(entry) => {
             let (kind, value) = entry.kind_and_value();
-            let added = repository.add_deny(kind, value).map_err(|error| error.to_string())?;
+            let added = repository
+                .add_deny(kind, value)
+                .map_err(|error| error.to_string())?;
             let state = if added { "added" } else { "already present" };
             let _ = writeln!(stdout, "{state}: {} {value}", kind.as_str());
             tracing::info!(kind = kind.as_str(), value, added, "deny list entry added");
         }
         DenyAction::Remove(entry) => {
             let (kind, value) = entry.kind_and_value();
-            let removed = repository.remove_deny(kind, value).map_err(|error| error.to_string())?;
+            let removed = repository
+                .remove_deny(kind, value)
+                .map_err(|error| error.to_string())?;
             let state = if removed { "removed" } else { "not present" };
             let _ = writeln!(stdout, "{state}: {} {value}", kind.as_str());
-            tracing::info!(kind = kind.as_str(), value, removed, "deny list entry removed");
+            tracing::info!(
+                kind = kind.as_str(),
+                value,
+                removed,
+                "deny list entry removed"
+            );
         }
         DenyAction::List => {
             let list = repository.deny_list().map_err(|error| error.to_string())?;
@@ -140,6 +149,10 @@ pub fn print_store_info(info: &StoreInfo) {
     let _ = writeln!(stdout, "store-region: {}", info.region);
     let _ = writeln!(stdout, "store-bucket: {}", info.bucket);
     let _ = writeln!(stdout, "store-access-key-id: {}", info.access_key_id);
-    let _ = writeln!(stdout, "store-secret-access-key: {}", info.secret_access_key.expose());
+    let _ = writeln!(
+        stdout,
+        "store-secret-access-key: {}",
+        info.secret_access_key.expose()
+    );
     let _ = stdout.flush();
 }

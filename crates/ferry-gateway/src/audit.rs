@@ -47,8 +47,8 @@ pub enum Step {
     StoreAccess,
     /// An upload completed and its `DocumentReference` created.
     Complete,
-    /// A completion refused because the parts or the hash did not match.
-    CompleteRefused,
+    /// A completion rejected because the parts or the hash did not match.
+    CompleteRejected,
     /// An upload aborted by its client.
     Abort,
     /// An abandoned upload aborted by the cleanup task.
@@ -69,7 +69,7 @@ impl Step {
             Step::DownloadUrl => "download-url",
             Step::StoreAccess => "store-access",
             Step::Complete => "complete",
-            Step::CompleteRefused => "complete-refused",
+            Step::CompleteRejected => "complete-rejected",
             Step::Abort => "abort",
             Step::Expire => "expire",
             Step::Checkpoint => "checkpoint",
@@ -281,7 +281,7 @@ impl AuditRecord {
             "action": self.action.code(),
             "recorded": recorded.to_string(),
             // FHIR R4 audit-event-outcome: 0 success, 4 minor failure
-            // (the request was refused, nothing failed).
+            // (the request was rejected, nothing failed).
             "outcome": if self.success { "0" } else { "4" },
             "agent": agents,
             "source": {
@@ -304,7 +304,9 @@ impl AuditRecord {
 /// Errors writing or reading the audit trail.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("failed to open the audit log {path}: {source}; check that the data folder is writable")]
+    #[error(
+        "failed to open the audit log {path}: {source}; check that the data folder is writable"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -334,7 +336,9 @@ struct AuditInner {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.inner.path).finish()
+        f.debug_struct("AuditLog")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -374,7 +378,11 @@ impl AuditLog {
         let line = event.to_string();
 
         {
-            let mut file = self.inner.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut file = self
+                .inner
+                .file
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let write_error = |source| AuditError::Write {
                 path: self.inner.path.clone(),
                 source,
@@ -489,15 +497,20 @@ mod tests {
         assert_eq!(event["outcome"], "4");
         assert_eq!(event["type"]["code"], "rest");
         assert_eq!(event["subtype"][1]["code"], "authorize-upload");
-        assert_eq!(event["agent"][0]["policy"][0], "urn:ferry:policy:patient-compartment");
+        assert_eq!(
+            event["agent"][0]["policy"][0],
+            "urn:ferry:policy:patient-compartment"
+        );
         assert_eq!(event["entity"][0]["what"]["identifier"]["value"], "corr-1");
         assert_eq!(event["entity"][1]["what"]["reference"], "Patient/pat-002");
     }
 
     #[test]
     fn url_issuance_uses_dicom_import_and_export() {
-        let upload = AuditRecord::new(Step::PartUrls, AuditAction::Create, "c").to_fhir("a", Timestamp::UNIX_EPOCH);
-        let download = AuditRecord::new(Step::DownloadUrl, AuditAction::Read, "c").to_fhir("b", Timestamp::UNIX_EPOCH);
+        let upload = AuditRecord::new(Step::PartUrls, AuditAction::Create, "c")
+            .to_fhir("a", Timestamp::UNIX_EPOCH);
+        let download = AuditRecord::new(Step::DownloadUrl, AuditAction::Read, "c")
+            .to_fhir("b", Timestamp::UNIX_EPOCH);
 
         assert_eq!(upload["type"]["code"], "110107");
         assert_eq!(download["type"]["code"], "110106");

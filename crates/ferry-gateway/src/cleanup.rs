@@ -31,7 +31,10 @@ pub async fn expire_upload(service: &GrantService, upload: &UploadRecord) -> boo
         UploadStatus::Denied => UploadStatus::Denied,
         _ => UploadStatus::Expired,
     };
-    let changed = match service.repository.transition(&upload.id, upload.status, next) {
+    let changed = match service
+        .repository
+        .transition(&upload.id, upload.status, next)
+    {
         Ok(changed) => changed,
         Err(error) => {
             tracing::error!(upload_id = %upload.id, %error, "failed to mark an upload expired");
@@ -40,13 +43,15 @@ pub async fn expire_upload(service: &GrantService, upload: &UploadRecord) -> boo
     };
     if upload.status == UploadStatus::Denied {
         // Push the expiry out of the listing of expired uploads.
-        let _ = service
-            .repository
-            .transition(&upload.id, UploadStatus::Denied, UploadStatus::Aborted);
+        let _ =
+            service
+                .repository
+                .transition(&upload.id, UploadStatus::Denied, UploadStatus::Aborted);
     }
 
     if changed {
-        let mut record = AuditRecord::new(Step::Expire, AuditAction::Delete, &upload.correlation_id);
+        let mut record =
+            AuditRecord::new(Step::Expire, AuditAction::Delete, &upload.correlation_id);
         record.patient = Some(upload.patient.clone());
         record.object = Some(upload.object_key.clone());
         record.detail = Some(format!(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// Largest object S3 accepts (5 TiB), the default upload size limit.
 pub const S3_MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
-/// What the caller's access token allows, reduced to what policy checks.
+/// Permissions of the caller's access token, reduced to what policy checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The token's `sub`.
@@ -38,7 +38,7 @@ pub struct Principal {
     pub user_read: bool,
 }
 
-/// Which patients a user may reach with `user/` scopes.
+/// Set of patients a user may reach with `user/` scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PatientSet {
@@ -102,7 +102,9 @@ mod seconds {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let seconds = u64::deserialize(deserializer)?;
         if seconds == 0 {
-            return Err(serde::de::Error::custom("a lifetime must be at least 1 second"));
+            return Err(serde::de::Error::custom(
+                "a lifetime must be at least 1 second",
+            ));
         }
         Ok(Duration::from_secs(seconds))
     }
@@ -168,7 +170,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule's identifier, as written in audit records.
+    /// Returns the rule's identifier, as written in audit records.
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Scope => "scope",
@@ -279,7 +281,12 @@ impl DenyList {
     }
 
     /// Checks a user, a patient and, when known, an object against the list.
-    pub fn check(&self, subject: Option<&str>, patient: Option<&str>, object: Option<&str>) -> Option<Decision> {
+    pub fn check(
+        &self,
+        subject: Option<&str>,
+        patient: Option<&str>,
+        object: Option<&str>,
+    ) -> Option<Decision> {
         if let Some(subject) = subject.filter(|subject| self.users.contains(*subject)) {
             return Some(Decision::deny(
                 Rule::DenyUser,
@@ -293,7 +300,9 @@ impl DenyList {
                 Rule::DenyPatient,
                 ErrorCode::Forbidden,
                 Some("patient"),
-                format!("transfers for patient '{patient}' are blocked by the deny list; ask an administrator"),
+                format!(
+                    "transfers for patient '{patient}' are blocked by the deny list; ask an administrator"
+                ),
             ));
         }
         if let Some(object) = object.filter(|object| self.objects.contains(*object)) {
@@ -341,15 +350,25 @@ impl Policy {
         deny: &DenyList,
     ) -> Decision {
         let (patient_scope, user_scope, needed) = match action {
-            Action::Upload => (principal.patient_create, principal.user_create, "DocumentReference.c"),
-            Action::Download => (principal.patient_read, principal.user_read, "DocumentReference.r"),
+            Action::Upload => (
+                principal.patient_create,
+                principal.user_create,
+                "DocumentReference.c",
+            ),
+            Action::Download => (
+                principal.patient_read,
+                principal.user_read,
+                "DocumentReference.r",
+            ),
         };
         if !patient_scope && !user_scope {
             return Decision::deny(
                 Rule::MissingScope,
                 ErrorCode::InsufficientScope,
                 None,
-                format!("the access token lacks patient/{needed} or user/{needed}; sign in again requesting it"),
+                format!(
+                    "the access token lacks patient/{needed} or user/{needed}; sign in again requesting it"
+                ),
             );
         }
 
@@ -363,7 +382,11 @@ impl Policy {
         let by_patient_scope = patient_scope && in_context;
         let by_user_scope = user_scope && self.user_patients(&principal.subject).contains(patient);
         if !by_patient_scope && !by_user_scope {
-            let rule = if user_scope { Rule::UserPatients } else { Rule::PatientCompartment };
+            let rule = if user_scope {
+                Rule::UserPatients
+            } else {
+                Rule::PatientCompartment
+            };
             let message = match (&principal.patient_context, user_scope) {
                 (Some(context), false) => format!(
                     "the access token is limited to patient '{context}' and cannot reach patient '{patient}'"
@@ -371,7 +394,10 @@ impl Policy {
                 (None, false) => format!(
                     "the access token has patient/ scopes but no patient context, so it cannot reach patient '{patient}'"
                 ),
-                (_, true) => format!("user '{}' may not reach patient '{patient}'", principal.subject),
+                (_, true) => format!(
+                    "user '{}' may not reach patient '{patient}'",
+                    principal.subject
+                ),
             };
             return Decision::deny(rule, ErrorCode::Forbidden, Some("patient"), message);
         }
@@ -398,10 +424,15 @@ impl Policy {
                 Rule::MediaType,
                 ErrorCode::UnsupportedMediaType,
                 Some("media_type"),
-                format!("media_type '{media_type}' is not allowed; use one of {}", allowed.join(", ")),
+                format!(
+                    "media_type '{media_type}' is not allowed; use one of {}",
+                    allowed.join(", ")
+                ),
             );
         }
-        Decision::Allow { rule: Rule::Allowed }
+        Decision::Allow {
+            rule: Rule::Allowed,
+        }
     }
 
     fn user_patients(&self, subject: &str) -> &PatientSet {
@@ -442,7 +473,13 @@ mod tests {
     fn user_scope_reaches_every_patient_by_default() {
         let policy = Policy::default();
 
-        let decision = policy.authorize(&clinician(), Action::Upload, "pat-002", None, &DenyList::default());
+        let decision = policy.authorize(
+            &clinician(),
+            Action::Upload,
+            "pat-002",
+            None,
+            &DenyList::default(),
+        );
 
         assert_eq!(decision, Decision::Allow { rule: Rule::Scope });
     }
@@ -452,12 +489,32 @@ mod tests {
         let policy = Policy::default();
         let token = patient_token("pat-001");
 
-        let own = policy.authorize(&token, Action::Download, "pat-001", None, &DenyList::default());
-        let other = policy.authorize(&token, Action::Download, "pat-002", None, &DenyList::default());
+        let own = policy.authorize(
+            &token,
+            Action::Download,
+            "pat-001",
+            None,
+            &DenyList::default(),
+        );
+        let other = policy.authorize(
+            &token,
+            Action::Download,
+            "pat-002",
+            None,
+            &DenyList::default(),
+        );
 
         assert!(own.is_allowed());
         assert_eq!(other.rule(), Rule::PatientCompartment);
-        let Decision::Deny { code, field, message, .. } = other else { unreachable!() };
+        let Decision::Deny {
+            code,
+            field,
+            message,
+            ..
+        } = other
+        else {
+            unreachable!()
+        };
         assert_eq!(code, ErrorCode::Forbidden);
         assert_eq!(field, Some("patient"));
         assert!(message.contains("pat-002"), "{message}");
@@ -468,22 +525,47 @@ mod tests {
         let mut token = clinician();
         token.user_create = false;
 
-        let decision = Policy::default().authorize(&token, Action::Upload, "pat-001", None, &DenyList::default());
+        let decision = Policy::default().authorize(
+            &token,
+            Action::Upload,
+            "pat-001",
+            None,
+            &DenyList::default(),
+        );
 
         assert_eq!(decision.rule(), Rule::MissingScope);
-        assert!(matches!(decision, Decision::Deny { code: ErrorCode::InsufficientScope, .. }));
+        assert!(matches!(
+            decision,
+            Decision::Deny {
+                code: ErrorCode::InsufficientScope,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn user_allow_list_limits_user_scopes() {
         let mut config = PolicyConfig::default();
-        config
-            .user_patients
-            .insert("dr-rivera".into(), PatientSet::Only(["pat-001".to_owned()].into()));
+        config.user_patients.insert(
+            "dr-rivera".into(),
+            PatientSet::Only(["pat-001".to_owned()].into()),
+        );
         let policy = Policy::new(config);
 
-        let allowed = policy.authorize(&clinician(), Action::Upload, "pat-001", None, &DenyList::default());
-        let denied = policy.authorize(&clinician(), Action::Upload, "pat-003", None, &DenyList::default());
+        let allowed = policy.authorize(
+            &clinician(),
+            Action::Upload,
+            "pat-001",
+            None,
+            &DenyList::default(),
+        );
+        let denied = policy.authorize(
+            &clinician(),
+            Action::Upload,
+            "pat-003",
+            None,
+            &DenyList::default(),
+        );
 
         assert!(allowed.is_allowed());
         assert_eq!(denied.rule(), Rule::UserPatients);
@@ -497,7 +579,13 @@ mod tests {
         deny.insert(DenyKind::Object, "uploads/upl_x");
 
         let patient = policy.authorize(&clinician(), Action::Upload, "pat-002", None, &deny);
-        let object = policy.authorize(&clinician(), Action::Download, "pat-001", Some("uploads/upl_x"), &deny);
+        let object = policy.authorize(
+            &clinician(),
+            Action::Download,
+            "pat-001",
+            Some("uploads/upl_x"),
+            &deny,
+        );
         deny.insert(DenyKind::User, "dr-rivera");
         let user = policy.authorize(&clinician(), Action::Download, "pat-001", None, &deny);
 
@@ -515,8 +603,23 @@ mod tests {
         let too_large = policy.check_file(1001, "application/zip");
         let bad_type = policy.check_file(10, "application/x-msdownload");
 
-        assert!(matches!(too_large, Decision::Deny { rule: Rule::SizeLimit, code: ErrorCode::TooLarge, field: Some("size"), .. }));
-        assert!(matches!(bad_type, Decision::Deny { rule: Rule::MediaType, field: Some("media_type"), .. }));
+        assert!(matches!(
+            too_large,
+            Decision::Deny {
+                rule: Rule::SizeLimit,
+                code: ErrorCode::TooLarge,
+                field: Some("size"),
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad_type,
+            Decision::Deny {
+                rule: Rule::MediaType,
+                field: Some("media_type"),
+                ..
+            }
+        ));
         assert!(policy.check_file(1000, "application/zip").is_allowed());
     }
 

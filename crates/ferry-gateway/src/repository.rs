@@ -110,9 +110,17 @@ pub trait GrantRepository: Send + Sync {
     fn insert_upload(&self, upload: &UploadRecord) -> Result<(), RepositoryError>;
     fn upload(&self, id: &str) -> Result<Option<UploadRecord>, RepositoryError>;
     fn upload_by_object(&self, object_key: &str) -> Result<Option<UploadRecord>, RepositoryError>;
-    fn upload_by_document(&self, document_id: &str) -> Result<Option<UploadRecord>, RepositoryError>;
+    fn upload_by_document(
+        &self,
+        document_id: &str,
+    ) -> Result<Option<UploadRecord>, RepositoryError>;
     /// Moves an upload from `from` to `to`; returns false when its status was not `from`.
-    fn transition(&self, id: &str, from: UploadStatus, to: UploadStatus) -> Result<bool, RepositoryError>;
+    fn transition(
+        &self,
+        id: &str,
+        from: UploadStatus,
+        to: UploadStatus,
+    ) -> Result<bool, RepositoryError>;
     /// Stores the completion of an open upload; returns false when it was not open.
     fn complete(&self, id: &str, completion: &CompletedUpload) -> Result<bool, RepositoryError>;
     /// Open uploads whose lifetime ended before `now`.
@@ -128,7 +136,11 @@ pub trait GrantRepository: Send + Sync {
     /// stored one; different content under the same sequence number is a conflict.
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RepositoryError>;
     /// A device's checkpoints recorded for `subject`, in sequence order.
-    fn checkpoints(&self, device_id: &str, subject: &str) -> Result<Vec<Checkpoint>, RepositoryError>;
+    fn checkpoints(
+        &self,
+        device_id: &str,
+        subject: &str,
+    ) -> Result<Vec<Checkpoint>, RepositoryError>;
 }
 
 /// [`GrantRepository`] on the gateway's embedded SQLite database.
@@ -216,10 +228,11 @@ fn read_upload_row(row: &Row<'_>) -> rusqlite::Result<UploadRow> {
 
 fn finish_upload_row(row: UploadRow) -> Result<UploadRecord, RepositoryError> {
     let mut record = row.record;
-    record.request = serde_json::from_str(&row.request).map_err(|source| RepositoryError::Corrupt {
-        what: "upload request",
-        source,
-    })?;
+    record.request =
+        serde_json::from_str(&row.request).map_err(|source| RepositoryError::Corrupt {
+            what: "upload request",
+            source,
+        })?;
     record.completion = row
         .completion
         .map(|text| serde_json::from_str(&text))
@@ -232,7 +245,11 @@ fn finish_upload_row(row: UploadRow) -> Result<UploadRecord, RepositoryError> {
 }
 
 impl SqliteRepository {
-    fn upload_where(&self, condition: &str, value: &str) -> Result<Option<UploadRecord>, RepositoryError> {
+    fn upload_where(
+        &self,
+        condition: &str,
+        value: &str,
+    ) -> Result<Option<UploadRecord>, RepositoryError> {
         let connection = self.db.lock();
         let sql = format!("SELECT {UPLOAD_COLUMNS} FROM grant_uploads WHERE {condition} = ?1");
         let row = connection
@@ -246,10 +263,11 @@ impl SqliteRepository {
 
 impl GrantRepository for SqliteRepository {
     fn insert_upload(&self, upload: &UploadRecord) -> Result<(), RepositoryError> {
-        let request = serde_json::to_string(&upload.request).map_err(|source| RepositoryError::Corrupt {
-            what: "upload request",
-            source,
-        })?;
+        let request =
+            serde_json::to_string(&upload.request).map_err(|source| RepositoryError::Corrupt {
+                what: "upload request",
+                source,
+            })?;
         self.db.lock().execute(
             &format!(
                 "INSERT INTO grant_uploads ({UPLOAD_COLUMNS}) \
@@ -285,11 +303,19 @@ impl GrantRepository for SqliteRepository {
         self.upload_where("object_key", object_key)
     }
 
-    fn upload_by_document(&self, document_id: &str) -> Result<Option<UploadRecord>, RepositoryError> {
+    fn upload_by_document(
+        &self,
+        document_id: &str,
+    ) -> Result<Option<UploadRecord>, RepositoryError> {
         self.upload_where("document_id", document_id)
     }
 
-    fn transition(&self, id: &str, from: UploadStatus, to: UploadStatus) -> Result<bool, RepositoryError> {
+    fn transition(
+        &self,
+        id: &str,
+        from: UploadStatus,
+        to: UploadStatus,
+    ) -> Result<bool, RepositoryError> {
         let changed = self.db.lock().execute(
             "UPDATE grant_uploads SET status = ?3 WHERE id = ?1 AND status = ?2",
             params![id, status_text(from), status_text(to)],
@@ -298,10 +324,11 @@ impl GrantRepository for SqliteRepository {
     }
 
     fn complete(&self, id: &str, completion: &CompletedUpload) -> Result<bool, RepositoryError> {
-        let text = serde_json::to_string(completion).map_err(|source| RepositoryError::Corrupt {
-            what: "upload completion",
-            source,
-        })?;
+        let text =
+            serde_json::to_string(completion).map_err(|source| RepositoryError::Corrupt {
+                what: "upload completion",
+                source,
+            })?;
         let changed = self.db.lock().execute(
             "UPDATE grant_uploads SET status = 'completed', document_id = ?2, completion = ?3
              WHERE id = ?1 AND status = 'open'",
@@ -327,7 +354,9 @@ impl GrantRepository for SqliteRepository {
         let connection = self.db.lock();
         let mut statement = connection.prepare_cached("SELECT kind, value FROM grant_deny_list")?;
         let mut list = DenyList::default();
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
         for row in rows {
             let (kind, value) = row?;
             if let Some(kind) = DenyKind::parse(&kind) {
@@ -354,21 +383,25 @@ impl GrantRepository for SqliteRepository {
     }
 
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RepositoryError> {
-        let body = serde_json::to_string(checkpoint).map_err(|source| RepositoryError::Corrupt {
-            what: "checkpoint",
-            source,
-        })?;
+        let body =
+            serde_json::to_string(checkpoint).map_err(|source| RepositoryError::Corrupt {
+                what: "checkpoint",
+                source,
+            })?;
         let request = &checkpoint.checkpoint;
         let connection = self.db.lock();
         let existing: Option<String> = connection
             .prepare_cached("SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND seq = ?2")?
-            .query_row(params![request.device_id, request.seq as i64], |row| row.get(0))
+            .query_row(params![request.device_id, request.seq as i64], |row| {
+                row.get(0)
+            })
             .optional()?;
         if let Some(existing) = existing {
-            let stored: Checkpoint = serde_json::from_str(&existing).map_err(|source| RepositoryError::Corrupt {
-                what: "checkpoint",
-                source,
-            })?;
+            let stored: Checkpoint =
+                serde_json::from_str(&existing).map_err(|source| RepositoryError::Corrupt {
+                    what: "checkpoint",
+                    source,
+                })?;
             if stored.checkpoint == checkpoint.checkpoint && stored.subject == checkpoint.subject {
                 return Ok(stored);
             }
@@ -390,7 +423,11 @@ impl GrantRepository for SqliteRepository {
         Ok(checkpoint.clone())
     }
 
-    fn checkpoints(&self, device_id: &str, subject: &str) -> Result<Vec<Checkpoint>, RepositoryError> {
+    fn checkpoints(
+        &self,
+        device_id: &str,
+        subject: &str,
+    ) -> Result<Vec<Checkpoint>, RepositoryError> {
         let connection = self.db.lock();
         let mut statement = connection.prepare_cached(
             "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND subject = ?2 ORDER BY seq",

@@ -268,10 +268,17 @@ impl S3Client {
             if key.is_empty() {
                 format!("{base_path}/{}", uri_encode(&self.config.bucket, false))
             } else {
-                format!("{base_path}/{}/{encoded_key}", uri_encode(&self.config.bucket, false))
+                format!(
+                    "{base_path}/{}/{encoded_key}",
+                    uri_encode(&self.config.bucket, false)
+                )
             }
         } else {
-            let host = format!("{}.{}", self.config.bucket, endpoint.host_str().unwrap_or_default());
+            let host = format!(
+                "{}.{}",
+                self.config.bucket,
+                endpoint.host_str().unwrap_or_default()
+            );
             // The bucket name was validated as a DNS label when configured.
             let _ = url.set_host(Some(&host));
             format!("{base_path}/{encoded_key}")
@@ -286,7 +293,11 @@ impl S3Client {
     }
 
     fn credential_scope(&self, now: Timestamp) -> String {
-        format!("{}/{}/s3/aws4_request", now.strftime("%Y%m%d"), self.config.region)
+        format!(
+            "{}/{}/s3/aws4_request",
+            now.strftime("%Y%m%d"),
+            self.config.region
+        )
     }
 
     fn signature(&self, canonical: &Canonical<'_>, now: Timestamp) -> String {
@@ -333,7 +344,11 @@ impl S3Client {
         query.push(("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()));
         query.push((
             "X-Amz-Credential".into(),
-            format!("{}/{}", self.config.access_key_id, self.credential_scope(now)),
+            format!(
+                "{}/{}",
+                self.config.access_key_id,
+                self.credential_scope(now)
+            ),
         ));
         query.push(("X-Amz-Date".into(), amz_date(now)));
         query.push(("X-Amz-Expires".into(), lifetime.to_string()));
@@ -350,7 +365,10 @@ impl S3Client {
             payload_hash: "UNSIGNED-PAYLOAD",
         };
         let signature = self.signature(&canonical, now);
-        let query_string = format!("{}&X-Amz-Signature={signature}", canonical.canonical_query());
+        let query_string = format!(
+            "{}&X-Amz-Signature={signature}",
+            canonical.canonical_query()
+        );
         url.set_query(Some(&query_string));
         SignedUrl::new(url.to_string())
     }
@@ -418,7 +436,8 @@ impl S3Client {
 
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let (code, message) = parse_error(&text).unwrap_or_else(|| (format!("HTTP{status}"), String::new()));
+        let (code, message) =
+            parse_error(&text).unwrap_or_else(|| (format!("HTTP{status}"), String::new()));
         Err(S3Error::Status {
             operation,
             key: key.to_owned(),
@@ -437,7 +456,9 @@ impl S3Client {
         extra_headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<T, S3Error> {
-        let response = self.send(operation, method, key, query, extra_headers, body).await?;
+        let response = self
+            .send(operation, method, key, query, extra_headers, body)
+            .await?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|source| S3Error::Transport {
             operation,
@@ -465,17 +486,35 @@ impl S3Client {
     /// `CreateBucket`; an existing bucket owned by these credentials is fine.
     pub async fn create_bucket(&self) -> Result<(), S3Error> {
         match self
-            .send("CreateBucket", reqwest::Method::PUT, "", &[], &[], Bytes::new())
+            .send(
+                "CreateBucket",
+                reqwest::Method::PUT,
+                "",
+                &[],
+                &[],
+                Bytes::new(),
+            )
             .await
         {
             Ok(_) => Ok(()),
-            Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.code(),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
             Err(error) => Err(error),
         }
     }
 
     /// `CreateMultipartUpload` with SHA-256 part checksums; returns the upload id.
-    pub async fn create_multipart_upload(&self, key: &str, content_type: &str) -> Result<String, S3Error> {
+    pub async fn create_multipart_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<String, S3Error> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct InitiateMultipartUploadResult {
@@ -487,7 +526,10 @@ impl S3Client {
                 reqwest::Method::POST,
                 key,
                 &[("uploads", "")],
-                &[("x-amz-checksum-algorithm", "SHA256"), ("content-type", content_type)],
+                &[
+                    ("x-amz-checksum-algorithm", "SHA256"),
+                    ("content-type", content_type),
+                ],
                 Bytes::new(),
             )
             .await?;
@@ -528,7 +570,14 @@ impl S3Client {
                 query.push(("part-number-marker", marker_text.as_str()));
             }
             let page: ListPartsResult = self
-                .send_xml("ListParts", reqwest::Method::GET, key, &query, &[], Bytes::new())
+                .send_xml(
+                    "ListParts",
+                    reqwest::Method::GET,
+                    key,
+                    &query,
+                    &[],
+                    Bytes::new(),
+                )
                 .await?;
 
             let last = page.parts.last().map(|part| part.part_number);
@@ -572,7 +621,9 @@ impl S3Client {
             checksum_sha256: Option<String>,
         }
 
-        let mut body = String::from(r#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#);
+        let mut body = String::from(
+            r#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+        );
         for part in parts {
             body.push_str(&format!(
                 "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumSHA256>{}</ChecksumSHA256></Part>",
@@ -654,7 +705,14 @@ impl S3Client {
     /// Reads the whole object and returns its size and SHA-256 (hex).
     pub async fn sha256_object(&self, key: &str) -> Result<(u64, String), S3Error> {
         let response = self
-            .send("GetObject", reqwest::Method::GET, key, &[], &[], Bytes::new())
+            .send(
+                "GetObject",
+                reqwest::Method::GET,
+                key,
+                &[],
+                &[],
+                Bytes::new(),
+            )
             .await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -673,9 +731,16 @@ impl S3Client {
 
     /// `DeleteObject`.
     pub async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
-        self.send("DeleteObject", reqwest::Method::DELETE, key, &[], &[], Bytes::new())
-            .await
-            .map(drop)
+        self.send(
+            "DeleteObject",
+            reqwest::Method::DELETE,
+            key,
+            &[],
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -746,28 +811,45 @@ mod tests {
         );
 
         assert!(
-            url.expose()
-                .ends_with("X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"),
+            url.expose().ends_with(
+                "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+            ),
             "{}",
             url.expose()
         );
-        assert!(url.expose().starts_with("https://examplebucket.s3.amazonaws.com/test.txt?"));
+        assert!(
+            url.expose()
+                .starts_with("https://examplebucket.s3.amazonaws.com/test.txt?")
+        );
     }
 
     #[test]
     fn path_style_url_puts_bucket_in_path() {
         let now: Timestamp = "2013-05-24T00:00:00Z".parse().unwrap();
 
-        let url = client(true).presign("GET", "uploads/a b", &[], &BTreeMap::new(), Duration::from_secs(60), now);
+        let url = client(true).presign(
+            "GET",
+            "uploads/a b",
+            &[],
+            &BTreeMap::new(),
+            Duration::from_secs(60),
+            now,
+        );
 
-        assert!(url.expose().starts_with("https://s3.amazonaws.com/examplebucket/uploads/a%20b?"));
+        assert!(
+            url.expose()
+                .starts_with("https://s3.amazonaws.com/examplebucket/uploads/a%20b?")
+        );
     }
 
     #[test]
     fn error_document_is_parsed() {
         let text = r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code><Message>gone</Message></Error>"#;
 
-        assert_eq!(parse_error(text), Some(("NoSuchUpload".into(), "gone".into())));
+        assert_eq!(
+            parse_error(text),
+            Some(("NoSuchUpload".into(), "gone".into()))
+        );
         assert_eq!(parse_error("<ListPartsResult/>"), None);
     }
 

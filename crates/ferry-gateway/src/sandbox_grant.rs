@@ -29,7 +29,8 @@ use crate::audit::AuditLog;
 use crate::db::Db;
 use crate::fhir::documents::{self, NewDocument};
 use crate::grant::{
-    CompletedDocument, DocumentRegistry, GrantConfig, GrantService, RegistryError, document_reference, store_local,
+    CompletedDocument, DocumentRegistry, GrantConfig, GrantService, RegistryError,
+    document_reference, store_local,
 };
 use crate::policy::PolicyConfig;
 use crate::repository::{GrantRepository, SqliteRepository};
@@ -155,7 +156,11 @@ impl DocumentRegistry for SandboxDocumentRegistry {
                 patient_id: upload.patient.clone(),
                 author,
                 title: upload.file_name.clone(),
-                description: upload.request.study.as_ref().and_then(|study| study.description.clone()),
+                description: upload
+                    .request
+                    .study
+                    .as_ref()
+                    .and_then(|study| study.description.clone()),
                 content_type: upload.media_type.clone(),
                 url: document.object_url.to_owned(),
                 size: upload.size,
@@ -267,7 +272,9 @@ fn read_settings(data_dir: &Path) -> Result<SandboxGrantFile, GrantStartError> {
     let path = data_dir.join(GRANT_CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(SandboxGrantFile::default()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(SandboxGrantFile::default());
+        }
         Err(error) => {
             return Err(GrantStartError::Config {
                 path: path.display().to_string(),

@@ -146,7 +146,11 @@ pub enum ServeError {
     #[error("store credentials are missing: {0}")]
     Credentials(String),
     #[error("failed to fetch the issuer's {what} from {url}: {message}")]
-    Discovery { what: &'static str, url: String, message: String },
+    Discovery {
+        what: &'static str,
+        url: String,
+        message: String,
+    },
     #[error(transparent)]
     Database(#[from] crate::db::DbError),
     #[error(transparent)]
@@ -196,7 +200,10 @@ impl StoreConfig {
                     ServeError::Credentials(format!("failed to read {}: {error}", path.display()))
                 })?;
                 let file: CredentialsFile = toml::from_str(&text).map_err(|error| {
-                    ServeError::Credentials(format!("{} is not a valid credentials file: {error}", path.display()))
+                    ServeError::Credentials(format!(
+                        "{} is not a valid credentials file: {error}",
+                        path.display()
+                    ))
                 })?;
                 (file.access_key_id, file.secret_access_key)
             }
@@ -208,7 +215,10 @@ impl StoreConfig {
                         ))
                     })
                 };
-                let id_name = self.access_key_id_env.as_deref().unwrap_or("FERRY_S3_ACCESS_KEY_ID");
+                let id_name = self
+                    .access_key_id_env
+                    .as_deref()
+                    .unwrap_or("FERRY_S3_ACCESS_KEY_ID");
                 let secret_name = self
                     .secret_access_key_env
                     .as_deref()
@@ -310,7 +320,10 @@ impl JwksTokenVerifier {
             refresh: Arc::new(Notify::new()),
         });
         let keys = fetch_keys(&http, &discovery.jwks_uri).await?;
-        *verifier.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        *verifier
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
 
         let weak = Arc::downgrade(&verifier);
         let refresh = verifier.refresh.clone();
@@ -320,13 +333,20 @@ impl JwksTokenVerifier {
             loop {
                 let _ = tokio::time::timeout(interval, refresh.notified()).await;
 
-                let Some(verifier) = weak.upgrade() else { return };
+                let Some(verifier) = weak.upgrade() else {
+                    return;
+                };
                 match fetch_keys(&http, &jwks_uri).await {
                     Ok(keys) => {
-                        *verifier.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+                        *verifier
+                            .keys
+                            .write()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
                         tracing::debug!(jwks_uri, "refreshed the issuer's JWKS");
                     }
-                    Err(error) => tracing::warn!(%error, "failed to refresh the issuer's JWKS; keeping the old keys"),
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to refresh the issuer's JWKS; keeping the old keys")
+                    }
                 }
             }
         });
@@ -344,11 +364,18 @@ async fn fetch_json<T: for<'de> Deserialize<'de>>(
         url: url.to_owned(),
         message,
     };
-    let response = http.get(url).send().await.map_err(|source| error(source.to_string()))?;
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|source| error(source.to_string()))?;
     if !response.status().is_success() {
         return Err(error(format!("HTTP {}", response.status())));
     }
-    response.json().await.map_err(|source| error(source.to_string()))
+    response
+        .json()
+        .await
+        .map_err(|source| error(source.to_string()))
 }
 
 async fn fetch_keys(
@@ -360,7 +387,9 @@ async fn fetch_keys(
     for jwk in &set.keys {
         let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
             (Some(algorithm), _) => algorithm.to_string().parse::<Algorithm>().ok(),
-            (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => Some(Algorithm::ES256),
+            (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => {
+                Some(Algorithm::ES256)
+            }
             (None, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
             _ => None,
         };
@@ -375,12 +404,17 @@ async fn fetch_keys(
 
 impl TokenVerifier for JwksTokenVerifier {
     fn verify(&self, bearer: &Secret) -> Result<AccessClaims, AuthError> {
-        let header = jsonwebtoken::decode_header(bearer.expose()).map_err(|_| AuthError::Malformed)?;
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let header =
+            jsonwebtoken::decode_header(bearer.expose()).map_err(|_| AuthError::Malformed)?;
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let candidates: Vec<&(Option<String>, Algorithm, DecodingKey)> = keys
             .iter()
             .filter(|(kid, algorithm, _)| {
-                *algorithm == header.alg && (header.kid.is_none() || kid.as_deref() == header.kid.as_deref())
+                *algorithm == header.alg
+                    && (header.kid.is_none() || kid.as_deref() == header.kid.as_deref())
             })
             .collect();
         if candidates.is_empty() {
@@ -431,7 +465,10 @@ fn access_claims(claims: ExternalClaims) -> AccessClaims {
         fhir_user: claims.fhir_user.unwrap_or_default(),
         scopes: Scopes::from_vec(scopes),
         patient: claims.patient,
-        client_id: claims.client_id.or(claims.authorized_party).unwrap_or_default(),
+        client_id: claims
+            .client_id
+            .or(claims.authorized_party)
+            .unwrap_or_default(),
         expires_at: jiff::Timestamp::from_second(claims.exp).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         jti: claims.jti.unwrap_or_default(),
         subject: claims.sub,
@@ -487,10 +524,13 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
 
     let store = S3Client::new(config.store.s3_config()?);
     if config.store.create_bucket {
-        store.create_bucket().await.map_err(|source| ServeError::Bucket {
-            bucket: config.store.bucket.clone(),
-            source,
-        })?;
+        store
+            .create_bucket()
+            .await
+            .map_err(|source| ServeError::Bucket {
+                bucket: config.store.bucket.clone(),
+                source,
+            })?;
     }
     let verifier = JwksTokenVerifier::discover(&config.oidc).await?;
 

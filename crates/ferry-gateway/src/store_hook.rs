@@ -24,7 +24,10 @@ pub struct IssuedDownloads {
 impl IssuedDownloads {
     pub fn insert(&self, object_key: &str, correlation_id: &str, expires_at: Timestamp) {
         let now = Timestamp::now();
-        let mut grants = self.grants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut grants = self
+            .grants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         grants.retain(|_, live| {
             live.retain(|(_, expiry)| *expiry > now);
             !live.is_empty()
@@ -38,7 +41,10 @@ impl IssuedDownloads {
     /// The correlation id of the newest live download grant of `object_key`.
     pub fn newest(&self, object_key: &str) -> Option<String> {
         let now = Timestamp::now();
-        let grants = self.grants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let grants = self
+            .grants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         grants
             .get(object_key)?
             .iter()
@@ -56,7 +62,11 @@ pub struct GrantAccessHook {
 }
 
 impl GrantAccessHook {
-    pub fn new(repository: Arc<dyn GrantRepository>, audit: AuditLog, downloads: Arc<IssuedDownloads>) -> GrantAccessHook {
+    pub fn new(
+        repository: Arc<dyn GrantRepository>,
+        audit: AuditLog,
+        downloads: Arc<IssuedDownloads>,
+    ) -> GrantAccessHook {
         GrantAccessHook {
             repository,
             audit,
@@ -139,12 +149,19 @@ impl AccessHook for GrantAccessHook {
         record.success = matches!(outcome, AccessOutcome::Responded { status } if *status < 400);
         record.patient = upload.as_ref().map(|upload| upload.patient.clone());
         record.object = Some(key.to_owned());
-        let operation = request.operation.as_deref().unwrap_or(request.method.as_str());
+        let operation = request
+            .operation
+            .as_deref()
+            .unwrap_or(request.method.as_str());
         let part = request
             .part_number
             .map(|number| format!(" part {number}"))
             .unwrap_or_default();
-        let by = if request.presigned { "presigned URL" } else { "gateway" };
+        let by = if request.presigned {
+            "presigned URL"
+        } else {
+            "gateway"
+        };
         record.detail = Some(format!("{operation}{part} by {by}: {outcome}"));
         self.audit.record_or_log(&record);
     }

@@ -74,7 +74,12 @@ async fn start_external() -> External {
     let port = free_port().await;
     let s3s_fs = Command::new("s3s-fs")
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", "ferrytestkey", "--secret-key", "ferrytestsecret"])
+        .args([
+            "--access-key",
+            "ferrytestkey",
+            "--secret-key",
+            "ferrytestsecret",
+        ])
         .arg(root.path().join("store"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -82,7 +87,10 @@ async fn start_external() -> External {
         .spawn()
         .expect("s3s-fs starts");
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,7 +164,9 @@ media_types = ["application/zip"]
     );
     let path = data_dir.join("serve.toml");
     std::fs::write(&path, config).unwrap();
-    start(ServeConfig::load(&path).unwrap()).await.expect("serve starts")
+    start(ServeConfig::load(&path).unwrap())
+        .await
+        .expect("serve starts")
 }
 
 async fn client_token(external: &External, client: &str, secret: &str, scope: &str) -> String {
@@ -173,22 +183,35 @@ async fn client_token(external: &External, client: &str, secret: &str, scope: &s
         .await
         .unwrap();
     let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned()
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {body}"))
+        .to_owned()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-async fn call(method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().request(method, url).bearer_auth(token);
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
     let response = request.send().await.unwrap();
     let status = response.status();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
@@ -201,15 +224,25 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
     let data_dir = tempfile::tempdir().unwrap();
     let gateway = start_gateway(&external, data_dir.path()).await;
     let api = gateway.grant_api();
-    let token = client_token(&external, "ferry-user", "user-secret", "user/DocumentReference.crs").await;
-    let data: Vec<u8> = (0..6 * MIB + 123).map(|index| (index % 251) as u8).collect();
+    let token = client_token(
+        &external,
+        "ferry-user",
+        "user-secret",
+        "user/DocumentReference.crs",
+    )
+    .await;
+    let data: Vec<u8> = (0..6 * MIB + 123)
+        .map(|index| (index % 251) as u8)
+        .collect();
 
     let (status, grant) = call(
         reqwest::Method::POST,
         format!("{api}/uploads"),
         &token,
-        Some(json!({ "file_name": "scan.zip", "size": data.len(), "media_type": "application/zip",
-                     "patient": "pat-001", "part_size": 5 * MIB })),
+        Some(
+            json!({ "file_name": "scan.zip", "size": data.len(), "media_type": "application/zip",
+                     "patient": "pat-001", "part_size": 5 * MIB }),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{grant}");
@@ -232,12 +265,19 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
     let http = reqwest::Client::new();
     let mut completed_parts = Vec::new();
     for (index, url) in urls["urls"].as_array().unwrap().iter().enumerate() {
-        let mut request = http.put(url["url"].as_str().unwrap()).body(parts[index].to_vec());
+        let mut request = http
+            .put(url["url"].as_str().unwrap())
+            .body(parts[index].to_vec());
         for (name, value) in url["headers"].as_object().unwrap() {
             request = request.header(name.as_str(), value.as_str().unwrap());
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "s3s-fs refused part {}", index + 1);
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "s3s-fs refused part {}",
+            index + 1
+        );
         completed_parts.push(json!({
             "part_number": index + 1,
             "etag": response.headers()["etag"].to_str().unwrap(),
@@ -247,17 +287,31 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
 
     // A re-targeted URL is refused by s3s-fs's signature check. The body is
     // small because s3s-fs answers before reading it and closes the connection.
-    let tampered = urls["urls"][0]["url"].as_str().unwrap().replace("partNumber=1", "partNumber=2");
+    let tampered = urls["urls"][0]["url"]
+        .as_str()
+        .unwrap()
+        .replace("partNumber=1", "partNumber=2");
     let response = http
         .put(&tampered)
-        .header("x-amz-checksum-sha256", urls["urls"][0]["headers"]["x-amz-checksum-sha256"].as_str().unwrap())
+        .header(
+            "x-amz-checksum-sha256",
+            urls["urls"][0]["headers"]["x-amz-checksum-sha256"]
+                .as_str()
+                .unwrap(),
+        )
         .body(b"x".to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
-    let (status, state) = call(reqwest::Method::GET, format!("{api}/uploads/{upload_id}"), &token, None).await;
+    let (status, state) = call(
+        reqwest::Method::GET,
+        format!("{api}/uploads/{upload_id}"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{state}");
     assert_eq!(state["parts"].as_array().unwrap().len(), 2);
 
@@ -276,8 +330,10 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
         reqwest::Method::POST,
         format!("{api}/uploads"),
         &token,
-        Some(json!({ "file_name": "scan.zip", "size": data.len(), "media_type": "application/zip",
-                     "patient": "pat-001", "part_size": 5 * MIB })),
+        Some(
+            json!({ "file_name": "scan.zip", "size": data.len(), "media_type": "application/zip",
+                     "patient": "pat-001", "part_size": 5 * MIB }),
+        ),
     )
     .await;
     let upload_id = grant["upload_id"].as_str().unwrap();
@@ -290,7 +346,9 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
     .await;
     let mut completed_parts = Vec::new();
     for (index, url) in urls["urls"].as_array().unwrap().iter().enumerate() {
-        let mut request = http.put(url["url"].as_str().unwrap()).body(parts[index].to_vec());
+        let mut request = http
+            .put(url["url"].as_str().unwrap())
+            .body(parts[index].to_vec());
         for (name, value) in url["headers"].as_object().unwrap() {
             request = request.header(name.as_str(), value.as_str().unwrap());
         }
@@ -319,7 +377,14 @@ async fn serve_round_trip_with_s3s_fs_and_oidc_provider() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{download}");
-    let bytes = http.get(download["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    let bytes = http
+        .get(download["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert!(bytes.as_ref() == data.as_slice(), "downloaded bytes differ");
 }
 
@@ -333,14 +398,32 @@ async fn serve_checks_external_tokens_and_compartment() {
     let data_dir = tempfile::tempdir().unwrap();
     let gateway = start_gateway(&external, data_dir.path()).await;
     let api = gateway.grant_api();
-    let patient_token = client_token(&external, "ferry-patient", "patient-secret", "patient/DocumentReference.crs").await;
+    let patient_token = client_token(
+        &external,
+        "ferry-patient",
+        "patient-secret",
+        "patient/DocumentReference.crs",
+    )
+    .await;
     let upload = |patient: &str| {
         json!({ "file_name": "a.zip", "size": 10, "media_type": "application/zip",
                 "patient": patient, "part_size": 5 * MIB })
     };
 
-    let (own, _) = call(reqwest::Method::POST, format!("{api}/uploads"), &patient_token, Some(upload("pat-001"))).await;
-    let (other, error) = call(reqwest::Method::POST, format!("{api}/uploads"), &patient_token, Some(upload("pat-002"))).await;
+    let (own, _) = call(
+        reqwest::Method::POST,
+        format!("{api}/uploads"),
+        &patient_token,
+        Some(upload("pat-001")),
+    )
+    .await;
+    let (other, error) = call(
+        reqwest::Method::POST,
+        format!("{api}/uploads"),
+        &patient_token,
+        Some(upload("pat-002")),
+    )
+    .await;
 
     assert_eq!(own, StatusCode::CREATED);
     assert_eq!(other, StatusCode::FORBIDDEN, "{error}");
@@ -349,18 +432,37 @@ async fn serve_checks_external_tokens_and_compartment() {
     // A token whose payload was altered fails the signature check.
     let mut pieces: Vec<String> = patient_token.split('.').map(str::to_owned).collect();
     let mut payload: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &pieces[1]).unwrap(),
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &pieces[1],
+        )
+        .unwrap(),
     )
     .unwrap();
     payload["patient"] = json!("pat-002");
-    pieces[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload.to_string());
+    pieces[1] = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        payload.to_string(),
+    );
     let forged = pieces.join(".");
-    let (status, _) = call(reqwest::Method::POST, format!("{api}/uploads"), &forged, Some(upload("pat-002"))).await;
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("{api}/uploads"),
+        &forged,
+        Some(upload("pat-002")),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // The media-type allow-list of the configuration applies.
     let mut pdf = upload("pat-001");
     pdf["media_type"] = json!("application/pdf");
-    let (status, error) = call(reqwest::Method::POST, format!("{api}/uploads"), &patient_token, Some(pdf)).await;
+    let (status, error) = call(
+        reqwest::Method::POST,
+        format!("{api}/uploads"),
+        &patient_token,
+        Some(pdf),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{error}");
 }

@@ -35,12 +35,16 @@ async fn multipart_round_trip_returns_signed_receipt_and_same_bytes() {
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
     let jws = completed["receipt"]["jws"].as_str().unwrap();
-    let payload = jsonwebtoken::decode::<Value>(jws, &key, &validation).unwrap().claims;
+    let payload = jsonwebtoken::decode::<Value>(jws, &key, &validation)
+        .unwrap()
+        .claims;
     assert_eq!(&payload, receipt);
 
     // Download the document through its presigned GET.
     let document_id = completed["document_id"].as_str().unwrap();
-    let (status, download) = sandbox.post(&token, "/downloads", &json!({ "document_id": document_id })).await;
+    let (status, download) = sandbox
+        .post(&token, "/downloads", &json!({ "document_id": document_id }))
+        .await;
     assert_eq!(status, StatusCode::OK, "{download}");
     assert_eq!(download["size"], data.len());
     assert_eq!(download["sha256"], sha256_hex(&data));
@@ -81,7 +85,9 @@ async fn part_with_other_bytes_is_rejected_by_store() {
     let data = content(6 * MIB, 1);
     let (_, grant) = sandbox.grant(&token, "pat-001", data.len(), 5 * MIB).await;
     let upload_id = grant["upload_id"].as_str().unwrap();
-    let (_, urls) = sandbox.part_urls(&token, upload_id, &data, 5 * MIB, &[1]).await;
+    let (_, urls) = sandbox
+        .part_urls(&token, upload_id, &data, 5 * MIB, &[1])
+        .await;
     let url = &urls["urls"][0];
 
     let mut tampered = part(&data, 5 * MIB, 1).to_vec();
@@ -101,7 +107,9 @@ async fn wrong_part_list_or_hash_is_refused_and_creates_nothing() {
     let data = content(6 * MIB, 2);
     let (_, grant) = sandbox.grant(&token, "pat-001", data.len(), 5 * MIB).await;
     let upload_id = grant["upload_id"].as_str().unwrap();
-    let completion = sandbox.upload_parts(&token, upload_id, &data, 5 * MIB).await;
+    let completion = sandbox
+        .upload_parts(&token, upload_id, &data, 5 * MIB)
+        .await;
     let path = format!("/uploads/{upload_id}/complete");
 
     let mut wrong_etag = completion.clone();
@@ -147,7 +155,11 @@ async fn completing_twice_returns_same_receipt() {
     });
 
     let (status, second) = sandbox
-        .post(&token, &format!("/uploads/{upload_id}/complete"), &completion)
+        .post(
+            &token,
+            &format!("/uploads/{upload_id}/complete"),
+            &completion,
+        )
         .await;
 
     assert_eq!(status, StatusCode::OK, "{second}");
@@ -165,19 +177,27 @@ async fn state_lists_stored_parts_past_one_thousand() {
     let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
     let part_size = 16;
     let data = content(1005 * part_size, 4);
-    let (status, grant) = sandbox.grant(&token, "pat-001", data.len(), part_size).await;
+    let (status, grant) = sandbox
+        .grant(&token, "pat-001", data.len(), part_size)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{grant}");
     assert_eq!(grant["part_count"], 1005);
     let upload_id = grant["upload_id"].as_str().unwrap();
 
     // Send every part but 7 and 1002, as a client killed midway would have.
-    let sent: Vec<usize> = (1..=1005).filter(|number| *number != 7 && *number != 1002).collect();
+    let sent: Vec<usize> = (1..=1005)
+        .filter(|number| *number != 7 && *number != 1002)
+        .collect();
     for chunk in sent.chunks(100) {
-        let (status, urls) = sandbox.part_urls(&token, upload_id, &data, part_size, chunk).await;
+        let (status, urls) = sandbox
+            .part_urls(&token, upload_id, &data, part_size, chunk)
+            .await;
         assert_eq!(status, StatusCode::OK, "{urls}");
         for url in urls["urls"].as_array().unwrap() {
             let number = url["part_number"].as_u64().unwrap() as usize;
-            let response = sandbox.put_part(url, part(&data, part_size, number).to_vec()).await;
+            let response = sandbox
+                .put_part(url, part(&data, part_size, number).to_vec())
+                .await;
             assert_eq!(response.status(), StatusCode::OK);
         }
     }
@@ -194,7 +214,10 @@ async fn state_lists_stored_parts_past_one_thousand() {
     assert_eq!(listed, sent);
     // Index 1000 is past the first page of ListParts: part 1003, because 7 and 1002 are missing.
     assert_eq!(state["parts"][1000]["part_number"], 1003);
-    assert_eq!(state["parts"][1000]["sha256"], sha256_hex(part(&data, part_size, 1003)));
+    assert_eq!(
+        state["parts"][1000]["sha256"],
+        sha256_hex(part(&data, part_size, 1003))
+    );
     assert_eq!(state["parts"][0]["size"], part_size);
 }
 
@@ -205,11 +228,22 @@ async fn abort_deletes_parts_and_is_idempotent() {
     let data = content(MIB, 5);
     let (_, grant) = sandbox.grant(&token, "pat-001", data.len(), 5 * MIB).await;
     let upload_id = grant["upload_id"].as_str().unwrap();
-    sandbox.upload_parts(&token, upload_id, &data, 5 * MIB).await;
-    let record = sandbox.service().repository.upload(upload_id).unwrap().unwrap();
+    sandbox
+        .upload_parts(&token, upload_id, &data, 5 * MIB)
+        .await;
+    let record = sandbox
+        .service()
+        .repository
+        .upload(upload_id)
+        .unwrap()
+        .unwrap();
 
-    let first = sandbox.delete(&token, &format!("/uploads/{upload_id}")).await;
-    let second = sandbox.delete(&token, &format!("/uploads/{upload_id}")).await;
+    let first = sandbox
+        .delete(&token, &format!("/uploads/{upload_id}"))
+        .await;
+    let second = sandbox
+        .delete(&token, &format!("/uploads/{upload_id}"))
+        .await;
 
     assert_eq!(first, StatusCode::NO_CONTENT);
     assert_eq!(second, StatusCode::NO_CONTENT);
@@ -219,7 +253,9 @@ async fn abort_deletes_parts_and_is_idempotent() {
         .list_parts(&record.object_key, &record.store_upload_id)
         .await;
     assert_eq!(listed.unwrap_err().code(), Some("NoSuchUpload"));
-    let (status, _) = sandbox.part_urls(&token, upload_id, &data, 5 * MIB, &[1]).await;
+    let (status, _) = sandbox
+        .part_urls(&token, upload_id, &data, 5 * MIB, &[1])
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 

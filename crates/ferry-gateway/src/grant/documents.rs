@@ -68,7 +68,12 @@ impl DocumentRegistry for LocalDocumentRegistry {
 }
 
 /// Inserts a resource into `grant_documents`, keeping an existing one.
-pub fn store_local(db: &Db, id: &str, patient: &str, resource: &Value) -> Result<(), RegistryError> {
+pub fn store_local(
+    db: &Db,
+    id: &str,
+    patient: &str,
+    resource: &Value,
+) -> Result<(), RegistryError> {
     db.lock()
         .execute(
             "INSERT OR IGNORE INTO grant_documents (id, patient, created_at, resource) VALUES (?1, ?2, ?3, ?4)",
@@ -150,7 +155,11 @@ fn imaging_study(study: &StudySummary, patient: &str) -> Value {
             entry
         })
         .collect();
-    let instances: u64 = study.series.iter().map(|series| u64::from(series.instance_count)).sum();
+    let instances: u64 = study
+        .series
+        .iter()
+        .map(|series| u64::from(series.instance_count))
+        .sum();
 
     let mut resource = json!({
         "resourceType": "ImagingStudy",

@@ -41,7 +41,10 @@ pub async fn create(
         ))
         .with_correlation(&correlation_id)
     };
-    let upload = match service.repository.upload_by_document(&request.document_id)? {
+    let upload = match service
+        .repository
+        .upload_by_document(&request.document_id)?
+    {
         Some(upload) if upload.status == UploadStatus::Completed => upload,
         _ => return Err(not_found()),
     };
@@ -76,7 +79,12 @@ pub async fn create(
         .issued_downloads
         .insert(&upload.object_key, &correlation_id, expires_at);
 
-    let mut record = service.record_for(&claims, Step::DownloadUrl, AuditAction::Read, &correlation_id);
+    let mut record = service.record_for(
+        &claims,
+        Step::DownloadUrl,
+        AuditAction::Read,
+        &correlation_id,
+    );
     record.patient = Some(upload.patient.clone());
     record.object = Some(upload.object_key.clone());
     record.references = vec![format!("DocumentReference/{}", completion.document_id)];
@@ -130,7 +138,12 @@ pub async fn create_checkpoint(
     };
 
     let correlation_id = format!("checkpoint:{}", stored.checkpoint.device_id);
-    let mut record = service.record_for(&claims, Step::Checkpoint, AuditAction::Create, &correlation_id);
+    let mut record = service.record_for(
+        &claims,
+        Step::Checkpoint,
+        AuditAction::Create,
+        &correlation_id,
+    );
     record.detail = Some(format!(
         "countersigned checkpoint seq {} of device {}",
         stored.checkpoint.seq, stored.checkpoint.device_id
@@ -167,7 +180,8 @@ pub async fn list_checkpoints(
     Authenticated(claims): Authenticated,
     query: Result<Query<CheckpointQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Checkpoint>>, GrantError> {
-    let Query(query) = query.map_err(|rejection| GrantError::invalid("device_id", rejection.body_text()))?;
+    let Query(query) =
+        query.map_err(|rejection| GrantError::invalid("device_id", rejection.body_text()))?;
     check_device_id(&query.device_id)?;
     let checkpoints = state
         .service
@@ -189,7 +203,8 @@ pub async fn audit(
     Authenticated(claims): Authenticated,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, GrantError> {
-    let Query(query) = query.map_err(|rejection| GrantError::invalid("correlation_id", rejection.body_text()))?;
+    let Query(query) =
+        query.map_err(|rejection| GrantError::invalid("correlation_id", rejection.body_text()))?;
     check_text("correlation_id", &query.correlation_id, 256)?;
 
     let events = state.service.audit.events_for(&query.correlation_id)?;

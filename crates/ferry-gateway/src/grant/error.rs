@@ -33,7 +33,8 @@ impl GrantError {
 
     /// `400 invalid_request` naming `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> GrantError {
-        GrantError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message).with_field(field)
+        GrantError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
+            .with_field(field)
     }
 
     pub fn not_found(message: impl Into<String>) -> GrantError {
@@ -67,9 +68,16 @@ impl GrantError {
     /// The response for a policy denial.
     pub fn denied(decision: &Decision) -> GrantError {
         match decision {
-            Decision::Allow { .. } => GrantError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error"),
+            Decision::Allow { .. } => GrantError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "internal error",
+            ),
             Decision::Deny {
-                code, field, message, ..
+                code,
+                field,
+                message,
+                ..
             } => {
                 let status = match code {
                     ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,8 +92,10 @@ impl GrantError {
         }
     }
 
+    /// Names the field at fault; an empty name (the whole body) names none.
     pub fn with_field(mut self, field: impl Into<String>) -> GrantError {
-        self.body.field = Some(field.into());
+        let field = field.into();
+        self.body.field = (!field.is_empty()).then_some(field);
         self
     }
 

@@ -14,7 +14,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 const MAX_FILE_NAME: usize = 255;
 
 /// Parses a JSON body, naming the field at fault as a JSON path.
-pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, GrantError> {
+pub fn parse_json<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, GrantError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             GrantError::new(
@@ -33,7 +35,12 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
         let inner = error.into_inner();
         let message = inner.to_string();
         // For an unknown field the path already ends with the field's name.
-        let field = if path == "." { String::new() } else { path };
+        // The path is `.` for the whole body and `?` when the JSON is malformed.
+        let field = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
         let described = if field.is_empty() {
             format!("the request body is not valid JSON for this call: {message}")
         } else {
@@ -41,20 +48,28 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
         };
         GrantError::invalid(field, described)
     })?;
-    deserializer
-        .end()
-        .map_err(|error| GrantError::invalid("", format!("trailing data after the JSON body: {error}")))?;
+    deserializer.end().map_err(|error| {
+        GrantError::invalid("", format!("trailing data after the JSON body: {error}"))
+    })?;
     Ok(value)
 }
 
 /// Checks a file name: a plain name, no path.
 pub fn check_file_name(field: &str, name: &str) -> Result<(), GrantError> {
-    let reject = |why: &str| Err(GrantError::invalid(field, format!("{field} {why}; send the file's name without folders")));
+    let reject = |why: &str| {
+        Err(GrantError::invalid(
+            field,
+            format!("{field} {why}; send the file's name without folders"),
+        ))
+    };
     if name.is_empty() {
         return reject("must not be empty");
     }
     if name.len() > MAX_FILE_NAME {
-        return reject(&format!("must be at most {MAX_FILE_NAME} bytes; got {}", name.len()));
+        return reject(&format!(
+            "must be at most {MAX_FILE_NAME} bytes; got {}",
+            name.len()
+        ));
     }
     if name.contains(['/', '\\']) {
         return reject("must not contain '/' or '\\'");
@@ -72,7 +87,9 @@ pub fn check_file_name(field: &str, name: &str) -> Result<(), GrantError> {
 pub fn check_fhir_id(field: &str, id: &str) -> Result<(), GrantError> {
     let valid = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
     if valid {
         Ok(())
     } else {
@@ -85,7 +102,10 @@ pub fn check_fhir_id(field: &str, id: &str) -> Result<(), GrantError> {
 
 /// Checks a lowercase hex SHA-256.
 pub fn check_sha256(field: &str, value: &str) -> Result<(), GrantError> {
-    let valid = value.len() == 64 && value.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
+    let valid = value.len() == 64
+        && value
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
     if valid {
         Ok(())
     } else {
@@ -117,7 +137,10 @@ pub fn check_media_type(field: &str, value: &str) -> Result<(), GrantError> {
 /// Checks a short free-text field: present and at most `max` bytes.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), GrantError> {
     if value.trim().is_empty() {
-        return Err(GrantError::invalid(field, format!("{field} must not be empty")));
+        return Err(GrantError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if value.len() > max {
         return Err(GrantError::invalid(
@@ -132,7 +155,9 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), GrantError
 pub fn check_dicom_uid(field: &str, value: &str) -> Result<(), GrantError> {
     let valid = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.')
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || byte == b'.')
         && !value.starts_with('.')
         && !value.ends_with('.');
     if valid {
@@ -165,25 +190,41 @@ mod tests {
     }
 
     fn field_of(json: &str) -> Option<String> {
-        parse_json::<Body>(Ok(Bytes::from(json.to_owned()))).unwrap_err().body.field
+        parse_json::<Body>(Ok(Bytes::from(json.to_owned())))
+            .unwrap_err()
+            .body
+            .field
     }
 
     #[test]
     fn json_errors_name_the_field() {
-        assert_eq!(field_of(r#"{"size": -1, "parts": []}"#).as_deref(), Some("size"));
         assert_eq!(
-            field_of(r#"{"size": 1, "parts": [{"part_number": 1}, {"part_number": 99999999999}]}"#).as_deref(),
+            field_of(r#"{"size": -1, "parts": []}"#).as_deref(),
+            Some("size")
+        );
+        assert_eq!(
+            field_of(r#"{"size": 1, "parts": [{"part_number": 1}, {"part_number": 99999999999}]}"#)
+                .as_deref(),
             Some("parts[1].part_number")
         );
-        assert_eq!(field_of(r#"{"size": 1, "parts": [], "extra": 1}"#).as_deref(), Some("extra"));
-        assert_eq!(field_of(r#"{"size": 1, "parts": [{"part_number": 1, "x": 2}]}"#).as_deref(), Some("parts[0].x"));
-        assert_eq!(field_of("{not json").as_deref(), Some(""));
+        assert_eq!(
+            field_of(r#"{"size": 1, "parts": [], "extra": 1}"#).as_deref(),
+            Some("extra")
+        );
+        assert_eq!(
+            field_of(r#"{"size": 1, "parts": [{"part_number": 1, "x": 2}]}"#).as_deref(),
+            Some("parts[0].x")
+        );
+        assert_eq!(field_of("{not json"), None);
     }
 
     #[test]
     fn path_like_file_names_are_rejected() {
         for name in ["../etc/passwd", "a/b.zip", "a\\b", "..", "", "a\u{0}b"] {
-            assert!(check_file_name("file_name", name).is_err(), "{name:?} was accepted");
+            assert!(
+                check_file_name("file_name", name).is_err(),
+                "{name:?} was accepted"
+            );
         }
         assert!(check_file_name("file_name", "ct study (1).zip").is_ok());
     }

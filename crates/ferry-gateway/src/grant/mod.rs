@@ -30,7 +30,10 @@ use crate::scopes::{Context, Permission};
 use crate::store_hook::IssuedDownloads;
 use crate::tokens::{AccessClaims, SharedVerifier, SigningKey};
 
-pub use documents::{CompletedDocument, DocumentRegistry, LocalDocumentRegistry, RegistryError, document_reference, store_local};
+pub use documents::{
+    CompletedDocument, DocumentRegistry, LocalDocumentRegistry, RegistryError, document_reference,
+    store_local,
+};
 pub use error::GrantError;
 pub use input::MAX_BODY;
 
@@ -114,7 +117,10 @@ impl GrantService {
     }
 
     fn completion_lock(&self, upload_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.completion_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self
+            .completion_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Entries of finished completions are dropped once nobody holds them.
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks.entry(upload_id.to_owned()).or_default().clone()
@@ -131,8 +137,18 @@ impl GrantService {
         correlation_id: &str,
     ) -> Result<Decision, GrantError> {
         let deny = self.repository.deny_list()?;
-        let decision = self.policy.authorize(&principal(claims), action, patient, object, &deny);
-        self.record_decision(claims, step, action, &decision, patient, object, correlation_id)?;
+        let decision = self
+            .policy
+            .authorize(&principal(claims), action, patient, object, &deny);
+        self.record_decision(
+            claims,
+            step,
+            action,
+            &decision,
+            patient,
+            object,
+            correlation_id,
+        )?;
         Ok(decision)
     }
 
@@ -172,7 +188,13 @@ impl GrantService {
         Ok(())
     }
 
-    fn record_for(&self, claims: &AccessClaims, step: Step, action: AuditAction, correlation_id: &str) -> AuditRecord {
+    fn record_for(
+        &self,
+        claims: &AccessClaims,
+        step: Step,
+        action: AuditAction,
+        correlation_id: &str,
+    ) -> AuditRecord {
         let mut record = AuditRecord::new(step, action, correlation_id);
         record.subject = Some(claims.subject.clone());
         record.client_id = Some(claims.client_id.clone());
@@ -182,7 +204,11 @@ impl GrantService {
 
 /// What policy needs from an access token.
 pub fn principal(claims: &AccessClaims) -> Principal {
-    let allows = |context, permission| claims.scopes.allows(context, "DocumentReference", permission);
+    let allows = |context, permission| {
+        claims
+            .scopes
+            .allows(context, "DocumentReference", permission)
+    };
     Principal {
         subject: claims.subject.clone(),
         patient_context: claims.patient.clone(),
@@ -207,15 +233,24 @@ impl FromRef<GrantState> for SharedVerifier {
 }
 
 /// The grant API under [`BASE_PATH`], ready to merge into any router.
-pub fn router<S: Clone + Send + Sync + 'static>(service: Arc<GrantService>, verifier: SharedVerifier) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(
+    service: Arc<GrantService>,
+    verifier: SharedVerifier,
+) -> Router<S> {
     let api = Router::new()
         .route("/uploads", post(uploads::create))
-        .route("/uploads/{upload_id}", get(uploads::state).delete(uploads::abort))
+        .route(
+            "/uploads/{upload_id}",
+            get(uploads::state).delete(uploads::abort),
+        )
         .route("/uploads/{upload_id}/part-urls", post(uploads::part_urls))
         .route("/uploads/{upload_id}/complete", post(uploads::complete))
         .route("/downloads", post(downloads::create))
         .route("/keys", get(downloads::keys))
-        .route("/checkpoints", post(downloads::create_checkpoint).get(downloads::list_checkpoints))
+        .route(
+            "/checkpoints",
+            post(downloads::create_checkpoint).get(downloads::list_checkpoints),
+        )
         .route("/audit", get(downloads::audit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(GrantState { service, verifier });

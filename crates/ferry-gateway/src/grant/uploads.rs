@@ -9,15 +9,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ferry_api::{
-    CompleteUploadRequest, CompletedUpload, ErrorCode, MAX_PART_COUNT, MAX_PART_SIZE, MAX_PART_URLS_PER_REQUEST,
-    PartUrl, PartUrls, PartUrlsRequest, Receipt, SignedReceipt, StoredPart, UploadGrant, UploadGrantRequest,
-    UploadState, UploadStatus,
+    CompleteUploadRequest, CompletedUpload, ErrorCode, MAX_PART_COUNT, MAX_PART_SIZE,
+    MAX_PART_URLS_PER_REQUEST, PartUrl, PartUrls, PartUrlsRequest, Receipt, SignedReceipt,
+    StoredPart, UploadGrant, UploadGrantRequest, UploadState, UploadStatus,
 };
 use jiff::Timestamp;
 
 use super::documents::CompletedDocument;
 use super::input::{
-    check_dicom_uid, check_fhir_id, check_file_name, check_media_type, check_sha256, check_text, parse_json,
+    check_dicom_uid, check_fhir_id, check_file_name, check_media_type, check_sha256, check_text,
+    parse_json,
 };
 use super::{GrantError, GrantService, GrantState, new_correlation_id, random_id, timestamp_after};
 use crate::audit::{AuditAction, Step};
@@ -59,12 +60,19 @@ pub async fn create(
         return Err(GrantError::denied(&decision).with_correlation(&correlation_id));
     }
 
-    let (part_size, part_count) = plan_parts(request.size, request.part_size, service.config.min_part_size)?;
+    let (part_size, part_count) = plan_parts(
+        request.size,
+        request.part_size,
+        service.config.min_part_size,
+    )?;
     let store_upload_id = service
         .store
         .create_multipart_upload(&object_key, &request.media_type)
         .await
-        .map_err(|error| GrantError::store("create the multipart upload", &error).with_correlation(&correlation_id))?;
+        .map_err(|error| {
+            GrantError::store("create the multipart upload", &error)
+                .with_correlation(&correlation_id)
+        })?;
 
     let now = Timestamp::now();
     let record = UploadRecord {
@@ -87,7 +95,13 @@ pub async fn create(
         completion: None,
     };
     service.repository.insert_upload(&record)?;
-    tracing::info!(upload_id, correlation_id, size = record.size, part_count, "upload granted");
+    tracing::info!(
+        upload_id,
+        correlation_id,
+        size = record.size,
+        part_count,
+        "upload granted"
+    );
 
     Ok((
         StatusCode::CREATED,
@@ -105,7 +119,10 @@ pub async fn create(
 fn validate_upload_request(request: &UploadGrantRequest) -> Result<(), GrantError> {
     check_file_name("file_name", &request.file_name)?;
     if request.size == 0 {
-        return Err(GrantError::invalid("size", "size must be at least 1 byte; got 0"));
+        return Err(GrantError::invalid(
+            "size",
+            "size must be at least 1 byte; got 0",
+        ));
     }
     if request.size > S3_MAX_OBJECT_SIZE {
         return Err(GrantError::invalid(
@@ -139,20 +156,34 @@ fn validate_upload_request(request: &UploadGrantRequest) -> Result<(), GrantErro
         if study.series.len() > 10_000 {
             return Err(GrantError::invalid(
                 "study.series",
-                format!("study.series must have at most 10000 entries; got {}", study.series.len()),
+                format!(
+                    "study.series must have at most 10000 entries; got {}",
+                    study.series.len()
+                ),
             ));
         }
         for (index, series) in study.series.iter().enumerate() {
-            check_dicom_uid(&format!("study.series[{index}].series_instance_uid"), &series.series_instance_uid)?;
+            check_dicom_uid(
+                &format!("study.series[{index}].series_instance_uid"),
+                &series.series_instance_uid,
+            )?;
             let modality = format!("study.series[{index}].modality");
             check_text(&modality, &series.modality, 16)?;
             if let Some(description) = &series.description {
-                check_text(&format!("study.series[{index}].description"), description, 1024)?;
+                check_text(
+                    &format!("study.series[{index}].description"),
+                    description,
+                    1024,
+                )?;
             }
         }
     }
     if let Some(confirmation) = &request.patient_mismatch_confirmation {
-        check_text("patient_mismatch_confirmation.reason", &confirmation.reason, 2048)?;
+        check_text(
+            "patient_mismatch_confirmation.reason",
+            &confirmation.reason,
+            2048,
+        )?;
         if confirmation.findings.len() > 100 {
             return Err(GrantError::invalid(
                 "patient_mismatch_confirmation.findings",
@@ -160,7 +191,11 @@ fn validate_upload_request(request: &UploadGrantRequest) -> Result<(), GrantErro
             ));
         }
         for (index, finding) in confirmation.findings.iter().enumerate() {
-            check_text(&format!("patient_mismatch_confirmation.findings[{index}]"), finding, 2048)?;
+            check_text(
+                &format!("patient_mismatch_confirmation.findings[{index}]"),
+                finding,
+                2048,
+            )?;
         }
     }
     Ok(())
@@ -175,7 +210,9 @@ fn plan_parts(size: u64, proposed: u64, min_part_size: u64) -> Result<(u64, u32)
     if part_size > MAX_PART_SIZE {
         return Err(GrantError::invalid(
             "size",
-            format!("size {size} needs parts larger than {MAX_PART_SIZE} bytes; the store cannot hold it"),
+            format!(
+                "size {size} needs parts larger than {MAX_PART_SIZE} bytes; the store cannot hold it"
+            ),
         ));
     }
     let part_count = u32::try_from(size.div_ceil(part_size)).unwrap_or(u32::MAX);
@@ -183,11 +220,18 @@ fn plan_parts(size: u64, proposed: u64, min_part_size: u64) -> Result<(u64, u32)
 }
 
 /// Loads an upload of the caller; another user's upload is "not found".
-fn load_upload(service: &GrantService, claims: &AccessClaims, upload_id: &str) -> Result<UploadRecord, GrantError> {
-    let not_found = || GrantError::not_found(format!("no upload '{upload_id}' exists for this user"));
+fn load_upload(
+    service: &GrantService,
+    claims: &AccessClaims,
+    upload_id: &str,
+) -> Result<UploadRecord, GrantError> {
+    let not_found =
+        || GrantError::not_found(format!("no upload '{upload_id}' exists for this user"));
     let well_formed = upload_id.len() <= 64
         && upload_id.starts_with("upl_")
-        && upload_id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+        && upload_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
     if !well_formed {
         return Err(not_found());
     }
@@ -214,7 +258,11 @@ impl GrantService {
 
     /// Checks that an upload is open and allowed for the caller; a denial
     /// ends the upload and deletes its parts at once.
-    async fn check_open(&self, claims: &AccessClaims, upload: &UploadRecord) -> Result<(), GrantError> {
+    async fn check_open(
+        &self,
+        claims: &AccessClaims,
+        upload: &UploadRecord,
+    ) -> Result<(), GrantError> {
         self.check_status(upload).await?;
 
         let decision = self.authorize(
@@ -296,7 +344,8 @@ pub async fn part_urls(
     let service = &state.service;
     let upload = load_upload(service, &claims, &upload_id)?;
     let request: PartUrlsRequest = parse_json(body)?;
-    validate_part_numbers(&request, upload.part_count).map_err(|error| error.with_correlation(&upload.correlation_id))?;
+    validate_part_numbers(&request, upload.part_count)
+        .map_err(|error| error.with_correlation(&upload.correlation_id))?;
     service.check_open(&claims, &upload).await?;
 
     let now = Timestamp::now();
@@ -314,7 +363,10 @@ pub async fn part_urls(
         let url = service.store.presign(
             "PUT",
             &upload.object_key,
-            &[("partNumber", &part_number), ("uploadId", &upload.store_upload_id)],
+            &[
+                ("partNumber", &part_number),
+                ("uploadId", &upload.store_upload_id),
+            ],
             &headers,
             lifetime,
             now,
@@ -328,10 +380,19 @@ pub async fn part_urls(
         });
     }
 
-    let mut record = service.record_for(&claims, Step::PartUrls, AuditAction::Create, &upload.correlation_id);
+    let mut record = service.record_for(
+        &claims,
+        Step::PartUrls,
+        AuditAction::Create,
+        &upload.correlation_id,
+    );
     record.patient = Some(upload.patient.clone());
     record.object = Some(upload.object_key.clone());
-    let numbers: Vec<String> = request.parts.iter().map(|part| part.part_number.to_string()).collect();
+    let numbers: Vec<String> = request
+        .parts
+        .iter()
+        .map(|part| part.part_number.to_string())
+        .collect();
     record.detail = Some(format!(
         "presigned UploadPart URLs for parts {} valid until {expires_at}",
         numbers.join(", ")
@@ -357,7 +418,10 @@ fn validate_part_numbers(request: &PartUrlsRequest, part_count: u32) -> Result<(
         if part.part_number == 0 || part.part_number > part_count {
             return Err(GrantError::invalid(
                 &field,
-                format!("{field} must be between 1 and {part_count}; got {}", part.part_number),
+                format!(
+                    "{field} must be between 1 and {part_count}; got {}",
+                    part.part_number
+                ),
             ));
         }
         if !seen.insert(part.part_number) {
@@ -420,7 +484,8 @@ pub async fn state(
             // A completion that crashed after the store completed the upload.
             Err(error) if error.code() == Some("NoSuchUpload") => {}
             Err(error) => {
-                return Err(GrantError::store("list the upload's parts", &error).with_correlation(&upload.correlation_id));
+                return Err(GrantError::store("list the upload's parts", &error)
+                    .with_correlation(&upload.correlation_id));
             }
         }
     }
@@ -462,12 +527,20 @@ pub async fn abort(
         .store
         .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
         .await
-        .map_err(|error| GrantError::store("abort the multipart upload", &error).with_correlation(&upload.correlation_id))?;
+        .map_err(|error| {
+            GrantError::store("abort the multipart upload", &error)
+                .with_correlation(&upload.correlation_id)
+        })?;
     service
         .repository
         .transition(&upload.id, upload.status, UploadStatus::Aborted)?;
 
-    let mut record = service.record_for(&claims, Step::Abort, AuditAction::Delete, &upload.correlation_id);
+    let mut record = service.record_for(
+        &claims,
+        Step::Abort,
+        AuditAction::Delete,
+        &upload.correlation_id,
+    );
     record.patient = Some(upload.patient.clone());
     record.object = Some(upload.object_key.clone());
     record.detail = Some("upload aborted by its client; the store deleted its parts".into());
@@ -486,7 +559,8 @@ pub async fn complete(
     let service = state.service.clone();
     let upload = load_upload(&service, &claims, &upload_id)?;
     let request: CompleteUploadRequest = parse_json(body)?;
-    validate_completion(&request, upload.part_count).map_err(|error| error.with_correlation(&upload.correlation_id))?;
+    validate_completion(&request, upload.part_count)
+        .map_err(|error| error.with_correlation(&upload.correlation_id))?;
 
     let lock = service.completion_lock(&upload_id);
     let _guard = lock.lock().await;
@@ -508,8 +582,12 @@ pub async fn complete(
         Ok(completion) => Ok(Json(completion)),
         Err(error) => {
             if error.status == StatusCode::CONFLICT {
-                let mut record =
-                    service.record_for(&claims, Step::CompleteRefused, AuditAction::Create, &upload.correlation_id);
+                let mut record = service.record_for(
+                    &claims,
+                    Step::CompleteRejected,
+                    AuditAction::Create,
+                    &upload.correlation_id,
+                );
                 record.success = false;
                 record.patient = Some(upload.patient.clone());
                 record.object = Some(upload.object_key.clone());
@@ -538,7 +616,10 @@ fn validate_completion(request: &CompleteUploadRequest, part_count: u32) -> Resu
             let field = format!("parts[{index}].part_number");
             return Err(GrantError::invalid(
                 &field,
-                format!("{field} must be {expected}: parts are listed in order from 1; got {}", part.part_number),
+                format!(
+                    "{field} must be {expected}: parts are listed in order from 1; got {}",
+                    part.part_number
+                ),
             ));
         }
         let etag = format!("parts[{index}].etag");
@@ -603,9 +684,14 @@ async fn complete_upload(
             .await
         {
             Ok(completed) => completed,
-            Err(error) if matches!(error.code(), Some("InvalidPart" | "InvalidPartOrder" | "BadDigest" | "InvalidRequest")) => {
+            Err(error)
+                if matches!(
+                    error.code(),
+                    Some("InvalidPart" | "InvalidPartOrder" | "BadDigest" | "InvalidRequest")
+                ) =>
+            {
                 return Err(GrantError::conflict(format!(
-                    "the store refused the part list: {}",
+                    "the store rejected the part list: {}",
                     error.code().unwrap_or_default()
                 ))
                 .with_field("parts"));
@@ -634,9 +720,13 @@ async fn complete_upload(
         if size != upload.size || sha256 != request.sha256 {
             discard_object(service, upload).await;
             let message = if size != upload.size {
-                format!("the object has {size} bytes, not the {} granted; the upload was discarded", upload.size)
+                format!(
+                    "the object has {size} bytes, not the {} granted; the upload was discarded",
+                    upload.size
+                )
             } else {
-                "sha256 does not match the object the store holds; the upload was discarded".to_owned()
+                "sha256 does not match the object the store holds; the upload was discarded"
+                    .to_owned()
             };
             return Err(GrantError::conflict(message).with_field("sha256"));
         }
@@ -695,7 +785,12 @@ async fn complete_upload(
         )));
     }
 
-    let mut record = service.record_for(claims, Step::Complete, AuditAction::Create, &upload.correlation_id);
+    let mut record = service.record_for(
+        claims,
+        Step::Complete,
+        AuditAction::Create,
+        &upload.correlation_id,
+    );
     record.patient = Some(upload.patient.clone());
     record.object = Some(key.to_owned());
     record.references = vec![format!("DocumentReference/{document_id}")];
@@ -768,9 +863,10 @@ async fn discard_object(service: &GrantService, upload: &UploadRecord) {
     if let Err(error) = service.store.delete_object(&upload.object_key).await {
         tracing::error!(upload_id = %upload.id, %error, "failed to delete an object that failed verification");
     }
-    if let Err(error) = service
-        .repository
-        .transition(&upload.id, UploadStatus::Open, UploadStatus::Aborted)
+    if let Err(error) =
+        service
+            .repository
+            .transition(&upload.id, UploadStatus::Open, UploadStatus::Aborted)
     {
         tracing::error!(upload_id = %upload.id, %error, "failed to mark a discarded upload aborted");
     }
@@ -784,7 +880,10 @@ mod tests {
 
     #[test]
     fn proposed_part_size_is_kept_when_valid() {
-        assert_eq!(plan_parts(100 * MIB, 16 * MIB, 5 * MIB).unwrap(), (16 * MIB, 7));
+        assert_eq!(
+            plan_parts(100 * MIB, 16 * MIB, 5 * MIB).unwrap(),
+            (16 * MIB, 7)
+        );
     }
 
     #[test]

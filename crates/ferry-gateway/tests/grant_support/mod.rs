@@ -17,7 +17,8 @@ use sha2::{Digest as _, Sha256};
 pub const REDIRECT_URI: &str = "http://127.0.0.1:53123/callback";
 /// A clinician with a patient context: `patient/` scopes on pat-001.
 pub const CLINICIAN: &str = "dr-rivera:pat-001";
-pub const CLINICIAN_SCOPE: &str = "openid fhirUser launch/patient patient/Patient.rs patient/DocumentReference.crs";
+pub const CLINICIAN_SCOPE: &str =
+    "openid fhirUser launch/patient patient/Patient.rs patient/DocumentReference.crs";
 /// Imaging staff: `user/` scopes.
 pub const STAFF: &str = "tech-okafor";
 pub const STAFF_SCOPE: &str = "openid fhirUser user/Patient.rs user/DocumentReference.crs";
@@ -46,11 +47,21 @@ impl GrantSandbox {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        GrantSandbox { handle, http, data_dir }
+        GrantSandbox {
+            handle,
+            http,
+            data_dir,
+        }
     }
 
     pub fn service(&self) -> &Arc<GrantService> {
-        &self.handle.state.grant.as_ref().expect("the sandbox has a grant API").service
+        &self
+            .handle
+            .state
+            .grant
+            .as_ref()
+            .expect("the sandbox has a grant API")
+            .service
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -79,7 +90,11 @@ impl GrantSandbox {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::FOUND, "authorization did not redirect");
+        assert_eq!(
+            response.status(),
+            StatusCode::FOUND,
+            "authorization did not redirect"
+        );
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         let code = url::Url::parse(&location)
             .unwrap()
@@ -108,7 +123,8 @@ impl GrantSandbox {
     }
 
     pub async fn post(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.post_raw(token, path, body.to_string().into_bytes()).await
+        self.post_raw(token, path, body.to_string().into_bytes())
+            .await
     }
 
     pub async fn post_raw(&self, token: &str, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
@@ -125,7 +141,13 @@ impl GrantSandbox {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(self.api(path)).bearer_auth(token).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.api(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         read(response).await
     }
 
@@ -140,7 +162,13 @@ impl GrantSandbox {
     }
 
     /// Asks for an upload grant of `data`.
-    pub async fn grant(&self, token: &str, patient: &str, size: usize, part_size: usize) -> (StatusCode, Value) {
+    pub async fn grant(
+        &self,
+        token: &str,
+        patient: &str,
+        size: usize,
+        part_size: usize,
+    ) -> (StatusCode, Value) {
         self.post(
             token,
             "/uploads",
@@ -156,13 +184,24 @@ impl GrantSandbox {
     }
 
     /// Asks for URLs of `numbers` (1-based) of `data` split in `part_size` parts.
-    pub async fn part_urls(&self, token: &str, upload_id: &str, data: &[u8], part_size: usize, numbers: &[usize]) -> (StatusCode, Value) {
+    pub async fn part_urls(
+        &self,
+        token: &str,
+        upload_id: &str,
+        data: &[u8],
+        part_size: usize,
+        numbers: &[usize],
+    ) -> (StatusCode, Value) {
         let parts: Vec<Value> = numbers
             .iter()
             .map(|number| json!({ "part_number": number, "sha256": sha256_hex(part(data, part_size, *number)) }))
             .collect();
-        self.post(token, &format!("/uploads/{upload_id}/part-urls"), &json!({ "parts": parts }))
-            .await
+        self.post(
+            token,
+            &format!("/uploads/{upload_id}/part-urls"),
+            &json!({ "parts": parts }),
+        )
+        .await
     }
 
     /// Sends one part as a part URL says: its method, URL and headers.
@@ -175,17 +214,29 @@ impl GrantSandbox {
     }
 
     /// Uploads every part of `data` and returns the completion request body.
-    pub async fn upload_parts(&self, token: &str, upload_id: &str, data: &[u8], part_size: usize) -> Value {
+    pub async fn upload_parts(
+        &self,
+        token: &str,
+        upload_id: &str,
+        data: &[u8],
+        part_size: usize,
+    ) -> Value {
         let count = data.len().div_ceil(part_size);
         let mut parts = Vec::new();
         for chunk in (1..=count).collect::<Vec<_>>().chunks(100) {
-            let (status, urls) = self.part_urls(token, upload_id, data, part_size, chunk).await;
+            let (status, urls) = self
+                .part_urls(token, upload_id, data, part_size, chunk)
+                .await;
             assert_eq!(status, StatusCode::OK, "part-urls failed: {urls}");
             for url in urls["urls"].as_array().unwrap() {
                 let number = url["part_number"].as_u64().unwrap() as usize;
                 let bytes = part(data, part_size, number).to_vec();
                 let response = self.put_part(url, bytes).await;
-                assert_eq!(response.status(), StatusCode::OK, "part {number} was not stored");
+                assert_eq!(
+                    response.status(),
+                    StatusCode::OK,
+                    "part {number} was not stored"
+                );
                 let etag = response.headers()["etag"].to_str().unwrap().to_owned();
                 parts.push(json!({
                     "part_number": number,
@@ -198,14 +249,24 @@ impl GrantSandbox {
     }
 
     /// Grants, uploads and completes `data` for `patient`; returns grant and completion.
-    pub async fn upload(&self, token: &str, patient: &str, data: &[u8], part_size: usize) -> (Value, Value) {
+    pub async fn upload(
+        &self,
+        token: &str,
+        patient: &str,
+        data: &[u8],
+        part_size: usize,
+    ) -> (Value, Value) {
         let (status, grant) = self.grant(token, patient, data.len(), part_size).await;
         assert_eq!(status, StatusCode::CREATED, "grant failed: {grant}");
         let upload_id = grant["upload_id"].as_str().unwrap();
         let part_size = grant["part_size"].as_u64().unwrap() as usize;
         let completion = self.upload_parts(token, upload_id, data, part_size).await;
         let (status, completed) = self
-            .post(token, &format!("/uploads/{upload_id}/complete"), &completion)
+            .post(
+                token,
+                &format!("/uploads/{upload_id}/complete"),
+                &completion,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "completion failed: {completed}");
         (grant, completed)
@@ -217,7 +278,9 @@ impl GrantSandbox {
             .state
             .db
             .lock()
-            .query_row("SELECT count(*) FROM document_references", [], |row| row.get(0))
+            .query_row("SELECT count(*) FROM document_references", [], |row| {
+                row.get(0)
+            })
             .unwrap()
     }
 
@@ -266,5 +329,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Deterministic test content.
 pub fn content(size: usize, seed: u8) -> Vec<u8> {
-    (0..size).map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..size)
+        .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }

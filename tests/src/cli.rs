@@ -138,11 +138,13 @@ pub fn has_credential_store() -> bool {
 pub struct SignedIn {
     pub home: tempfile::TempDir,
     pub sandbox: Sandbox,
+    /// Name of the profile that points at the sandbox. Credential store
+    /// entries are named by profile, not by `FERRY_HOME`, so every test
+    /// gets its own name to keep parallel tests apart.
+    pub profile: String,
 }
 
 impl SignedIn {
-    /// Name of the profile that points at the sandbox.
-    pub const PROFILE: &'static str = "local";
 
     /// Starts the sandbox with `auto_login` and signs in as `kind`
     /// (`clinician` or `imaging-staff`).
@@ -150,20 +152,27 @@ impl SignedIn {
         let home = tempfile::tempdir().expect("a temporary folder");
         let sandbox = Sandbox::start(&home.path().join("gateway"), auto_login);
 
-        let added = run(ferry(home.path()).args(["profiles", "add", Self::PROFILE, &sandbox.fhir_url]));
+        let suffix = home
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let profile = format!("test-{}-{suffix}", std::process::id());
+        let added = run(ferry(home.path()).args(["profiles", "add", &profile, &sandbox.fhir_url]));
         assert!(added.status.success(), "{}", describe(&added));
         let login = run(ferry(home.path())
-            .args(["--profile", Self::PROFILE, "login", "--as", kind])
+            .args(["--profile", &profile, "login", "--as", kind])
             .env("BROWSER", "curl -sfL -o /dev/null"));
         assert!(login.status.success(), "{}", describe(&login));
 
-        SignedIn { home, sandbox }
+        SignedIn { home, sandbox, profile }
     }
 
-    /// A `ferry --profile local` command in this home.
+    /// A `ferry --profile NAME` command in this home.
     pub fn ferry(&self) -> Command {
         let mut command = ferry(self.home.path());
-        command.args(["--profile", Self::PROFILE]);
+        command.args(["--profile", &self.profile]);
         command
     }
 }

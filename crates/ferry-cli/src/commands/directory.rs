@@ -12,7 +12,7 @@ pub async fn documents(profile: Option<&str>, patient: Option<String>, output: O
     let session = context::resume_session(&context).await?;
     let patient = patient.or_else(|| session.info().patient);
 
-    let mut params = vec![("status", "current")];
+    let mut params = Vec::new();
     if let Some(patient) = &patient {
         params.push(("patient", patient.as_str()));
     }

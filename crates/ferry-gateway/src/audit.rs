@@ -57,6 +57,8 @@ pub enum Step {
     Checkpoint,
     /// A deny-list entry added or removed.
     DenyList,
+    /// The user confirmed an upload although the file names another patient.
+    PatientMismatchConfirmed,
 }
 
 impl Step {
@@ -74,6 +76,7 @@ impl Step {
             Step::Expire => "expire",
             Step::Checkpoint => "checkpoint",
             Step::DenyList => "deny-list",
+            Step::PatientMismatchConfirmed => "patient-mismatch-confirmed",
         }
     }
 

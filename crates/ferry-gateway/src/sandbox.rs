@@ -174,7 +174,7 @@ pub async fn start_sandbox(config: SandboxConfig) -> Result<SandboxHandle, Start
     })?;
     let urls = SandboxUrls::for_address(local_addr);
 
-    let grant = crate::sandbox_grant::start(&config.data_dir, local_addr, db.clone()).await?;
+    let grant = crate::sandbox_grant::start(&config.data_dir, config.listen, db.clone()).await?;
     let verifier = SandboxVerifier::new(
         signing_key.clone(),
         urls.issuer.clone(),

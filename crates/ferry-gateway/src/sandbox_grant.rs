@@ -180,11 +180,12 @@ impl DocumentRegistry for SandboxDocumentRegistry {
     }
 }
 
-/// Starts the embedded store beside a sandbox listening on `sandbox_addr`
-/// and builds the grant service over it.
+/// Starts the embedded store beside a sandbox configured to listen on
+/// `sandbox_listen` (port 0 gives the store a free port too), and builds the
+/// grant service over it.
 pub async fn start(
     data_dir: &Path,
-    sandbox_addr: SocketAddr,
+    sandbox_listen: SocketAddr,
     db: Db,
 ) -> Result<SandboxGrant, GrantStartError> {
     let settings = read_settings(data_dir)?;
@@ -193,11 +194,11 @@ pub async fn start(
     let issued_downloads = Arc::new(IssuedDownloads::default());
 
     let store_listen = settings.grant.store_listen.unwrap_or_else(|| {
-        let port = match sandbox_addr.port() {
+        let port = match sandbox_listen.port() {
             0 => 0,
             port => port.saturating_add(1),
         };
-        SocketAddr::new(sandbox_addr.ip(), port)
+        SocketAddr::new(sandbox_listen.ip(), port)
     });
     let credentials = ferry_store::Credentials::generate();
     let mut store_config = ferry_store::StoreConfig::new(data_dir.join("store"));

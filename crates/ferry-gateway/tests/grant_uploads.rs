@@ -298,3 +298,51 @@ async fn checkpoints_are_countersigned_and_listed_in_order() {
     assert_eq!(conflict, StatusCode::CONFLICT);
     assert_eq!(list, json!([first, second]));
 }
+
+#[tokio::test]
+async fn study_and_mismatch_confirmation_are_recorded() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+    let data = content(2000, 12);
+    let request = json!({
+        "file_name": "ct.zip", "size": data.len(), "media_type": "application/zip",
+        "patient": "pat-001", "part_size": 5 * MIB,
+        "study": { "study_instance_uid": "1.2.840.113619.2.55.3", "description": "CT chest",
+                   "series": [{ "series_instance_uid": "1.2.840.113619.2.55.3.1", "modality": "CT",
+                                "instance_count": 120 }] },
+        "patient_mismatch_confirmation": { "reason": "outside study, verified by phone",
+                                           "findings": ["Patient ID 8812 in the study does not match Patient/pat-001"] },
+    });
+
+    let (status, grant) = sandbox.post(&token, "/uploads", &request).await;
+    assert_eq!(status, StatusCode::CREATED, "{grant}");
+    let upload_id = grant["upload_id"].as_str().unwrap();
+    let completion = sandbox.upload_parts(&token, upload_id, &data, 5 * MIB).await;
+    let (status, completed) = sandbox
+        .post(&token, &format!("/uploads/{upload_id}/complete"), &completion)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+
+    let resource: String = sandbox
+        .handle
+        .state
+        .db
+        .lock()
+        .query_row(
+            "SELECT resource FROM grant_documents WHERE id = ?1",
+            [completed["document_id"].as_str().unwrap()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let resource: Value = serde_json::from_str(&resource).unwrap();
+    assert_eq!(resource["contained"][0]["resourceType"], "ImagingStudy");
+    assert_eq!(resource["contained"][0]["numberOfInstances"], 120);
+    assert_eq!(resource["context"]["related"][0]["reference"], "#study");
+    let steps = sandbox
+        .audit_steps(&token, grant["correlation_id"].as_str().unwrap())
+        .await;
+    assert!(
+        steps.iter().any(|(step, _)| step == "patient-mismatch-confirmed"),
+        "{steps:?}"
+    );
+}

@@ -95,6 +95,17 @@ pub async fn create(
         completion: None,
     };
     service.repository.insert_upload(&record)?;
+    if let Some(confirmation) = &record.request.patient_mismatch_confirmation {
+        let mut audit = service.record_for(&claims, Step::PatientMismatchConfirmed, AuditAction::Create, &correlation_id);
+        audit.patient = Some(record.patient.clone());
+        audit.object = Some(record.object_key.clone());
+        audit.detail = Some(format!(
+            "reason: {}; findings: {}",
+            confirmation.reason,
+            confirmation.findings.join(" | ")
+        ));
+        service.audit.record(&audit)?;
+    }
     tracing::info!(
         upload_id,
         correlation_id,

@@ -56,6 +56,23 @@ fn upload_and_download_round_trip() {
     let overwrite = run(env.ferry().args(["download", &document_id, "--overwrite", "--to"]).arg(&folder));
     assert!(overwrite.status.success(), "{}", describe(&overwrite));
     assert_eq!(sha256_file(&path), sha256_file(&source));
+
+    let verified = run(env.ferry().args(["log", "verify"]));
+    assert!(verified.status.success(), "{}", describe(&verified));
+    let shown = run(env.ferry().args(["--json", "log", "show"]));
+    assert!(shown.status.success(), "{}", describe(&shown));
+    let log: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("one JSON document");
+    let entries = log["entries"].as_array().unwrap();
+    let completed_upload = entries
+        .iter()
+        .find(|entry| entry["event"]["type"] == "completed" && entry["direction"] == "upload")
+        .unwrap_or_else(|| panic!("no completed upload in the log: {log}"));
+    assert_eq!(completed_upload["object"], format!("DocumentReference/{document_id}"));
+    assert_eq!(completed_upload["sha256"], sha256_file(&source));
+    assert!(
+        entries.iter().any(|entry| entry["event"]["type"] == "signed_in"),
+        "no sign-in in the log: {log}"
+    );
 }
 
 #[test]

@@ -7,6 +7,9 @@ use ferry_core::login::{self, LoginOptions, LoginPrompt, SessionInfo, SignInKind
 use ferry_core::profile::{Profile, Profiles};
 use serde_json::json;
 
+use ferry_core::log::{Event, NewEntry};
+
+use crate::activity::ActivityLog;
 use crate::cli::{LoginArgs, LoginRole, ProfilesAction};
 use crate::context::{self, login_error, profile_error};
 use crate::exit::{CliError, CliResult};
@@ -40,6 +43,10 @@ pub async fn login(profile: Option<&str>, args: LoginArgs, output: Output) -> Cl
 
     let session = login::login(&context, options).await.map_err(login_error)?;
     let info = session.info();
+    if let Some(mut log) = ActivityLog::for_context(&context, Some(&info), output).await {
+        log.append(NewEntry::new(Event::SignedIn), output);
+        log.close(output);
+    }
     output.status(format!("Signed in: {}.", describe_session(&info)));
     output.json_result(&info);
     Ok(())
@@ -47,7 +54,14 @@ pub async fn login(profile: Option<&str>, args: LoginArgs, output: Output) -> Cl
 
 pub async fn logout(profile: Option<&str>, output: Output) -> CliResult<()> {
     let context = context::profile_context(profile)?;
+    let signed_in = login::whoami(&context).ok().flatten();
     let report = login::logout(&context).await.map_err(login_error)?;
+    if let Some(info) = &signed_in {
+        if let Some(mut log) = ActivityLog::for_context(&context, Some(info), output).await {
+            log.append(NewEntry::new(Event::SignedOut), output);
+            log.close(output);
+        }
+    }
 
     let name = &context.profile.name;
     if !report.had_refresh_token {

@@ -9,7 +9,10 @@ use ferry_core::transfer::{
 };
 use serde_json::json;
 
+use ferry_core::log::{Direction as LogDirection, Event, NewEntry};
+
 use super::study::prepare_study;
+use crate::activity::ActivityLog;
 use crate::cli::{DownloadArgs, TransfersAction, UploadArgs};
 use crate::context;
 use crate::exit::{CliError, CliResult};
@@ -88,18 +91,21 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
         options.ranges_in_flight = parallel.get();
     }
     let engine = open_engine(&context, &session, options)?;
+    let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
 
     let mut handles = Vec::new();
     for input in inputs {
-        let handle = start_upload(&context, &session, &engine, &input, &patient, &args, output).await?;
+        let handle = start_upload(&context, &session, &engine, &input, &patient, &args, &mut activity, output).await?;
         handles.push(handle);
     }
 
     let followed = follow(&engine, handles, output).await;
-    report(&context, &engine, &followed, output);
+    report(&context, &engine, &followed, &mut activity, output);
+    close_log(activity, output);
     exit_of(&followed)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_upload(
     context: &ProfileContext,
     session: &Session,
@@ -107,6 +113,7 @@ async fn start_upload(
     input: &UploadInput,
     patient: &str,
     args: &UploadArgs,
+    activity: &mut Option<ActivityLog>,
     output: Output,
 ) -> CliResult<TransferHandle> {
     let mut upload_options = UploadOptions::default();
@@ -127,6 +134,13 @@ async fn start_upload(
                 path.display(),
                 prepared.instance_count
             ));
+            if let (Some(log), Some(confirmation)) = (activity.as_mut(), &prepared.confirmation) {
+                let mut entry = NewEntry::new(Event::PatientMismatchConfirmed { reason: confirmation.reason.clone() });
+                entry.direction = Some(LogDirection::Upload);
+                entry.patient = Some(format!("Patient/{patient}"));
+                entry.file_name = path.file_name().map(|name| name.to_string_lossy().into_owned());
+                log.append(entry, output);
+            }
             upload_options.study = prepared.summary;
             upload_options.patient_mismatch_confirmation = prepared.confirmation;
             upload_options.media_type = Some("application/zip".to_owned());
@@ -139,6 +153,14 @@ async fn start_upload(
         .await
         .map_err(|error| transfer_error(&error))?;
     output.status(format!("Uploading {} as transfer {}.", file.display(), handle.id()));
+    if let Some(log) = activity.as_mut() {
+        let mut entry = NewEntry::new(Event::TransferStarted);
+        entry.direction = Some(LogDirection::Upload);
+        entry.patient = Some(format!("Patient/{patient}"));
+        entry.file_name = file.file_name().map(|name| name.to_string_lossy().into_owned());
+        entry.size = std::fs::metadata(&file).ok().map(|metadata| metadata.len());
+        log.append(entry, output);
+    }
     Ok(handle)
 }
 
@@ -169,6 +191,7 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
     let engine = open_engine(&context, &session, EngineOptions::default())?;
+    let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
     let existing_file = if args.overwrite { ExistingFile::Overwrite } else { ExistingFile::Fail };
 
     let mut handles = Vec::new();
@@ -178,11 +201,18 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
             .await
             .map_err(|error| transfer_error(&error))?;
         output.status(format!("Downloading {id} into {} as transfer {}.", folder.display(), handle.id()));
+        if let Some(log) = activity.as_mut() {
+            let mut entry = NewEntry::new(Event::TransferStarted);
+            entry.direction = Some(LogDirection::Download);
+            entry.object = Some(format!("DocumentReference/{id}"));
+            log.append(entry, output);
+        }
         handles.push(handle);
     }
 
     let followed = follow(&engine, handles, output).await;
-    report(&context, &engine, &followed, output);
+    report(&context, &engine, &followed, &mut activity, output);
+    close_log(activity, output);
     exit_of(&followed)
 }
 
@@ -216,8 +246,10 @@ pub async fn transfers(profile: Option<&str>, action: Option<TransfersAction>, o
         }
         TransfersAction::Resume { id } => {
             let handle = engine.resume(&id).map_err(|error| transfer_error(&error))?;
+            let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
             let followed = follow(&engine, vec![handle], output).await;
-            report(&context, &engine, &followed, output);
+            report(&context, &engine, &followed, &mut activity, output);
+            close_log(activity, output);
             exit_of(&followed)
         }
     }
@@ -251,8 +283,10 @@ pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
         return Ok(());
     }
     output.status(format!("Resuming {} transfer(s).", handles.len()));
+    let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
     let followed = follow(&engine, handles, output).await;
-    report(&context, &engine, &followed, output);
+    report(&context, &engine, &followed, &mut activity, output);
+    close_log(activity, output);
     exit_of(&followed)
 }
 
@@ -314,9 +348,18 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
 
 /// Prints one line (and in JSON mode one event) per finished transfer, and
 /// removes archives packed for uploads that completed.
-fn report(context: &ProfileContext, engine: &Engine, followed: &Followed, output: Output) {
+fn report(
+    context: &ProfileContext,
+    engine: &Engine,
+    followed: &Followed,
+    activity: &mut Option<ActivityLog>,
+    output: Output,
+) {
     for finished in &followed.finished {
         let record = engine.get(&finished.transfer_id).ok();
+        if let (Some(log), Some(record)) = (activity.as_mut(), &record) {
+            log_outcome(log, record, &finished.result, output);
+        }
         match &finished.result {
             Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
                 let receipt_body = &receipt.receipt;
@@ -386,6 +429,69 @@ fn report(context: &ProfileContext, engine: &Engine, followed: &Followed, output
                 }));
             }
         }
+    }
+}
+
+/// Appends the end of one transfer to the signed log: completed and
+/// verified, paused, cancelled or failed with its reason.
+fn log_outcome(
+    log: &mut ActivityLog,
+    record: &TransferRecord,
+    result: &Result<TransferOutcome, std::sync::Arc<ferry_core::transfer::TransferError>>,
+    output: Output,
+) {
+    let direction = match record.direction {
+        ferry_core::journal::Direction::Upload => LogDirection::Upload,
+        ferry_core::journal::Direction::Download => LogDirection::Download,
+    };
+    let entry = |event: Event| {
+        let mut entry = NewEntry::new(event);
+        entry.direction = Some(direction);
+        entry.patient = record.patient.as_ref().map(|patient| format!("Patient/{patient}"));
+        entry.object = record.document_id.as_ref().map(|id| format!("DocumentReference/{id}"));
+        entry.file_name = Some(record.file_name.clone());
+        entry.size = record.size;
+        entry.sha256 = record.sha256.clone();
+        entry.correlation_id = record.correlation_id.clone();
+        entry
+    };
+    match result {
+        Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
+            let mut completed = entry(Event::Completed);
+            completed.object = Some(format!("DocumentReference/{document_id}"));
+            completed.sha256 = Some(receipt.receipt.sha256.clone());
+            completed.size = Some(receipt.receipt.size);
+            completed.correlation_id = Some(receipt.receipt.correlation_id.clone());
+            completed.receipt = serde_json::to_value(receipt).ok();
+            let mut verified = completed.clone();
+            verified.event = Event::Verified;
+            verified.receipt = None;
+            log.append(completed, output);
+            log.append(verified, output);
+        }
+        Ok(TransferOutcome::Downloaded { size, sha256, .. }) => {
+            let mut completed = entry(Event::Completed);
+            completed.size = Some(*size);
+            completed.sha256 = Some(sha256.clone());
+            let mut verified = completed.clone();
+            verified.event = Event::Verified;
+            log.append(completed, output);
+            log.append(verified, output);
+        }
+        Ok(TransferOutcome::Paused) => log.append(entry(Event::Paused), output),
+        Ok(TransferOutcome::Cancelled) => log.append(entry(Event::Cancelled), output),
+        Err(error) => log.append(
+            entry(Event::Failed {
+                reason: crate::exit::error_chain(error.as_ref()),
+            }),
+            output,
+        ),
+    }
+}
+
+fn close_log(activity: Option<ActivityLog>, output: Output) {
+    if let Some(log) = activity {
+        log.close(output);
     }
 }
 

@@ -14,7 +14,7 @@ use url::Url;
 use super::params::Params;
 use super::{CLIENT_ID, CODE_LIFETIME_SECONDS, signin};
 use crate::directory::{self, Role};
-use crate::scopes::{Context, Permission, Permissions, Scope, Scopes, RESOURCE_TYPES};
+use crate::scopes::{Context, Permission, Permissions, RESOURCE_TYPES, Scope, Scopes};
 use crate::tokens::Secret;
 use crate::{AutoLogin, SharedState};
 
@@ -22,6 +22,10 @@ use crate::{AutoLogin, SharedState};
 #[derive(Debug)]
 pub(super) struct AuthorizationRequest {
     redirect_uri: Url,
+    /// `redirect_uri` exactly as the client sent it. RFC 6749 §4.1.3 compares
+    /// the token request's value with it, and the parsed form may differ
+    /// (`http://127.0.0.1:5000` parses as `http://127.0.0.1:5000/`).
+    redirect_uri_text: String,
     state: Option<String>,
     requested: Scopes,
     code_challenge: String,
@@ -45,6 +49,21 @@ enum AuthorizeError {
     },
 }
 
+/// Longest value of one authorization request parameter. The longest legitimate
+/// values, `scope` and `redirect_uri`, need a few hundred bytes.
+const MAX_PARAMETER_BYTES: usize = 4096;
+
+/// Parameters of an authorization response (RFC 6749 §4.1.2 and §4.1.2.1,
+/// RFC 9207 §2).
+const RESPONSE_PARAMETERS: &[&str] = &[
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+];
+
 /// Parameters that belong to the sign-in form, not to the OAuth request.
 const SIGN_IN_FIELDS: &[&str] = &["user", "patient"];
 
@@ -67,7 +86,8 @@ pub(super) async fn authorize_get(
         Some(hint) => match hint.parse::<AutoLogin>() {
             Ok(choice) => Some(choice),
             Err(problem) => {
-                return signin::page(&state, &request, Some(&format!("login_hint {problem}"))).await;
+                return signin::page(&state, &request, Some(&format!("login_hint {problem}")))
+                    .await;
             }
         },
         None => state.auto_login.clone(),
@@ -88,7 +108,10 @@ pub(super) async fn authorize_post(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return signin::error_page(rejection.status(), &format!("sign-in form: {}", rejection.body_text()));
+            return signin::error_page(
+                rejection.status(),
+                &format!("sign-in form: {}", rejection.body_text()),
+            );
         }
     };
     if !is_form(&headers) {
@@ -132,6 +155,17 @@ pub(super) fn is_form(headers: &HeaderMap) -> bool {
 }
 
 fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest, AuthorizeError> {
+    // Checked before anything else, so an oversized `state` is never echoed
+    // in a redirect and an oversized `nonce` never stored.
+    if let Some((name, value)) = params
+        .iter()
+        .find(|(_, value)| value.len() > MAX_PARAMETER_BYTES)
+    {
+        return Err(AuthorizeError::Page(format!(
+            "parameter '{name}' is {} bytes long; the limit is {MAX_PARAMETER_BYTES} bytes",
+            value.len()
+        )));
+    }
     let client_id = params
         .get("client_id")
         .ok_or_else(|| AuthorizeError::Page("missing required parameter 'client_id'".to_owned()))?;
@@ -140,10 +174,10 @@ fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest
             "client_id '{client_id}' is not registered; the sandbox knows only '{CLIENT_ID}'"
         )));
     }
-    let redirect_uri = params.get("redirect_uri").ok_or_else(|| {
+    let redirect_uri_text = params.get("redirect_uri").ok_or_else(|| {
         AuthorizeError::Page("missing required parameter 'redirect_uri'".to_owned())
     })?;
-    let redirect_uri = check_redirect_uri(redirect_uri).map_err(AuthorizeError::Page)?;
+    let redirect_uri = check_redirect_uri(redirect_uri_text).map_err(AuthorizeError::Page)?;
 
     let client_state = params.get("state").map(str::to_owned);
     let redirect_error = |error: &'static str, description: String| AuthorizeError::Redirect {
@@ -162,7 +196,11 @@ fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest
                 format!("response_type '{other}' is not supported; use 'code'"),
             ));
         }
-        None => return Err(invalid_request("missing required parameter 'response_type'".to_owned())),
+        None => {
+            return Err(invalid_request(
+                "missing required parameter 'response_type'".to_owned(),
+            ));
+        }
     }
     if params.get("launch").is_some() {
         return Err(invalid_request(
@@ -186,16 +224,20 @@ fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest
         }
         None => {
             return Err(invalid_request(
-                "missing required parameter 'code_challenge_method'; PKCE with S256 is required".to_owned(),
+                "missing required parameter 'code_challenge_method'; PKCE with S256 is required"
+                    .to_owned(),
             ));
         }
     }
     let code_challenge = params.get("code_challenge").ok_or_else(|| {
-        invalid_request("missing required parameter 'code_challenge'; PKCE with S256 is required".to_owned())
+        invalid_request(
+            "missing required parameter 'code_challenge'; PKCE with S256 is required".to_owned(),
+        )
     })?;
     if !is_s256_challenge(code_challenge) {
         return Err(invalid_request(
-            "code_challenge is not a base64url SHA-256 digest (43 characters without padding)".to_owned(),
+            "code_challenge is not a base64url SHA-256 digest (43 characters without padding)"
+                .to_owned(),
         ));
     }
 
@@ -214,18 +256,24 @@ fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest
     }
 
     let scope = params.get("scope").ok_or_else(|| {
-        redirect_error("invalid_scope", "missing required parameter 'scope'".to_owned())
+        redirect_error(
+            "invalid_scope",
+            "missing required parameter 'scope'".to_owned(),
+        )
     })?;
-    let requested = Scopes::parse(scope)
-        .map_err(|error| redirect_error("invalid_scope", error.to_string()))?;
+    let requested =
+        Scopes::parse(scope).map_err(|error| redirect_error("invalid_scope", error.to_string()))?;
 
     let forwarded = params
         .iter()
-        .filter(|(name, _)| !SIGN_IN_FIELDS.contains(&name.as_str()) && name.as_str() != "login_hint")
+        .filter(|(name, _)| {
+            !SIGN_IN_FIELDS.contains(&name.as_str()) && name.as_str() != "login_hint"
+        })
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     Ok(AuthorizationRequest {
         redirect_uri,
+        redirect_uri_text: redirect_uri_text.to_owned(),
         state: client_state,
         requested,
         code_challenge: code_challenge.to_owned(),
@@ -239,7 +287,8 @@ fn validate(state: &SharedState, params: &Params) -> Result<AuthorizationRequest
 /// RFC 8252 §8.3 calls it NOT RECOMMENDED: the name may resolve to a
 /// non-loopback address or be answered by another program's listener.
 pub(super) fn check_redirect_uri(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| format!("redirect_uri '{text}' is not an absolute URL: {error}"))?;
+    let url = Url::parse(text)
+        .map_err(|error| format!("redirect_uri '{text}' is not an absolute URL: {error}"))?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(address)) => address == std::net::Ipv4Addr::LOCALHOST,
         Some(url::Host::Ipv6(address)) => address == std::net::Ipv6Addr::LOCALHOST,
@@ -251,11 +300,26 @@ pub(super) fn check_redirect_uri(text: &str) -> Result<Url, String> {
         ));
     }
     if url.port().is_none() {
-        return Err(format!("redirect_uri '{text}' has no port; name the port the client listens on"));
+        return Err(format!(
+            "redirect_uri '{text}' has no port; name the port the client listens on"
+        ));
     }
     // RFC 6749 §3.1.2: the redirect URI must not contain a fragment.
     if url.fragment().is_some() {
-        return Err(format!("redirect_uri '{text}' contains a fragment, which RFC 6749 forbids"));
+        return Err(format!(
+            "redirect_uri '{text}' contains a fragment, which RFC 6749 forbids"
+        ));
+    }
+    // RFC 6749 §3.1.2 allows a query, but one that already names a response
+    // parameter would make the response carry it twice, and a client that
+    // reads the first `code` or `state` would take the planted value.
+    if let Some((name, _)) = url
+        .query_pairs()
+        .find(|(name, _)| RESPONSE_PARAMETERS.contains(&name.as_ref()))
+    {
+        return Err(format!(
+            "redirect_uri '{text}' has the query parameter '{name}', which the authorization response sets; remove it"
+        ));
     }
     Ok(url)
 }
@@ -327,7 +391,11 @@ fn maximum_permissions(resource_type: &str) -> Permissions {
 
 /// Applies the sign-in choice and redirects with a new code, or shows the
 /// sign-in page again when the choice is incomplete.
-async fn complete(state: &SharedState, request: &AuthorizationRequest, choice: &AutoLogin) -> Response {
+async fn complete(
+    state: &SharedState,
+    request: &AuthorizationRequest,
+    choice: &AutoLogin,
+) -> Response {
     let lookup = {
         let connection = state.db.lock();
         let practitioner = directory::practitioner(&connection, &choice.user);
@@ -347,7 +415,8 @@ async fn complete(state: &SharedState, request: &AuthorizationRequest, choice: &
     };
 
     let granted = narrow_scopes(practitioner.role, &request.requested);
-    let needs_patient = granted.contains(&Scope::LaunchPatient) || granted.has_patient_context_scope();
+    let needs_patient =
+        granted.contains(&Scope::LaunchPatient) || granted.has_patient_context_scope();
     let patient_id = if needs_patient {
         match (&choice.patient, patient) {
             (_, Some(patient)) => Some(patient.id),
@@ -356,7 +425,10 @@ async fn complete(state: &SharedState, request: &AuthorizationRequest, choice: &
                 return signin::page(state, request, Some(&message)).await;
             }
             (None, None) => {
-                let message = format!("{} signs in with a patient context; choose a patient", practitioner.display_name());
+                let message = format!(
+                    "{} signs in with a patient context; choose a patient",
+                    practitioner.display_name()
+                );
                 return signin::page(state, request, Some(&message)).await;
             }
         }
@@ -373,7 +445,7 @@ async fn complete(state: &SharedState, request: &AuthorizationRequest, choice: &
         params![
             code.sha256_hex(),
             CLIENT_ID,
-            request.redirect_uri.as_str(),
+            request.redirect_uri_text,
             request.code_challenge,
             practitioner.id,
             granted.to_string(),

@@ -596,9 +596,10 @@ mod tests {
 
     #[test]
     fn file_checks_name_size_and_media_type() {
-        let mut config = PolicyConfig::default();
-        config.max_upload_size = 1000;
-        let policy = Policy::new(config);
+        let policy = Policy::new(PolicyConfig {
+            max_upload_size: 1000,
+            ..PolicyConfig::default()
+        });
 
         let too_large = policy.check_file(1001, "application/zip");
         let bad_type = policy.check_file(10, "application/x-msdownload");

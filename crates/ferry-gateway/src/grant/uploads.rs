@@ -285,18 +285,17 @@ impl GrantService {
             &upload.correlation_id,
         )?;
         if !decision.is_allowed() {
-            if self
+            let newly_denied = self
                 .repository
-                .transition(&upload.id, UploadStatus::Open, UploadStatus::Denied)?
-            {
-                if let Err(error) = self
+                .transition(&upload.id, UploadStatus::Open, UploadStatus::Denied)?;
+            if newly_denied
+                && let Err(error) = self
                     .store
                     .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
                     .await
-                {
-                    // The cleanup task retries denied uploads after their expiry.
-                    tracing::warn!(upload_id = %upload.id, %error, "failed to abort a denied upload");
-                }
+            {
+                // The cleanup task retries denied uploads after their expiry.
+                tracing::warn!(upload_id = %upload.id, %error, "failed to abort a denied upload");
             }
             return Err(GrantError::denied(&decision).with_correlation(&upload.correlation_id));
         }

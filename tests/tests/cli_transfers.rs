@@ -181,3 +181,99 @@ fn killed_upload_resumes_with_matching_sha256() {
     assert!(nothing.status.success(), "{}", describe(&nothing));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("Nothing to resume"));
 }
+
+#[test]
+fn ctrl_c_pauses_upload_and_exits_130() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let size = 300 * MIB;
+    if free_bytes(env.home.path()).is_some_and(|free| free < 4 * size) {
+        eprintln!("skipped: less than {} MiB free for the source, the store and the download", 4 * size / MIB);
+        return;
+    }
+    let source = env.home.path().join("paused.bin");
+    write_pattern_file(&source, size);
+
+    let mut child = env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-001", "--part-size", "5", "--parallel", "1"])
+        .arg(&source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry upload starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "progress" && event["bytes_done"].as_u64().unwrap_or(0) >= 10 * MIB {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the upload finished before Ctrl-C");
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupt.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stdout after Ctrl-C: {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("\"event\":\"paused\"")),
+        "no paused event after Ctrl-C: {rest:?}"
+    );
+
+    let resumed = run(env.ferry().args(["--json", "resume"]));
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    let uploaded = events(&resumed.stdout, "uploaded");
+    assert_eq!(uploaded.len(), 1, "{}", describe(&resumed));
+    assert_eq!(uploaded[0]["sha256"], sha256_file(&source));
+}
+
+#[test]
+fn study_of_other_patient_is_blocked_until_confirmed() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let archive = env.home.path().join("sample.zip");
+    let script = ferry_tests::workspace_root().join("scripts/make-sample-archive.py");
+    let made = std::process::Command::new("python3").arg(&script).arg(&archive).output().expect("python3 runs");
+    assert!(
+        made.status.success(),
+        "{} failed (pydicom is installed by scripts/setup): {}",
+        script.display(),
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    // The sample study's patient is FERRY-0001, not the sandbox's pat-001.
+    let blocked = run(env.ferry().args(["--json", "upload", "--patient", "pat-001"]).arg(&archive));
+    assert_eq!(blocked.status.code(), Some(6), "{}", describe(&blocked));
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert!(stderr.contains("--confirm-patient-mismatch"), "{stderr}");
+    assert!(stderr.contains("FERRY-0001"), "{stderr}");
+
+    let listed = run(env.ferry().args(["--json", "transfers"]));
+    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(document["transfers"].as_array().unwrap().len(), 0, "a blocked study started a transfer");
+
+    let confirmed = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-001", "--confirm-patient-mismatch", "sandbox test data"])
+        .arg(&archive));
+    assert!(confirmed.status.success(), "{}", describe(&confirmed));
+    assert_eq!(events(&confirmed.stdout, "uploaded").len(), 1, "{}", describe(&confirmed));
+
+    let shown = run(env.ferry().args(["--json", "log", "show"]));
+    let log: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let confirmation = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["event"]["type"] == "patient_mismatch_confirmed")
+        .unwrap_or_else(|| panic!("no confirmation in the log: {log}"));
+    assert_eq!(confirmation["event"]["reason"], "sandbox test data");
+}

@@ -1,8 +1,8 @@
 //! The cleanup task: aborts uploads whose lifetime ended, so that the store
 //! deletes their parts and no abandoned part keeps patient data at rest.
 //!
-//! Uploads stopped by the deny list are aborted at once when denied; they
-//! are picked up here too, in case that abort failed.
+//! Uploads stopped by the deny list are aborted when they are denied and
+//! keep the status `denied`; this task does not revisit them.
 
 use std::sync::Arc;
 
@@ -26,28 +26,17 @@ pub async fn expire_upload(service: &GrantService, upload: &UploadRecord) -> boo
         return false;
     }
 
-    let next = match upload.status {
-        // A denied upload keeps its status, so its state still says why it ended.
-        UploadStatus::Denied => UploadStatus::Denied,
-        _ => UploadStatus::Expired,
-    };
-    let changed = match service
-        .repository
-        .transition(&upload.id, upload.status, next)
-    {
-        Ok(changed) => changed,
-        Err(error) => {
-            tracing::error!(upload_id = %upload.id, %error, "failed to mark an upload expired");
-            return false;
-        }
-    };
-    if upload.status == UploadStatus::Denied {
-        // Push the expiry out of the listing of expired uploads.
-        let _ =
-            service
-                .repository
-                .transition(&upload.id, UploadStatus::Denied, UploadStatus::Aborted);
-    }
+    let changed =
+        match service
+            .repository
+            .transition(&upload.id, UploadStatus::Open, UploadStatus::Expired)
+        {
+            Ok(changed) => changed,
+            Err(error) => {
+                tracing::error!(upload_id = %upload.id, %error, "failed to mark an upload expired");
+                return false;
+            }
+        };
 
     if changed {
         let mut record =

@@ -340,7 +340,7 @@ impl GrantRepository for SqliteRepository {
     fn expired_uploads(&self, now: Timestamp) -> Result<Vec<UploadRecord>, RepositoryError> {
         let connection = self.db.lock();
         let sql = format!(
-            "SELECT {UPLOAD_COLUMNS} FROM grant_uploads WHERE status IN ('open', 'denied') AND expires_at <= ?1"
+            "SELECT {UPLOAD_COLUMNS} FROM grant_uploads WHERE status = 'open' AND expires_at <= ?1"
         );
         let rows: Vec<UploadRow> = connection
             .prepare_cached(&sql)?

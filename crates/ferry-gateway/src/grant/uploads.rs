@@ -96,7 +96,12 @@ pub async fn create(
     };
     service.repository.insert_upload(&record)?;
     if let Some(confirmation) = &record.request.patient_mismatch_confirmation {
-        let mut audit = service.record_for(&claims, Step::PatientMismatchConfirmed, AuditAction::Create, &correlation_id);
+        let mut audit = service.record_for(
+            &claims,
+            Step::PatientMismatchConfirmed,
+            AuditAction::Create,
+            &correlation_id,
+        );
         audit.patient = Some(record.patient.clone());
         audit.object = Some(record.object_key.clone());
         audit.detail = Some(format!(
@@ -285,17 +290,18 @@ impl GrantService {
             &upload.correlation_id,
         )?;
         if !decision.is_allowed() {
-            let newly_denied = self
-                .repository
-                .transition(&upload.id, UploadStatus::Open, UploadStatus::Denied)?;
+            let newly_denied =
+                self.repository
+                    .transition(&upload.id, UploadStatus::Open, UploadStatus::Denied)?;
             if newly_denied
                 && let Err(error) = self
                     .store
                     .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
                     .await
             {
-                // The cleanup task retries denied uploads after their expiry.
-                tracing::warn!(upload_id = %upload.id, %error, "failed to abort a denied upload");
+                // NOTE: the parts stay in the store until its own lifecycle
+                // rules remove them; the cleanup task revisits only open uploads.
+                tracing::error!(upload_id = %upload.id, %error, "failed to abort a denied upload");
             }
             return Err(GrantError::denied(&decision).with_correlation(&upload.correlation_id));
         }

@@ -145,7 +145,6 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
-
     /// Starts the sandbox with `auto_login` and signs in as `kind`
     /// (`clinician` or `imaging-staff`).
     pub fn start(auto_login: &str, kind: &str) -> SignedIn {
@@ -166,7 +165,11 @@ impl SignedIn {
             .env("BROWSER", "curl -sfL -o /dev/null"));
         assert!(login.status.success(), "{}", describe(&login));
 
-        SignedIn { home, sandbox, profile }
+        SignedIn {
+            home,
+            sandbox,
+            profile,
+        }
     }
 
     /// A `ferry --profile NAME` command in this home.
@@ -189,7 +192,8 @@ pub fn events(stdout: &[u8], name: &str) -> Vec<serde_json::Value> {
 /// Writes `size` bytes of a fixed, non-repeating pattern to `path`.
 pub fn write_pattern_file(path: &Path, size: u64) {
     use std::io::Write as _;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("the file is created"));
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(path).expect("the file is created"));
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut written = 0u64;
     let mut block = vec![0u8; 1 << 16];

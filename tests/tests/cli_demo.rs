@@ -17,7 +17,8 @@ fn demo_runs_without_credential_store() {
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last_line = stdout.lines().last().expect("NDJSON on stdout");
-    let summary: serde_json::Value = serde_json::from_str(last_line).expect("the last line is JSON");
+    let summary: serde_json::Value =
+        serde_json::from_str(last_line).expect("the last line is JSON");
     assert_eq!(summary["event"], "demo_completed");
     let profile = summary["profile"].as_str().unwrap().to_owned();
     assert!(profile.starts_with("demo-"), "{summary}");
@@ -28,14 +29,23 @@ fn demo_runs_without_credential_store() {
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("secrets of profile {profile} (refresh token, log signing key) are kept in memory")),
+        stderr.contains(&format!(
+            "secrets of profile {profile} (refresh token, log signing key) are kept in memory"
+        )),
         "{stderr}"
     );
     let downloaded = std::path::PathBuf::from(summary["downloaded"].as_str().unwrap());
     let archive = std::path::PathBuf::from(summary["archive"].as_str().unwrap());
-    assert_eq!(std::fs::read(&downloaded).unwrap(), std::fs::read(&archive).unwrap());
+    assert_eq!(
+        std::fs::read(&downloaded).unwrap(),
+        std::fs::read(&archive).unwrap()
+    );
 
     let verified = run(ferry(home.path()).args(["--profile", &profile, "log", "verify"]));
     assert!(verified.status.success(), "{}", describe(&verified));
-    assert!(String::from_utf8_lossy(&verified.stderr).starts_with("OK: "), "{}", describe(&verified));
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).starts_with("OK: "),
+        "{}",
+        describe(&verified)
+    );
 }

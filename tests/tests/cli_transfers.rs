@@ -6,7 +6,10 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 
-use ferry_tests::cli::{SignedIn, describe, events, free_bytes, has_credential_store, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{
+    SignedIn, describe, events, free_bytes, has_credential_store, run, sha256_file,
+    write_pattern_file,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -14,7 +17,9 @@ fn skip_without_credential_store() -> bool {
     if has_credential_store() {
         return false;
     }
-    eprintln!("skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test");
+    eprintln!(
+        "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
+    );
     true
 }
 
@@ -29,7 +34,14 @@ fn upload_and_download_round_trip() {
 
     let upload = run(env
         .ferry()
-        .args(["--json", "upload", "--patient", "pat-001", "--part-size", "5"])
+        .args([
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "5",
+        ])
         .arg(&source));
     assert!(upload.status.success(), "{}", describe(&upload));
     let uploaded = events(&upload.stdout, "uploaded");
@@ -40,7 +52,10 @@ fn upload_and_download_round_trip() {
     let document_id = uploaded[0]["document_id"].as_str().unwrap().to_owned();
 
     let folder = env.home.path().join("downloads");
-    let download = run(env.ferry().args(["--json", "download", &document_id, "--to"]).arg(&folder));
+    let download = run(env
+        .ferry()
+        .args(["--json", "download", &document_id, "--to"])
+        .arg(&folder));
     assert!(download.status.success(), "{}", describe(&download));
     let downloaded = events(&download.stdout, "downloaded");
     assert_eq!(downloaded.len(), 1, "{}", describe(&download));
@@ -48,12 +63,18 @@ fn upload_and_download_round_trip() {
     assert_eq!(downloaded[0]["path"], path.display().to_string());
     assert_eq!(sha256_file(&path), sha256_file(&source));
 
-    let again = run(env.ferry().args(["download", &document_id, "--to"]).arg(&folder));
+    let again = run(env
+        .ferry()
+        .args(["download", &document_id, "--to"])
+        .arg(&folder));
     assert_ne!(again.status.code(), Some(0), "{}", describe(&again));
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already exists"), "{stderr}");
 
-    let overwrite = run(env.ferry().args(["download", &document_id, "--overwrite", "--to"]).arg(&folder));
+    let overwrite = run(env
+        .ferry()
+        .args(["download", &document_id, "--overwrite", "--to"])
+        .arg(&folder));
     assert!(overwrite.status.success(), "{}", describe(&overwrite));
     assert_eq!(sha256_file(&path), sha256_file(&source));
 
@@ -67,10 +88,15 @@ fn upload_and_download_round_trip() {
         .iter()
         .find(|entry| entry["event"]["type"] == "completed" && entry["direction"] == "upload")
         .unwrap_or_else(|| panic!("no completed upload in the log: {log}"));
-    assert_eq!(completed_upload["object"], format!("DocumentReference/{document_id}"));
+    assert_eq!(
+        completed_upload["object"],
+        format!("DocumentReference/{document_id}")
+    );
     assert_eq!(completed_upload["sha256"], sha256_file(&source));
     assert!(
-        entries.iter().any(|entry| entry["event"]["type"] == "signed_in"),
+        entries
+            .iter()
+            .any(|entry| entry["event"]["type"] == "signed_in"),
         "no sign-in in the log: {log}"
     );
 }
@@ -83,13 +109,22 @@ fn documents_lists_uploaded_file() {
     let env = SignedIn::start("tech-okafor", "imaging-staff");
     let source = env.home.path().join("report.pdf");
     write_pattern_file(&source, 1000);
-    let upload = run(env.ferry().args(["--json", "upload", "--patient", "pat-002"]).arg(&source));
+    let upload = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-002"])
+        .arg(&source));
     assert!(upload.status.success(), "{}", describe(&upload));
-    let document_id = events(&upload.stdout, "uploaded")[0]["document_id"].as_str().unwrap().to_owned();
+    let document_id = events(&upload.stdout, "uploaded")[0]["document_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    let listed = run(env.ferry().args(["--json", "documents", "--patient", "pat-002"]));
+    let listed = run(env
+        .ferry()
+        .args(["--json", "documents", "--patient", "pat-002"]));
     assert!(listed.status.success(), "{}", describe(&listed));
-    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("one JSON document");
+    let document: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("one JSON document");
     let ids: Vec<&str> = document["documents"]
         .as_array()
         .unwrap()
@@ -122,7 +157,10 @@ fn killed_upload_resumes_with_matching_sha256() {
     let env = SignedIn::start("tech-okafor", "imaging-staff");
     let size = 400 * MIB;
     if free_bytes(env.home.path()).is_some_and(|free| free < 4 * size) {
-        eprintln!("skipped: less than {} MiB free for the source, the store and the download", 4 * size / MIB);
+        eprintln!(
+            "skipped: less than {} MiB free for the source, the store and the download",
+            4 * size / MIB
+        );
         return;
     }
     let source = env.home.path().join("large.bin");
@@ -131,7 +169,16 @@ fn killed_upload_resumes_with_matching_sha256() {
     // One part in flight, so the upload takes several seconds.
     let mut child = env
         .ferry()
-        .args(["--json", "upload", "--patient", "pat-001", "--part-size", "5", "--parallel", "1"])
+        .args([
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "5",
+            "--parallel",
+            "1",
+        ])
         .arg(&source)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -148,7 +195,10 @@ fn killed_upload_resumes_with_matching_sha256() {
         }
     }
     let transfer_id = transfer_id.expect("the upload reported progress past 20 MiB");
-    assert!(child.try_wait().unwrap().is_none(), "the upload finished before it could be killed");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the upload finished before it could be killed"
+    );
     child.kill().expect("SIGKILL is sent");
     child.wait().unwrap();
 
@@ -173,7 +223,10 @@ fn killed_upload_resumes_with_matching_sha256() {
 
     let document_id = uploaded[0]["document_id"].as_str().unwrap().to_owned();
     let folder = env.home.path().join("back");
-    let download = run(env.ferry().args(["download", &document_id, "--to"]).arg(&folder));
+    let download = run(env
+        .ferry()
+        .args(["download", &document_id, "--to"])
+        .arg(&folder));
     assert!(download.status.success(), "{}", describe(&download));
     assert_eq!(sha256_file(&folder.join("large.bin")), sha256_file(&source));
 
@@ -190,7 +243,10 @@ fn ctrl_c_pauses_upload_and_exits_130() {
     let env = SignedIn::start("tech-okafor", "imaging-staff");
     let size = 300 * MIB;
     if free_bytes(env.home.path()).is_some_and(|free| free < 4 * size) {
-        eprintln!("skipped: less than {} MiB free for the source, the store and the download", 4 * size / MIB);
+        eprintln!(
+            "skipped: less than {} MiB free for the source, the store and the download",
+            4 * size / MIB
+        );
         return;
     }
     let source = env.home.path().join("paused.bin");
@@ -198,7 +254,16 @@ fn ctrl_c_pauses_upload_and_exits_130() {
 
     let mut child = env
         .ferry()
-        .args(["--json", "upload", "--patient", "pat-001", "--part-size", "5", "--parallel", "1"])
+        .args([
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "5",
+            "--parallel",
+            "1",
+        ])
         .arg(&source)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,7 +277,10 @@ fn ctrl_c_pauses_upload_and_exits_130() {
             break;
         }
     }
-    assert!(child.try_wait().unwrap().is_none(), "the upload finished before Ctrl-C");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the upload finished before Ctrl-C"
+    );
     let interrupt = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -222,7 +290,8 @@ fn ctrl_c_pauses_upload_and_exits_130() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "stdout after Ctrl-C: {rest:?}");
     assert!(
-        rest.iter().any(|line| line.contains("\"event\":\"paused\"")),
+        rest.iter()
+            .any(|line| line.contains("\"event\":\"paused\"")),
         "no paused event after Ctrl-C: {rest:?}"
     );
 
@@ -241,7 +310,11 @@ fn study_of_other_patient_is_blocked_until_confirmed() {
     let env = SignedIn::start("tech-okafor", "imaging-staff");
     let archive = env.home.path().join("sample.zip");
     let script = ferry_tests::workspace_root().join("scripts/make-sample-archive.py");
-    let made = std::process::Command::new("python3").arg(&script).arg(&archive).output().expect("python3 runs");
+    let made = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&archive)
+        .output()
+        .expect("python3 runs");
     assert!(
         made.status.success(),
         "{} failed (pydicom is installed by scripts/setup): {}",
@@ -250,7 +323,10 @@ fn study_of_other_patient_is_blocked_until_confirmed() {
     );
 
     // The sample study's patient is FERRY-0001, not the sandbox's pat-001.
-    let blocked = run(env.ferry().args(["--json", "upload", "--patient", "pat-001"]).arg(&archive));
+    let blocked = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-001"])
+        .arg(&archive));
     assert_eq!(blocked.status.code(), Some(6), "{}", describe(&blocked));
     let stderr = String::from_utf8_lossy(&blocked.stderr);
     assert!(stderr.contains("--confirm-patient-mismatch"), "{stderr}");
@@ -258,14 +334,30 @@ fn study_of_other_patient_is_blocked_until_confirmed() {
 
     let listed = run(env.ferry().args(["--json", "transfers"]));
     let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(document["transfers"].as_array().unwrap().len(), 0, "a blocked study started a transfer");
+    assert_eq!(
+        document["transfers"].as_array().unwrap().len(),
+        0,
+        "a blocked study started a transfer"
+    );
 
     let confirmed = run(env
         .ferry()
-        .args(["--json", "upload", "--patient", "pat-001", "--confirm-patient-mismatch", "sandbox test data"])
+        .args([
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--confirm-patient-mismatch",
+            "sandbox test data",
+        ])
         .arg(&archive));
     assert!(confirmed.status.success(), "{}", describe(&confirmed));
-    assert_eq!(events(&confirmed.stdout, "uploaded").len(), 1, "{}", describe(&confirmed));
+    assert_eq!(
+        events(&confirmed.stdout, "uploaded").len(),
+        1,
+        "{}",
+        describe(&confirmed)
+    );
 
     let shown = run(env.ferry().args(["--json", "log", "show"]));
     let log: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();

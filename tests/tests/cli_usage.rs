@@ -11,11 +11,23 @@ fn help_lists_commands_and_exit_codes() {
 
     let help = String::from_utf8_lossy(&output.stdout);
     for command in [
-        "login", "logout", "whoami", "profiles", "upload", "download", "documents", "patients",
-        "transfers", "resume", "scan", "log", "demo",
+        "login",
+        "logout",
+        "whoami",
+        "profiles",
+        "upload",
+        "download",
+        "documents",
+        "patients",
+        "transfers",
+        "resume",
+        "scan",
+        "log",
+        "demo",
     ] {
         assert!(
-            help.lines().any(|line| line.trim_start().starts_with(command)),
+            help.lines()
+                .any(|line| line.trim_start().starts_with(command)),
             "`{command}` is missing from --help:\n{help}"
         );
     }
@@ -57,18 +69,27 @@ fn unknown_profile_is_usage_error() {
 
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("profile 'nowhere' does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("profile 'nowhere' does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn profiles_add_and_list_as_json() {
     let home = tempfile::tempdir().unwrap();
-    let added = run(ferry(home.path()).args(["profiles", "add", "hospital", "https://fhir.hospital.example/r4"]));
+    let added = run(ferry(home.path()).args([
+        "profiles",
+        "add",
+        "hospital",
+        "https://fhir.hospital.example/r4",
+    ]));
     assert!(added.status.success(), "{}", describe(&added));
 
     let listed = run(ferry(home.path()).args(["--json", "profiles"]));
     assert!(listed.status.success(), "{}", describe(&listed));
-    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("stdout is one JSON document");
+    let document: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("stdout is one JSON document");
     let names: Vec<&str> = document["profiles"]
         .as_array()
         .unwrap()
@@ -96,7 +117,13 @@ fn json_error_is_one_document_on_stdout() {
     let output = run(ferry(home.path()).args(["--json", "--profile", "nowhere", "whoami"]));
 
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    let document: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON document");
+    let document: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is one JSON document");
     assert_eq!(document["error"]["exit_code"], 2);
-    assert!(document["error"]["message"].as_str().unwrap().contains("nowhere"));
+    assert!(
+        document["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere")
+    );
 }

@@ -42,7 +42,9 @@ pub fn device_id(dirs: &FerryDirs) -> String {
         }
     }
     let id = format!("dev-{}", uuid_like());
-    if let Err(error) = std::fs::create_dir_all(&dirs.data_dir).and_then(|()| std::fs::write(&path, &id)) {
+    if let Err(error) =
+        std::fs::create_dir_all(&dirs.data_dir).and_then(|()| std::fs::write(&path, &id))
+    {
         tracing::warn!(path = %path.display(), %error, "failed to store the device id");
     }
     id
@@ -52,7 +54,12 @@ pub fn device_id(dirs: &FerryDirs) -> String {
 fn uuid_like() -> String {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     format!("{:016x}", hasher.finish())
 }
 
@@ -74,26 +81,43 @@ impl ActivityLog {
     ) -> Option<ActivityLog> {
         let path = log_path(dirs, name);
         let options = OpenOptions::new(device_id(dirs), key_entry(name));
-        let opened = tokio::task::spawn_blocking(move || TransferLog::open(&path, store, options)).await;
+        let opened =
+            tokio::task::spawn_blocking(move || TransferLog::open(&path, store, options)).await;
         match opened {
             Ok(Ok(log)) => Some(ActivityLog {
                 log,
                 actor: session.map(actor_of),
             }),
             Ok(Err(error)) => {
-                output.status(format!("warning: the transfer log was not written: {}", error_chain(&error)));
+                output.status(format!(
+                    "warning: the transfer log was not written: {}",
+                    error_chain(&error)
+                ));
                 None
             }
             Err(error) => {
-                output.status(format!("warning: the transfer log was not written: {error}"));
+                output.status(format!(
+                    "warning: the transfer log was not written: {error}"
+                ));
                 None
             }
         }
     }
 
     /// Opens the log of a profile context.
-    pub async fn for_context(context: &ProfileContext, session: Option<&SessionInfo>, output: Output) -> Option<ActivityLog> {
-        ActivityLog::open(&context.dirs, &context.profile.name, context.store.clone(), session, output).await
+    pub async fn for_context(
+        context: &ProfileContext,
+        session: Option<&SessionInfo>,
+        output: Output,
+    ) -> Option<ActivityLog> {
+        ActivityLog::open(
+            &context.dirs,
+            &context.profile.name,
+            context.store.clone(),
+            session,
+            output,
+        )
+        .await
     }
 
     pub fn path(&self) -> &Path {
@@ -104,14 +128,20 @@ impl ActivityLog {
     pub fn append(&mut self, mut entry: NewEntry, output: Output) {
         entry.actor = entry.actor.or_else(|| self.actor.clone());
         if let Err(error) = self.log.append(entry) {
-            output.status(format!("warning: failed to append to the transfer log: {}", error_chain(&error)));
+            output.status(format!(
+                "warning: failed to append to the transfer log: {}",
+                error_chain(&error)
+            ));
         }
     }
 
     /// Seals the log and closes it.
     pub fn close(self, output: Output) {
         if let Err(error) = self.log.close() {
-            output.status(format!("warning: failed to seal the transfer log: {}", error_chain(&error)));
+            output.status(format!(
+                "warning: failed to seal the transfer log: {}",
+                error_chain(&error)
+            ));
         }
     }
 }
@@ -127,6 +157,7 @@ fn actor_of(info: &SessionInfo) -> Actor {
 }
 
 /// An entry about one transfer.
+#[allow(clippy::too_many_arguments)]
 pub fn transfer_entry(
     event: Event,
     direction: Direction,

@@ -242,7 +242,9 @@ fn parse_parallel(text: &str) -> Result<NonZeroUsize, String> {
         .map_err(|_| format!("'{text}' is not a whole number; use 1 to 64"))?;
     match NonZeroUsize::new(value) {
         Some(value) if value.get() <= 64 => Ok(value),
-        _ => Err(format!("{value} parts in flight is out of range; use 1 to 64")),
+        _ => Err(format!(
+            "{value} parts in flight is out of range; use 1 to 64"
+        )),
     }
 }
 
@@ -258,7 +260,8 @@ mod tests {
 
     #[test]
     fn parallel_zero_is_rejected() {
-        let error = Cli::try_parse_from(["ferry", "upload", "a.zip", "--parallel", "0"]).unwrap_err();
+        let error =
+            Cli::try_parse_from(["ferry", "upload", "a.zip", "--parallel", "0"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("out of range"), "{error}");
     }
@@ -266,15 +269,27 @@ mod tests {
     #[test]
     fn upload_options_parse() {
         let cli = Cli::try_parse_from([
-            "ferry", "--json", "upload", "a.zip", "b", "--patient", "pat-001", "--part-size", "8",
-            "--parallel", "6",
+            "ferry",
+            "--json",
+            "upload",
+            "a.zip",
+            "b",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "8",
+            "--parallel",
+            "6",
         ])
         .unwrap();
         assert!(cli.json);
         let Command::Upload(upload) = cli.command else {
             panic!("expected upload, got {:?}", cli.command);
         };
-        assert_eq!(upload.paths, vec![PathBuf::from("a.zip"), PathBuf::from("b")]);
+        assert_eq!(
+            upload.paths,
+            vec![PathBuf::from("a.zip"), PathBuf::from("b")]
+        );
         assert_eq!(upload.patient.as_deref(), Some("pat-001"));
         assert_eq!(upload.part_size, Some(8));
         assert_eq!(upload.parallel.map(NonZeroUsize::get), Some(6));
@@ -282,7 +297,8 @@ mod tests {
 
     #[test]
     fn part_size_below_store_minimum_is_rejected() {
-        let error = Cli::try_parse_from(["ferry", "upload", "a.zip", "--part-size", "4"]).unwrap_err();
+        let error =
+            Cli::try_parse_from(["ferry", "upload", "a.zip", "--part-size", "4"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
     }
 

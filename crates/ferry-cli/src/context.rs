@@ -36,7 +36,8 @@ pub fn open_secret_store() -> CliResult<Arc<dyn SecretStore>> {
 /// Builds the HTTP client with proxy settings from the environment and the
 /// operating system's trust store.
 pub fn http_client() -> CliResult<reqwest::Client> {
-    build_client(&HttpOptions::default()).map_err(|error| CliError::from_chain(Exit::Failure, &error))
+    build_client(&HttpOptions::default())
+        .map_err(|error| CliError::from_chain(Exit::Failure, &error))
 }
 
 /// The sign-in context of the profile named by `--profile`.
@@ -69,9 +70,9 @@ pub fn login_error(error: LoginError) -> CliError {
 
 pub fn profile_error(error: ProfileError) -> CliError {
     let exit = match &error {
-        ProfileError::InvalidName(_) | ProfileError::InvalidUrl { .. } | ProfileError::NotFound(_) => {
-            Exit::Usage
-        }
+        ProfileError::InvalidName(_)
+        | ProfileError::InvalidUrl { .. }
+        | ProfileError::NotFound(_) => Exit::Usage,
         _ => Exit::Failure,
     };
     CliError::from_chain(exit, &error)

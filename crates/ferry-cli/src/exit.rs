@@ -172,7 +172,10 @@ mod tests {
         let error = Outer {
             source: std::io::Error::other("permission denied"),
         };
-        assert_eq!(error_chain(&error), "failed to read the part list: permission denied");
+        assert_eq!(
+            error_chain(&error),
+            "failed to read the part list: permission denied"
+        );
     }
 
     #[test]
@@ -180,6 +183,9 @@ mod tests {
         let error = Repeating {
             source: std::io::Error::other("disk full"),
         };
-        assert_eq!(error_chain(&error), "failed to open journal.sqlite: disk full");
+        assert_eq!(
+            error_chain(&error),
+            "failed to open journal.sqlite: disk full"
+        );
     }
 }

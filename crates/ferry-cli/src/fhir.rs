@@ -18,7 +18,11 @@ pub async fn read(session: &Session, resource_type: &str, id: &str) -> CliResult
 
 /// Searches `{fhir}/{resource_type}?{params}` and returns the resources of
 /// the Bundle's entries, following `next` links.
-pub async fn search(session: &Session, resource_type: &str, params: &[(&str, &str)]) -> CliResult<Vec<Value>> {
+pub async fn search(
+    session: &Session,
+    resource_type: &str,
+    params: &[(&str, &str)],
+) -> CliResult<Vec<Value>> {
     let mut url = resource_url(session, &[resource_type])?;
     let mut query: Vec<(String, String)> = params
         .iter()
@@ -32,7 +36,9 @@ pub async fn search(session: &Session, resource_type: &str, params: &[(&str, &st
         if bundle["resourceType"] != "Bundle" {
             return Err(CliError::failure(format!(
                 "searching {resource_type} returned a {} instead of a Bundle",
-                bundle["resourceType"].as_str().unwrap_or("document without resourceType")
+                bundle["resourceType"]
+                    .as_str()
+                    .unwrap_or("document without resourceType")
             )));
         }
         let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
@@ -70,10 +76,16 @@ fn resource_url(session: &Session, segments: &[&str]) -> CliResult<url::Url> {
 }
 
 fn same_origin(a: &url::Url, b: &url::Url) -> bool {
-    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme()
+        && a.host() == b.host()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
-async fn get_json(session: &Session, url: url::Url, query: &[(String, String)]) -> CliResult<Value> {
+async fn get_json(
+    session: &Session,
+    url: url::Url,
+    query: &[(String, String)],
+) -> CliResult<Value> {
     let token = session.access_token().await.map_err(login_error)?;
     let response = session
         .http()
@@ -94,11 +106,15 @@ async fn get_json(session: &Session, url: url::Url, query: &[(String, String)]) 
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
         return serde_json::from_str(&body).map_err(|error| {
-            CliError::failure(format!("the FHIR server returned invalid JSON for {}: {error}", url.path()))
+            CliError::failure(format!(
+                "the FHIR server returned invalid JSON for {}: {error}",
+                url.path()
+            ))
         });
     }
 
-    let detail = operation_outcome_text(&body).unwrap_or_else(|| body.chars().take(MAX_BODY_IN_ERROR).collect());
+    let detail = operation_outcome_text(&body)
+        .unwrap_or_else(|| body.chars().take(MAX_BODY_IN_ERROR).collect());
     let exit = match status.as_u16() {
         401 => Exit::SignInRequired,
         404 => Exit::Usage,
@@ -111,7 +127,10 @@ async fn get_json(session: &Session, url: url::Url, query: &[(String, String)]) 
     };
     Err(CliError::new(
         exit,
-        format!("the FHIR server returned {status} for {}: {detail}{hint}", url.path()),
+        format!(
+            "the FHIR server returned {status} for {}: {detail}{hint}",
+            url.path()
+        ),
     ))
 }
 
@@ -172,7 +191,10 @@ mod tests {
             operation_outcome_text(&body).as_deref(),
             Some("Patient/x is not known; outside the compartment")
         );
-        assert_eq!(operation_outcome_text("{\"resourceType\":\"Patient\"}"), None);
+        assert_eq!(
+            operation_outcome_text("{\"resourceType\":\"Patient\"}"),
+            None
+        );
     }
 
     #[test]

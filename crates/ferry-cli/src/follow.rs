@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_api::ErrorCode;
 use ferry_core::grant::{GrantClient, GrantError};
 use ferry_core::login::{ProfileContext, Session};
-use ferry_core::transfer::{Engine, EngineOptions, Progress, TransferError, TransferHandle, TransferOutcome};
-use ferry_api::ErrorCode;
+use ferry_core::transfer::{
+    Engine, EngineOptions, Progress, TransferError, TransferHandle, TransferOutcome,
+};
 use tokio::sync::mpsc;
 
 use crate::context::login_error;
@@ -21,17 +23,25 @@ pub const JOURNAL_FILE: &str = "journal.sqlite";
 
 /// Returns `{data_dir}/profiles/{name}/journal.sqlite`.
 pub fn journal_path(context: &ProfileContext) -> PathBuf {
-    context.dirs.profile_data_dir(&context.profile.name).join(JOURNAL_FILE)
+    context
+        .dirs
+        .profile_data_dir(&context.profile.name)
+        .join(JOURNAL_FILE)
 }
 
 /// Builds the engine of a signed-in profile: grant API client and journal.
-pub fn open_engine(context: &ProfileContext, session: &Session, options: EngineOptions) -> CliResult<Engine> {
+pub fn open_engine(
+    context: &ProfileContext,
+    session: &Session,
+    options: EngineOptions,
+) -> CliResult<Engine> {
     let grant_api = session.grant_api().map_err(login_error)?;
     let grants = GrantClient::new(grant_api, context.http.clone(), Arc::new(session.clone()));
     let journal = journal_path(context);
     if let Some(folder) = journal.parent() {
-        std::fs::create_dir_all(folder)
-            .map_err(|error| CliError::failure(format!("failed to create {}: {error}", folder.display())))?;
+        std::fs::create_dir_all(folder).map_err(|error| {
+            CliError::failure(format!("failed to create {}: {error}", folder.display()))
+        })?;
     }
     Engine::new(&journal, grants, options).map_err(|error| transfer_error(&error))
 }
@@ -111,7 +121,10 @@ pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Outpu
             },
         }
     }
-    Followed { finished, interrupted }
+    Followed {
+        finished,
+        interrupted,
+    }
 }
 
 /// Delivers every Ctrl-C (SIGINT) from now on. The handler replaces the
@@ -155,8 +168,12 @@ async fn forward(handle: TransferHandle, sender: mpsc::UnboundedSender<Event>) {
 
 fn finish_message(file_name: &str, result: &Result<TransferOutcome, Arc<TransferError>>) -> String {
     match result {
-        Ok(TransferOutcome::Uploaded { document_id, .. }) => format!("{file_name}: uploaded as {document_id}"),
-        Ok(TransferOutcome::Downloaded { path, .. }) => format!("{file_name}: saved to {}", path.display()),
+        Ok(TransferOutcome::Uploaded { document_id, .. }) => {
+            format!("{file_name}: uploaded as {document_id}")
+        }
+        Ok(TransferOutcome::Downloaded { path, .. }) => {
+            format!("{file_name}: saved to {}", path.display())
+        }
         Ok(TransferOutcome::Paused) => format!("{file_name}: paused"),
         Ok(TransferOutcome::Cancelled) => format!("{file_name}: cancelled"),
         Err(_) => format!("{file_name}: failed"),
@@ -175,7 +192,9 @@ fn transfer_exit(error: &TransferError) -> Exit {
         TransferError::Interrupted => Exit::Interrupted,
         TransferError::ClaimedElsewhere { .. } => Exit::Failure,
         TransferError::DestinationExists { .. } => Exit::Failure,
-        TransferError::Io { .. } | TransferError::Journal(_) | TransferError::Task(_) => Exit::Failure,
+        TransferError::Io { .. } | TransferError::Journal(_) | TransferError::Task(_) => {
+            Exit::Failure
+        }
         TransferError::InvalidState { .. } => Exit::Usage,
         _ => Exit::TransferFailed,
     }
@@ -202,7 +221,13 @@ pub fn exit_of(followed: &Followed) -> CliResult<()> {
     let failures: Vec<(&Finished, &TransferError)> = followed
         .finished
         .iter()
-        .filter_map(|finished| finished.result.as_ref().err().map(|error| (finished, error.as_ref())))
+        .filter_map(|finished| {
+            finished
+                .result
+                .as_ref()
+                .err()
+                .map(|error| (finished, error.as_ref()))
+        })
         .collect();
     let Some((first, first_error)) = failures.first() else {
         return Ok(());
@@ -219,7 +244,10 @@ pub fn exit_of(followed: &Followed) -> CliResult<()> {
         ));
     }
     if failures.len() > 1 {
-        error.message.push_str(&format!(" ({} more transfers failed; see `ferry transfers`)", failures.len() - 1));
+        error.message.push_str(&format!(
+            " ({} more transfers failed; see `ferry transfers`)",
+            failures.len() - 1
+        ));
     }
     Err(error)
 }

@@ -36,7 +36,9 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            output.error(&CliError::failure(format!("failed to start the async runtime: {error}")));
+            output.error(&CliError::failure(format!(
+                "failed to start the async runtime: {error}"
+            )));
             return Exit::Failure.into();
         }
     };

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ferry_core::journal::TransferState;
 use ferry_core::transfer::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::output::Output;
@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn bar_message_names_state_other_than_running() {
         assert_eq!(bar_message(&progress(TransferState::Running, 10)), "ct.zip");
-        assert_eq!(bar_message(&progress(TransferState::Paused, 10)), "ct.zip (paused)");
+        assert_eq!(
+            bar_message(&progress(TransferState::Paused, 10)),
+            "ct.zip (paused)"
+        );
     }
 
     #[test]
@@ -154,10 +157,22 @@ mod tests {
             bars: HashMap::new(),
             last_event: HashMap::new(),
         };
-        assert!(view.should_emit(&progress(TransferState::Running, 10)), "first event");
-        assert!(!view.should_emit(&progress(TransferState::Running, 11)), "same state, too soon");
-        assert!(view.should_emit(&progress(TransferState::Paused, 11)), "state changed");
-        assert!(view.should_emit(&progress(TransferState::Paused, 100)), "all bytes done");
+        assert!(
+            view.should_emit(&progress(TransferState::Running, 10)),
+            "first event"
+        );
+        assert!(
+            !view.should_emit(&progress(TransferState::Running, 11)),
+            "same state, too soon"
+        );
+        assert!(
+            view.should_emit(&progress(TransferState::Paused, 11)),
+            "state changed"
+        );
+        assert!(
+            view.should_emit(&progress(TransferState::Paused, 100)),
+            "all bytes done"
+        );
     }
 
     #[test]

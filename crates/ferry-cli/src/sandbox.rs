@@ -15,7 +15,11 @@ use tokio::process::{Child, Command};
 use crate::exit::{CliError, CliResult};
 
 /// Name of the gateway's executable.
-pub const GATEWAY_BINARY: &str = if cfg!(windows) { "ferry-gateway.exe" } else { "ferry-gateway" };
+pub const GATEWAY_BINARY: &str = if cfg!(windows) {
+    "ferry-gateway.exe"
+} else {
+    "ferry-gateway"
+};
 
 /// How long the gateway may take to print its URLs after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,7 +109,10 @@ impl SandboxProcess {
         // full pipe; the lines go to the log file after what stderr wrote.
         let append_path = log_path.to_owned();
         tokio::spawn(async move {
-            let Ok(mut file) = tokio::fs::OpenOptions::new().append(true).open(&append_path).await
+            let Ok(mut file) = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&append_path)
+                .await
             else {
                 return;
             };
@@ -189,12 +196,18 @@ mod tests {
     #[test]
     fn fhir_url_found_in_json_line() {
         let line = r#"{"urls":{"issuer":"http://127.0.0.1:5/","fhir":"http://127.0.0.1:5/fhir"}}"#;
-        assert_eq!(fhir_url_in_line(line).as_deref(), Some("http://127.0.0.1:5/fhir"));
+        assert_eq!(
+            fhir_url_in_line(line).as_deref(),
+            Some("http://127.0.0.1:5/fhir")
+        );
     }
 
     #[test]
     fn other_urls_are_not_taken_for_fhir() {
-        assert_eq!(fhir_url_in_line("token endpoint: http://127.0.0.1:5/token"), None);
+        assert_eq!(
+            fhir_url_in_line("token endpoint: http://127.0.0.1:5/token"),
+            None
+        );
         assert_eq!(
             fhir_url_in_line("smart: http://127.0.0.1:5/fhir/.well-known/smart-configuration"),
             None

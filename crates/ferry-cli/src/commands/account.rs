@@ -56,16 +56,18 @@ pub async fn logout(profile: Option<&str>, output: Output) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let signed_in = login::whoami(&context).ok().flatten();
     let report = login::logout(&context).await.map_err(login_error)?;
-    if let Some(info) = &signed_in {
-        if let Some(mut log) = ActivityLog::for_context(&context, Some(info), output).await {
-            log.append(NewEntry::new(Event::SignedOut), output);
-            log.close(output);
-        }
+    if let Some(info) = &signed_in
+        && let Some(mut log) = ActivityLog::for_context(&context, Some(info), output).await
+    {
+        log.append(NewEntry::new(Event::SignedOut), output);
+        log.close(output);
     }
 
     let name = &context.profile.name;
     if !report.had_refresh_token {
-        output.status(format!("Profile {name} was not signed in; nothing to revoke."));
+        output.status(format!(
+            "Profile {name} was not signed in; nothing to revoke."
+        ));
     } else if report.revoked {
         output.status(format!(
             "Signed out of profile {name}: the refresh token was revoked at the server and deleted here."
@@ -140,7 +142,9 @@ pub fn profiles(action: Option<ProfilesAction>, output: Output) -> CliResult<()>
                         ));
                     }
                 }
-                Err(error) => tracing::info!(error = %error.message, "no credential store to clean up"),
+                Err(error) => {
+                    tracing::info!(error = %error.message, "no credential store to clean up")
+                }
             }
             output.status(format!("Removed profile {name}."));
             output.json_result(&json!({ "removed": name }));
@@ -153,7 +157,11 @@ fn list_profiles(list: &[Profile], default: &Profile, output: Output) {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|profile| {
-            let marker = if profile.name == default.name { "*" } else { "" };
+            let marker = if profile.name == default.name {
+                "*"
+            } else {
+                ""
+            };
             vec![
                 format!("{}{marker}", profile.name),
                 profile.fhir_base_url.to_string(),

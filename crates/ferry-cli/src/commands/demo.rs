@@ -13,13 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_api::{PatientMismatchConfirmation, SignedReceipt};
 use ferry_core::log::{Direction, Event, NewEntry, VerifyOptions};
-use ferry_core::login::{self, LoginOptions, LoginPrompt, ProfileContext, RedirectFollower, Session, SignInKind};
+use ferry_core::login::{
+    self, LoginOptions, LoginPrompt, ProfileContext, RedirectFollower, Session, SignInKind,
+};
 use ferry_core::profile::{Profile, Profiles};
 use ferry_core::secrets::MemorySecretStore;
 use ferry_core::study::{self, Verdict};
-use ferry_core::transfer::{DownloadOptions, EngineOptions, ExistingFile, TransferOutcome, UploadOptions};
-use ferry_api::{PatientMismatchConfirmation, SignedReceipt};
+use ferry_core::transfer::{
+    DownloadOptions, EngineOptions, ExistingFile, TransferOutcome, UploadOptions,
+};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -62,7 +66,10 @@ pub async fn demo(args: DemoArgs, output: Output) -> CliResult<()> {
         LoginRole::ImagingStaff => IMAGING_STAFF_USER.to_owned(),
         LoginRole::Clinician => format!("{CLINICIAN_USER}:{DEMO_PATIENT}"),
     };
-    output.status(format!("1/7 Starting the sandbox gateway ({})", binary.display()));
+    output.status(format!(
+        "1/7 Starting the sandbox gateway ({})",
+        binary.display()
+    ));
     let gateway = SandboxProcess::start(
         &binary,
         &work_dir.join("gateway-data"),
@@ -72,7 +79,16 @@ pub async fn demo(args: DemoArgs, output: Output) -> CliResult<()> {
     .await?;
     output.status(format!("    FHIR base URL {}", gateway.fhir_url));
 
-    let result = run(&args, kind, &profile_name, &work_dir, &gateway, started, output).await;
+    let result = run(
+        &args,
+        kind,
+        &profile_name,
+        &work_dir,
+        &gateway,
+        started,
+        output,
+    )
+    .await;
     gateway.stop().await;
     result
 }
@@ -111,8 +127,14 @@ async fn run(
     ));
     let session = sign_in(&context, kind, output).await?;
     let info = session.info();
-    output.status(format!("    Signed in: {}", super::account::describe_session(&info)));
-    let patient = info.patient.clone().unwrap_or_else(|| DEMO_PATIENT.to_owned());
+    output.status(format!(
+        "    Signed in: {}",
+        super::account::describe_session(&info)
+    ));
+    let patient = info
+        .patient
+        .clone()
+        .unwrap_or_else(|| DEMO_PATIENT.to_owned());
 
     let mut activity = ActivityLog::for_context(&context, Some(&info), output).await;
     if let Some(log) = &mut activity {
@@ -125,7 +147,11 @@ async fn run(
     let (archive, confirmation, study_summary) =
         check_and_pack(&session, &study_dir, &patient, work_dir, output).await?;
     let archive_size = file_size(&archive)?;
-    output.status(format!("    Archive {} ({})", archive.display(), format_bytes(archive_size)));
+    output.status(format!(
+        "    Archive {} ({})",
+        archive.display(),
+        format_bytes(archive_size)
+    ));
 
     // 4. Upload in parts.
     output.status(format!(
@@ -150,7 +176,9 @@ async fn run(
     if let (Some(log), Some(confirmation)) = (&mut activity, &confirmation) {
         log.append(
             transfer_entry(
-                Event::PatientMismatchConfirmed { reason: confirmation.reason.clone() },
+                Event::PatientMismatchConfirmed {
+                    reason: confirmation.reason.clone(),
+                },
                 Direction::Upload,
                 Some(&patient),
                 None,
@@ -172,13 +200,30 @@ async fn run(
     exit_of(&followed)?;
     let upload_seconds = upload_started.elapsed().as_secs_f64();
     let (document_id, receipt) = match &followed.finished[0].result {
-        Ok(TransferOutcome::Uploaded { document_id, receipt }) => (document_id.clone(), receipt.clone()),
-        other => return Err(CliError::transfer(format!("the upload ended unexpectedly: {other:?}"))),
+        Ok(TransferOutcome::Uploaded {
+            document_id,
+            receipt,
+        }) => (document_id.clone(), receipt.clone()),
+        other => {
+            return Err(CliError::transfer(format!(
+                "the upload ended unexpectedly: {other:?}"
+            )));
+        }
     };
     let upload_record = engine.get(&upload_id).ok();
     let parts = receipt.receipt.part_count;
-    let archive_name = archive.file_name().and_then(|name| name.to_str()).map(str::to_owned);
-    log_transfer(&mut activity, &patient, &document_id, archive_name.as_deref(), &receipt, output);
+    let archive_name = archive
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(str::to_owned);
+    log_transfer(
+        &mut activity,
+        &patient,
+        &document_id,
+        archive_name.as_deref(),
+        &receipt,
+        output,
+    );
     output.status(format!(
         "    Uploaded {} in {parts} parts at {}; DocumentReference/{document_id}; receipt signed by the gateway and verified",
         format_bytes(receipt.receipt.size),
@@ -188,10 +233,19 @@ async fn run(
     // 5. Download into a folder of its own.
     let download_dir = work_dir.join("downloaded");
     create_dir(&download_dir)?;
-    output.status(format!("5/7 Downloading DocumentReference/{document_id} into {}", download_dir.display()));
+    output.status(format!(
+        "5/7 Downloading DocumentReference/{document_id} into {}",
+        download_dir.display()
+    ));
     let download_started = Instant::now();
     let handle = engine
-        .download(&document_id, &download_dir, DownloadOptions { existing_file: ExistingFile::Fail })
+        .download(
+            &document_id,
+            &download_dir,
+            DownloadOptions {
+                existing_file: ExistingFile::Fail,
+            },
+        )
         .await
         .map_err(|error| crate::follow::transfer_error(&error))?;
     let download_id = handle.id().to_owned();
@@ -199,12 +253,20 @@ async fn run(
     exit_of(&followed)?;
     let download_seconds = download_started.elapsed().as_secs_f64();
     let (downloaded, downloaded_size, downloaded_sha256) = match &followed.finished[0].result {
-        Ok(TransferOutcome::Downloaded { path, size, sha256 }) => (path.clone(), *size, sha256.clone()),
-        other => return Err(CliError::transfer(format!("the download ended unexpectedly: {other:?}"))),
+        Ok(TransferOutcome::Downloaded { path, size, sha256 }) => {
+            (path.clone(), *size, sha256.clone())
+        }
+        other => {
+            return Err(CliError::transfer(format!(
+                "the download ended unexpectedly: {other:?}"
+            )));
+        }
     };
     let download_record = engine.get(&download_id).ok();
     if let Some(log) = &mut activity {
-        let correlation = download_record.as_ref().and_then(|record| record.correlation_id.as_deref());
+        let correlation = download_record
+            .as_ref()
+            .and_then(|record| record.correlation_id.as_deref());
         for event in [Event::Completed, Event::Verified] {
             log.append(
                 transfer_entry(
@@ -232,7 +294,10 @@ async fn run(
             receipt.receipt.sha256
         )));
     }
-    output.status(format!("    Identical: {} bytes, SHA-256 {original_sha256}", archive_size));
+    output.status(format!(
+        "    Identical: {} bytes, SHA-256 {original_sha256}",
+        archive_size
+    ));
 
     // 7. The gateway's audit and the demo profile's signed log.
     output.status("7/7 Reading the gateway's audit and verifying the transfer log");
@@ -299,9 +364,9 @@ async fn sign_in(context: &ProfileContext, kind: SignInKind, output: Output) -> 
         prompt: Arc::new(move |prompt: LoginPrompt| match prompt {
             // The authorization URL carries no secret (PKCE sends only the
             // challenge), but it is long; the follower opens it.
-            LoginPrompt::BrowserOpened { .. } => {
-                output.status("    Authorization request sent; following the redirects to the loopback listener")
-            }
+            LoginPrompt::BrowserOpened { .. } => output.status(
+                "    Authorization request sent; following the redirects to the loopback listener",
+            ),
             other => output.status(format!("    {}", other.message())),
         }),
     };
@@ -338,7 +403,9 @@ async fn generate_study(work_dir: &Path) -> CliResult<PathBuf> {
 /// Finds a script of the repository: in `./scripts` (scripts/demo runs
 /// from the repository root), else beside the sources this binary was built from.
 fn find_script(name: &str) -> CliResult<PathBuf> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts").join(name);
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
     let candidates = [PathBuf::from("scripts").join(name), built_from];
     candidates
         .iter()
@@ -362,10 +429,17 @@ async fn check_and_pack(
     patient: &str,
     work_dir: &Path,
     output: Output,
-) -> CliResult<(PathBuf, Option<PatientMismatchConfirmation>, Option<ferry_api::StudySummary>)> {
+) -> CliResult<(
+    PathBuf,
+    Option<PatientMismatchConfirmation>,
+    Option<ferry_api::StudySummary>,
+)> {
     let scan = scan_path(study_dir).await?;
     let study = scan.studies.first().ok_or_else(|| {
-        CliError::failure(format!("the generated study in {} holds no DICOM instance", study_dir.display()))
+        CliError::failure(format!(
+            "the generated study in {} holds no DICOM instance",
+            study_dir.display()
+        ))
     })?;
     output.status(format!(
         "    {} instances in {} series of study {} ({}), patient {} ID {}",
@@ -380,7 +454,9 @@ async fn check_and_pack(
     let confirmation = match fetch_patient(session, patient).await {
         Ok(chosen) => match study::check_patient(&scan, &chosen) {
             Verdict::Match => {
-                output.status(format!("    Patient guard: the study matches Patient/{patient}"));
+                output.status(format!(
+                    "    Patient guard: the study matches Patient/{patient}"
+                ));
                 None
             }
             verdict => {
@@ -398,7 +474,10 @@ async fn check_and_pack(
             }
         },
         Err(error) => {
-            output.status(format!("    Patient guard skipped: reading Patient/{patient} failed: {}", error.message));
+            output.status(format!(
+                "    Patient guard skipped: reading Patient/{patient} failed: {}",
+                error.message
+            ));
             None
         }
     };
@@ -409,7 +488,12 @@ async fn check_and_pack(
     tokio::task::spawn_blocking(move || study::pack_to_file(&scan_for_pack, &destination))
         .await
         .map_err(|error| CliError::failure(format!("packing stopped: {error}")))?
-        .map_err(|error| CliError::failure(format!("packing the sample study failed: {}", error_chain(&error))))?;
+        .map_err(|error| {
+            CliError::failure(format!(
+                "packing the sample study failed: {}",
+                error_chain(&error)
+            ))
+        })?;
 
     let summary = scan.studies.first().map(|study| ferry_api::StudySummary {
         study_instance_uid: study.study_instance_uid.clone(),
@@ -468,7 +552,12 @@ fn log_transfer(
 
 /// Fetches the gateway's `AuditEvent`s of each correlation id while the
 /// sandbox runs and saves each Bundle as `audit-{label}.json`.
-async fn save_audit(session: &Session, work_dir: &Path, ids: &[(&str, &str)], output: Output) -> Vec<String> {
+async fn save_audit(
+    session: &Session,
+    work_dir: &Path,
+    ids: &[(&str, &str)],
+    output: Output,
+) -> Vec<String> {
     let mut lines = Vec::new();
     let Ok(base) = session.grant_api() else {
         return lines;
@@ -478,12 +567,18 @@ async fn save_audit(session: &Session, work_dir: &Path, ids: &[(&str, &str)], ou
             continue;
         }
         let mut url = base.clone();
-        url.path_segments_mut().map(|mut segments| {
-            segments.pop_if_empty().push("audit");
-        }).ok();
-        url.query_pairs_mut().append_pair("correlation_id", correlation_id);
+        url.path_segments_mut()
+            .map(|mut segments| {
+                segments.pop_if_empty().push("audit");
+            })
+            .ok();
+        url.query_pairs_mut()
+            .append_pair("correlation_id", correlation_id);
         let fetched = async {
-            let token = session.access_token().await.map_err(|error| error.to_string())?;
+            let token = session
+                .access_token()
+                .await
+                .map_err(|error| error.to_string())?;
             let response = session
                 .http()
                 .get(url.clone())
@@ -492,7 +587,8 @@ async fn save_audit(session: &Session, work_dir: &Path, ids: &[(&str, &str)], ou
                 .await
                 .map_err(|error| error.to_string())?;
             let status = response.status();
-            let body: serde_json::Value = response.json().await.map_err(|error| error.to_string())?;
+            let body: serde_json::Value =
+                response.json().await.map_err(|error| error.to_string())?;
             if !status.is_success() {
                 return Err(format!("the gateway returned {status}"));
             }
@@ -618,36 +714,77 @@ fn print_summary(summary: &Summary<'_>, output: Output) {
     let mut text = vec![
         String::new(),
         format!("Demo finished in {:.1} s. What happened:", summary.seconds),
-        format!("  profile        {} (secrets kept in memory only; gone when this process exits)", summary.profile_name),
-        format!("  gateway        sandbox at {} (stopped now; data in {}, log {})", summary.gateway.fhir_url, summary.work_dir.join("gateway-data").display(), summary.gateway.log_path.display()),
+        format!(
+            "  profile        {} (secrets kept in memory only; gone when this process exits)",
+            summary.profile_name
+        ),
+        format!(
+            "  gateway        sandbox at {} (stopped now; data in {}, log {})",
+            summary.gateway.fhir_url,
+            summary.work_dir.join("gateway-data").display(),
+            summary.gateway.log_path.display()
+        ),
         format!("  patient        Patient/{}", summary.patient),
-        format!("  archive        {} ({} bytes, {})", summary.archive.display(), summary.archive_size, format_bytes(summary.archive_size)),
-        format!("  upload         transfer {}: {} parts of at most {} in {:.1} s ({})", summary.upload_transfer, summary.parts, format_bytes(DEMO_PART_SIZE), summary.upload_seconds, format_rate(summary.archive_size, summary.upload_seconds)),
+        format!(
+            "  archive        {} ({} bytes, {})",
+            summary.archive.display(),
+            summary.archive_size,
+            format_bytes(summary.archive_size)
+        ),
+        format!(
+            "  upload         transfer {}: {} parts of at most {} in {:.1} s ({})",
+            summary.upload_transfer,
+            summary.parts,
+            format_bytes(DEMO_PART_SIZE),
+            summary.upload_seconds,
+            format_rate(summary.archive_size, summary.upload_seconds)
+        ),
         format!("  document       DocumentReference/{}", summary.document_id),
-        format!("  receipt        upload {} completed {}, signed by the gateway (ES256), checked against the part list and the SHA-256", receipt.upload_id, receipt.completed_at),
-        format!("  download       transfer {}: {} in {:.1} s ({})", summary.download_transfer, summary.downloaded.display(), summary.download_seconds, format_rate(summary.archive_size, summary.download_seconds)),
+        format!(
+            "  receipt        upload {} completed {}, signed by the gateway (ES256), checked against the part list and the SHA-256",
+            receipt.upload_id, receipt.completed_at
+        ),
+        format!(
+            "  download       transfer {}: {} in {:.1} s ({})",
+            summary.download_transfer,
+            summary.downloaded.display(),
+            summary.download_seconds,
+            format_rate(summary.archive_size, summary.download_seconds)
+        ),
         format!("  verified       byte for byte; SHA-256 {}", summary.sha256),
         format!("  transfer log   {}", summary.log_summary),
         format!("  journal        {}", summary.journal.display()),
     ];
     if let Some(confirmation) = summary.confirmation {
-        text.push(format!("  guard          patient mismatch confirmed: {}", confirmation.reason));
+        text.push(format!(
+            "  guard          patient mismatch confirmed: {}",
+            confirmation.reason
+        ));
     }
     for line in summary.audit_files {
         text.push(format!("  gateway audit  {line}"));
     }
     text.push(String::new());
     text.push("Inspect it further:".to_owned());
-    text.push(format!("  ferry --profile {} transfers        the journal of this run", summary.profile_name));
+    text.push(format!(
+        "  ferry --profile {} transfers        the journal of this run",
+        summary.profile_name
+    ));
     text.push(format!("  ferry --profile {} log verify       the demo profile's signed log (public material only)", summary.profile_name));
-    text.push(format!("  ferry --profile {} log show", summary.profile_name));
+    text.push(format!(
+        "  ferry --profile {} log show",
+        summary.profile_name
+    ));
     text.push(format!(
         "  The gateway's audit for a correlation id is GET {{grant API}}/audit?correlation_id=ID with a bearer token; \
          the demo saved both above. To query it yourself, start `ferry-gateway sandbox --data-dir {} --auto-login {IMAGING_STAFF_USER}`, \
          sign in with a profile for its FHIR URL (`ferry profiles add`, `ferry login`), and request it with that profile's token.",
         summary.work_dir.join("gateway-data").display()
     ));
-    text.push(format!("  Delete {} when done.", summary.work_dir.display()));
+    text.push(format!(
+        "  Delete {} when done.",
+        summary.work_dir.display()
+    ));
     output.status(text.join("\n"));
 
     // The last NDJSON line, after the transfers' progress events.
@@ -688,11 +825,13 @@ fn file_size(path: &Path) -> CliResult<u64> {
 }
 
 fn sha256_file(path: &Path) -> CliResult<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|error| CliError::failure(format!("failed to open {}: {error}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|error| {
+        CliError::failure(format!("failed to open {}: {error}", path.display()))
+    })?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|error| CliError::failure(format!("failed to read {}: {error}", path.display())))?;
+    std::io::copy(&mut file, &mut hasher).map_err(|error| {
+        CliError::failure(format!("failed to read {}: {error}", path.display()))
+    })?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -701,7 +840,9 @@ fn compare_files(expected: &Path, actual: &Path) -> CliResult<()> {
     let open = |path: &Path| {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
-            .map_err(|error| CliError::failure(format!("failed to open {}: {error}", path.display())))
+            .map_err(|error| {
+                CliError::failure(format!("failed to open {}: {error}", path.display()))
+            })
     };
     let (mut left, mut right) = (open(expected)?, open(actual)?);
     let mut offset = 0u64;
@@ -709,7 +850,11 @@ fn compare_files(expected: &Path, actual: &Path) -> CliResult<()> {
     loop {
         let read_a = read_full(&mut left, &mut a, expected)?;
         let read_b = read_full(&mut right, &mut b, actual)?;
-        if let Some(index) = a[..read_a.min(read_b)].iter().zip(&b[..read_a.min(read_b)]).position(|(x, y)| x != y) {
+        if let Some(index) = a[..read_a.min(read_b)]
+            .iter()
+            .zip(&b[..read_a.min(read_b)])
+            .position(|(x, y)| x != y)
+        {
             return Err(CliError::transfer(format!(
                 "{} differs from {} at byte {}",
                 actual.display(),
@@ -739,7 +884,12 @@ fn read_full(reader: &mut impl std::io::Read, buffer: &mut [u8], path: &Path) ->
             Ok(0) => break,
             Ok(read) => filled += read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(CliError::failure(format!("failed to read {}: {error}", path.display()))),
+            Err(error) => {
+                return Err(CliError::failure(format!(
+                    "failed to read {}: {error}",
+                    path.display()
+                )));
+            }
         }
     }
     Ok(filled)
@@ -756,12 +906,18 @@ mod tests {
             short_finding(finding),
             "Patient ID FERRY-0001 does not match any identifier of Patient/pat-001"
         );
-        assert_eq!(short_finding("the upload holds 2 different patients"), "the upload holds 2 different patients");
+        assert_eq!(
+            short_finding("the upload holds 2 different patients"),
+            "the upload holds 2 different patients"
+        );
     }
 
     #[test]
     fn kinds_are_counted_in_order() {
-        let names: Vec<String> = ["Import", "Restful Operation", "Import"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = ["Import", "Restful Operation", "Import"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(count_kinds(&names), "Import ×2, Restful Operation ×1");
     }
 
@@ -795,6 +951,10 @@ mod tests {
         std::fs::write(&a, [1u8; 10]).unwrap();
         std::fs::write(&b, [1u8; 9]).unwrap();
         let error = compare_files(&a, &b).unwrap_err();
-        assert!(error.message.contains("differ in length after byte 9"), "{}", error.message);
+        assert!(
+            error.message.contains("differ in length after byte 9"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -7,7 +7,11 @@ use crate::exit::{CliError, CliResult};
 use crate::fhir;
 use crate::output::{Output, format_bytes, table};
 
-pub async fn documents(profile: Option<&str>, patient: Option<String>, output: Output) -> CliResult<()> {
+pub async fn documents(
+    profile: Option<&str>,
+    patient: Option<String>,
+    output: Output,
+) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
     let patient = patient.or_else(|| session.info().patient);
@@ -37,7 +41,10 @@ pub async fn documents(profile: Option<&str>, patient: Option<String>, output: O
                 ]
             })
             .collect();
-        output.text(table(&["DOCUMENT ID", "FILE NAME", "SIZE", "PATIENT", "DATE"], &rows));
+        output.text(table(
+            &["DOCUMENT ID", "FILE NAME", "SIZE", "PATIENT", "DATE"],
+            &rows,
+        ));
     }
     output.json_result(&json!({
         "patient": patient,
@@ -46,14 +53,20 @@ pub async fn documents(profile: Option<&str>, patient: Option<String>, output: O
     Ok(())
 }
 
-pub async fn patients(profile: Option<&str>, name: Option<String>, output: Output) -> CliResult<()> {
+pub async fn patients(
+    profile: Option<&str>,
+    name: Option<String>,
+    output: Output,
+) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
 
     let mut params = Vec::new();
     if let Some(name) = &name {
         if name.trim().is_empty() {
-            return Err(CliError::usage("--name is empty; give part of the patient's name"));
+            return Err(CliError::usage(
+                "--name is empty; give part of the patient's name",
+            ));
         }
         params.push(("name", name.as_str()));
     }
@@ -74,7 +87,10 @@ pub async fn patients(profile: Option<&str>, name: Option<String>, output: Outpu
     if rows.is_empty() {
         output.status("No matching patients.");
     } else {
-        output.text(table(&["ID", "NAME", "BIRTH DATE", "GENDER", "IDENTIFIER"], &rows));
+        output.text(table(
+            &["ID", "NAME", "BIRTH DATE", "GENDER", "IDENTIFIER"],
+            &rows,
+        ));
     }
     output.json_result(&json!({ "patients": resources }));
     Ok(())
@@ -103,11 +119,18 @@ struct DocumentRow {
 impl DocumentRow {
     fn from_resource(resource: &Value) -> DocumentRow {
         let attachment = &resource["content"][0]["attachment"];
-        let extensions = attachment["extension"].as_array().cloned().unwrap_or_default();
+        let extensions = attachment["extension"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let extension = |suffix: &str| {
             extensions
                 .iter()
-                .find(|extension| extension["url"].as_str().is_some_and(|url| url.ends_with(suffix)))
+                .find(|extension| {
+                    extension["url"]
+                        .as_str()
+                        .is_some_and(|url| url.ends_with(suffix))
+                })
                 .cloned()
         };
         // `Attachment.size` is a FHIR R4 unsignedInt (below 2^32), so sizes
@@ -116,7 +139,8 @@ impl DocumentRow {
             .and_then(|extension| extension["valueDecimal"].as_f64())
             .map(|size| size as u64)
             .or_else(|| attachment["size"].as_u64());
-        let sha256 = extension("sha256").and_then(|extension| extension["valueString"].as_str().map(str::to_owned));
+        let sha256 = extension("sha256")
+            .and_then(|extension| extension["valueString"].as_str().map(str::to_owned));
 
         DocumentRow {
             id: resource["id"].as_str().unwrap_or_default().to_owned(),
@@ -126,8 +150,14 @@ impl DocumentRow {
                 .unwrap_or_default()
                 .to_owned(),
             size,
-            media_type: attachment["contentType"].as_str().unwrap_or_default().to_owned(),
-            patient: resource["subject"]["reference"].as_str().unwrap_or_default().to_owned(),
+            media_type: attachment["contentType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            patient: resource["subject"]["reference"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             date: resource["date"].as_str().unwrap_or_default().to_owned(),
             sha256,
         }

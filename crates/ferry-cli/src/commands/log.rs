@@ -23,9 +23,20 @@ pub fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResul
     let dirs = context::ferry_dirs()?;
     let (_, profile) = load_profile(&dirs, profile)?;
     match action {
-        LogAction::Show { since, patient } => show(&dirs, &profile, since.as_deref(), patient.as_deref(), output),
-        LogAction::Verify { bundle, log } => verify(&dirs, &profile, bundle.as_deref(), log.as_deref(), output),
-        LogAction::Export { format: ExportFormat::Fhir, out } => export(&dirs, &profile, out.as_deref(), output),
+        LogAction::Show { since, patient } => show(
+            &dirs,
+            &profile,
+            since.as_deref(),
+            patient.as_deref(),
+            output,
+        ),
+        LogAction::Verify { bundle, log } => {
+            verify(&dirs, &profile, bundle.as_deref(), log.as_deref(), output)
+        }
+        LogAction::Export {
+            format: ExportFormat::Fhir,
+            out,
+        } => export(&dirs, &profile, out.as_deref(), output),
     }
 }
 
@@ -41,7 +52,13 @@ fn existing_log(dirs: &FerryDirs, profile: &Profile) -> CliResult<PathBuf> {
     Ok(path)
 }
 
-fn show(dirs: &FerryDirs, profile: &Profile, since: Option<&str>, patient: Option<&str>, output: Output) -> CliResult<()> {
+fn show(
+    dirs: &FerryDirs,
+    profile: &Profile,
+    since: Option<&str>,
+    patient: Option<&str>,
+    output: Output,
+) -> CliResult<()> {
     let since = since.map(parse_since).transpose()?;
     let patient = patient.map(|patient| {
         if patient.starts_with("Patient/") {
@@ -51,16 +68,22 @@ fn show(dirs: &FerryDirs, profile: &Profile, since: Option<&str>, patient: Optio
         }
     });
     let path = existing_log(dirs, profile)?;
-    let bytes = std::fs::read(&path)
-        .map_err(|error| CliError::failure(format!("failed to read {}: {error}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|error| {
+        CliError::failure(format!("failed to read {}: {error}", path.display()))
+    })?;
 
     let mut entries = Vec::new();
     for line in bytes.split(|byte| *byte == b'\n') {
-        let Ok(Record::Entry(entry)) = serde_json::from_slice::<Record>(line) else { continue };
+        let Ok(Record::Entry(entry)) = serde_json::from_slice::<Record>(line) else {
+            continue;
+        };
         if since.is_some_and(|since| entry.time < since) {
             continue;
         }
-        if patient.as_ref().is_some_and(|patient| entry.patient.as_ref() != Some(patient)) {
+        if patient
+            .as_ref()
+            .is_some_and(|patient| entry.patient.as_ref() != Some(patient))
+        {
             continue;
         }
         entries.push(entry);
@@ -79,7 +102,11 @@ fn show(dirs: &FerryDirs, profile: &Profile, since: Option<&str>, patient: Optio
                     .and_then(|actor| actor.fhir_user.clone())
                     .unwrap_or_default(),
                 entry.patient.clone().unwrap_or_default(),
-                entry.file_name.clone().or_else(|| entry.object.clone()).unwrap_or_default(),
+                entry
+                    .file_name
+                    .clone()
+                    .or_else(|| entry.object.clone())
+                    .unwrap_or_default(),
                 entry.size.map(format_bytes).unwrap_or_default(),
                 entry.correlation_id.clone().unwrap_or_default(),
             ]
@@ -89,7 +116,16 @@ fn show(dirs: &FerryDirs, profile: &Profile, since: Option<&str>, patient: Optio
         output.status("No matching log entries.");
     } else {
         output.text(table(
-            &["SEQ", "TIME", "EVENT", "USER", "PATIENT", "FILE", "SIZE", "CORRELATION ID"],
+            &[
+                "SEQ",
+                "TIME",
+                "EVENT",
+                "USER",
+                "PATIENT",
+                "FILE",
+                "SIZE",
+                "CORRELATION ID",
+            ],
             &rows,
         ));
     }
@@ -123,7 +159,10 @@ fn verify(
     let (path, options, against) = match bundle {
         Some(bundle_path) => {
             let text = std::fs::read_to_string(bundle_path).map_err(|error| {
-                CliError::usage(format!("failed to read the bundle {}: {error}", bundle_path.display()))
+                CliError::usage(format!(
+                    "failed to read the bundle {}: {error}",
+                    bundle_path.display()
+                ))
             })?;
             let bundle: VerificationBundle = serde_json::from_str(&text).map_err(|error| {
                 CliError::usage(format!(
@@ -146,7 +185,8 @@ fn verify(
         }
     };
 
-    let report = log::verify(&path, &options).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    let report = log::verify(&path, &options)
+        .map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
     output.json_result(&report_json(&path, against.as_deref(), &report));
     if !report.ok {
         let problem = report
@@ -213,13 +253,22 @@ fn report_json(path: &Path, bundle: Option<&Path>, report: &VerifyReport) -> ser
     })
 }
 
-fn export(dirs: &FerryDirs, profile: &Profile, out: Option<&Path>, output: Output) -> CliResult<()> {
+fn export(
+    dirs: &FerryDirs,
+    profile: &Profile,
+    out: Option<&Path>,
+    output: Output,
+) -> CliResult<()> {
     let path = existing_log(dirs, profile)?;
-    let report = log::verify(&path, &VerifyOptions::default()).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    let report = log::verify(&path, &VerifyOptions::default())
+        .map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
     if !report.ok {
         output.status(format!(
             "warning: the log does not verify ({}); exporting it anyway for the auditor",
-            report.first_problem().map(|problem| problem.to_string()).unwrap_or_default()
+            report
+                .first_problem()
+                .map(|problem| problem.to_string())
+                .unwrap_or_default()
         ));
     }
     let events = log::export_fhir(&path).map_err(|error| CliError::failure(error_chain(&error)))?;
@@ -231,19 +280,33 @@ fn export(dirs: &FerryDirs, profile: &Profile, out: Option<&Path>, output: Outpu
         return Ok(());
     };
 
-    let bundle = log::export_bundle(&path).map_err(|error| CliError::failure(error_chain(&error)))?;
+    let bundle =
+        log::export_bundle(&path).map_err(|error| CliError::failure(error_chain(&error)))?;
     let bundle_path = with_suffix(out, BUNDLE_SUFFIX);
     let log_copy = with_suffix(out, LOG_COPY_SUFFIX);
     let write = |target: &Path, bytes: &[u8]| {
-        std::fs::write(target, bytes)
-            .map_err(|error| CliError::failure(format!("failed to write {}: {error}", target.display())))
+        std::fs::write(target, bytes).map_err(|error| {
+            CliError::failure(format!("failed to write {}: {error}", target.display()))
+        })
     };
     write(out, events.as_bytes())?;
-    write(&bundle_path, serde_json::to_string_pretty(&bundle).unwrap_or_default().as_bytes())?;
-    std::fs::copy(&path, &log_copy)
-        .map_err(|error| CliError::failure(format!("failed to copy the log to {}: {error}", log_copy.display())))?;
+    write(
+        &bundle_path,
+        serde_json::to_string_pretty(&bundle)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    std::fs::copy(&path, &log_copy).map_err(|error| {
+        CliError::failure(format!(
+            "failed to copy the log to {}: {error}",
+            log_copy.display()
+        ))
+    })?;
 
-    let count = events.lines().filter(|line| !line.trim().is_empty()).count();
+    let count = events
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count();
     output.status(format!(
         "Exported {count} AuditEvents to {}, the verification bundle to {} and a copy of the log to {}.\n\
          Check them on any machine with `ferry log verify --bundle {}`.",
@@ -262,7 +325,10 @@ fn export(dirs: &FerryDirs, profile: &Profile, out: Option<&Path>, output: Outpu
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|name| name.to_os_string())
+        .unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
 }
@@ -277,7 +343,10 @@ mod tests {
             parse_since("2026-12-04T09:00:00Z").unwrap().to_string(),
             "2026-12-04T09:00:00Z"
         );
-        assert_eq!(parse_since("2026-12-04").unwrap().to_string(), "2026-12-04T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-12-04").unwrap().to_string(),
+            "2026-12-04T00:00:00Z"
+        );
         let error = parse_since("yesterday").unwrap_err();
         assert_eq!(error.exit, Exit::Usage);
         assert!(error.message.contains("yesterday"), "{}", error.message);
@@ -289,7 +358,13 @@ mod tests {
         let bundle = dir.path().join("audit.ndjson.bundle.json");
         assert_eq!(log_beside_bundle(&bundle), None, "no copy yet");
         std::fs::write(dir.path().join("audit.ndjson.log.ndjson"), b"").unwrap();
-        assert_eq!(log_beside_bundle(&bundle), Some(dir.path().join("audit.ndjson.log.ndjson")));
-        assert_eq!(with_suffix(&dir.path().join("audit.ndjson"), BUNDLE_SUFFIX), bundle);
+        assert_eq!(
+            log_beside_bundle(&bundle),
+            Some(dir.path().join("audit.ndjson.log.ndjson"))
+        );
+        assert_eq!(
+            with_suffix(&dir.path().join("audit.ndjson"), BUNDLE_SUFFIX),
+            bundle
+        );
     }
 }

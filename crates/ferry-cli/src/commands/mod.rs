@@ -2,8 +2,8 @@
 
 mod account;
 mod demo;
-mod log;
 mod directory;
+mod log;
 mod study;
 mod transfer;
 

@@ -148,7 +148,10 @@ pub async fn prepare_study(
                     path.display()
                 )));
             }
-            let by = session.info().fhir_user.unwrap_or_else(|| "unknown user".to_owned());
+            let by = session
+                .info()
+                .fhir_user
+                .unwrap_or_else(|| "unknown user".to_owned());
             let decision = study::decide(
                 &scan,
                 &chosen,
@@ -186,14 +189,22 @@ pub async fn prepare_study(
 
 /// Packs the scanned folder into `{staging_dir}/{folder name}.zip`. Packing
 /// is deterministic, so packing the same files again gives the same bytes.
-async fn pack_folder(scan: &StudyScan, folder: &Path, staging_dir: &Path, output: Output) -> CliResult<PathBuf> {
+async fn pack_folder(
+    scan: &StudyScan,
+    folder: &Path,
+    staging_dir: &Path,
+    output: Output,
+) -> CliResult<PathBuf> {
     let name = folder
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "study".to_owned());
     std::fs::create_dir_all(staging_dir).map_err(|error| {
-        CliError::failure(format!("failed to create {}: {error}", staging_dir.display()))
+        CliError::failure(format!(
+            "failed to create {}: {error}",
+            staging_dir.display()
+        ))
     })?;
     let archive = staging_dir.join(format!("{name}.zip"));
     output.status(format!(
@@ -208,7 +219,13 @@ async fn pack_folder(scan: &StudyScan, folder: &Path, staging_dir: &Path, output
     tokio::task::spawn_blocking(move || study::pack_to_file(&scan, &destination))
         .await
         .map_err(|error| CliError::failure(format!("packing stopped: {error}")))?
-        .map_err(|error| CliError::failure(format!("packing {} failed: {}", folder.display(), error_chain(&error))))?;
+        .map_err(|error| {
+            CliError::failure(format!(
+                "packing {} failed: {}",
+                folder.display(),
+                error_chain(&error)
+            ))
+        })?;
     Ok(archive)
 }
 
@@ -260,7 +277,10 @@ pub fn describe_scan(scan: &StudyScan) -> String {
             .iter()
             .map(|series| {
                 vec![
-                    series.number.map(|number| number.to_string()).unwrap_or_default(),
+                    series
+                        .number
+                        .map(|number| number.to_string())
+                        .unwrap_or_default(),
                     series.modality.clone().unwrap_or_default(),
                     series.description.clone().unwrap_or_default(),
                     series.instance_count.to_string(),
@@ -269,7 +289,17 @@ pub fn describe_scan(scan: &StudyScan) -> String {
                 ]
             })
             .collect();
-        let series_table = table(&["#", "MODALITY", "DESCRIPTION", "INSTANCES", "SIZE", "SERIES UID"], &rows);
+        let series_table = table(
+            &[
+                "#",
+                "MODALITY",
+                "DESCRIPTION",
+                "INSTANCES",
+                "SIZE",
+                "SERIES UID",
+            ],
+            &rows,
+        );
         text.extend(series_table.lines().map(|line| format!("  {line}")));
         text.push(format!(
             "  {} instances, {}",
@@ -284,9 +314,16 @@ pub fn describe_scan(scan: &StudyScan) -> String {
         }
     }
     if !scan.duplicates.is_empty() {
-        text.push(format!("Duplicate SOP Instance UIDs ({}):", scan.duplicates.len()));
+        text.push(format!(
+            "Duplicate SOP Instance UIDs ({}):",
+            scan.duplicates.len()
+        ));
         for duplicate in &scan.duplicates {
-            text.push(format!("  {}: {}", duplicate.sop_instance_uid, duplicate.paths.join(", ")));
+            text.push(format!(
+                "  {}: {}",
+                duplicate.sop_instance_uid,
+                duplicate.paths.join(", ")
+            ));
         }
     }
     text.join("\n")

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use ferry_core::journal::{PartState, TransferRecord, TransferState};
 use ferry_core::login::{ProfileContext, Session};
 use ferry_core::transfer::{
-    DownloadOptions, Engine, EngineOptions, ExistingFile, TransferHandle, TransferOutcome, UploadOptions,
+    DownloadOptions, Engine, EngineOptions, ExistingFile, TransferHandle, TransferOutcome,
+    UploadOptions,
 };
 use serde_json::json;
 
@@ -95,7 +96,17 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
 
     let mut handles = Vec::new();
     for input in inputs {
-        let handle = start_upload(&context, &session, &engine, &input, &patient, &args, &mut activity, output).await?;
+        let handle = start_upload(
+            &context,
+            &session,
+            &engine,
+            &input,
+            &patient,
+            &args,
+            &mut activity,
+            output,
+        )
+        .await?;
         handles.push(handle);
     }
 
@@ -135,10 +146,14 @@ async fn start_upload(
                 prepared.instance_count
             ));
             if let (Some(log), Some(confirmation)) = (activity.as_mut(), &prepared.confirmation) {
-                let mut entry = NewEntry::new(Event::PatientMismatchConfirmed { reason: confirmation.reason.clone() });
+                let mut entry = NewEntry::new(Event::PatientMismatchConfirmed {
+                    reason: confirmation.reason.clone(),
+                });
                 entry.direction = Some(LogDirection::Upload);
                 entry.patient = Some(format!("Patient/{patient}"));
-                entry.file_name = path.file_name().map(|name| name.to_string_lossy().into_owned());
+                entry.file_name = path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned());
                 log.append(entry, output);
             }
             upload_options.study = prepared.summary;
@@ -152,12 +167,18 @@ async fn start_upload(
         .upload(&file, patient, upload_options)
         .await
         .map_err(|error| transfer_error(&error))?;
-    output.status(format!("Uploading {} as transfer {}.", file.display(), handle.id()));
+    output.status(format!(
+        "Uploading {} as transfer {}.",
+        file.display(),
+        handle.id()
+    ));
     if let Some(log) = activity.as_mut() {
         let mut entry = NewEntry::new(Event::TransferStarted);
         entry.direction = Some(LogDirection::Upload);
         entry.patient = Some(format!("Patient/{patient}"));
-        entry.file_name = file.file_name().map(|name| name.to_string_lossy().into_owned());
+        entry.file_name = file
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned());
         entry.size = std::fs::metadata(&file).ok().map(|metadata| metadata.len());
         log.append(entry, output);
     }
@@ -167,7 +188,10 @@ async fn start_upload(
 /// Folder for archives packed from study folders, kept until their upload
 /// completes so that an interrupted upload resumes from the same bytes.
 fn staging_dir(context: &ProfileContext) -> PathBuf {
-    context.dirs.profile_data_dir(&context.profile.name).join("staging")
+    context
+        .dirs
+        .profile_data_dir(&context.profile.name)
+        .join("staging")
 }
 
 pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output) -> CliResult<()> {
@@ -178,8 +202,9 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
             folder.display()
         )));
     }
-    std::fs::create_dir_all(&folder)
-        .map_err(|error| CliError::failure(format!("failed to create {}: {error}", folder.display())))?;
+    std::fs::create_dir_all(&folder).map_err(|error| {
+        CliError::failure(format!("failed to create {}: {error}", folder.display()))
+    })?;
     for id in &args.document_ids {
         if id.trim().is_empty() || id.contains('/') {
             return Err(CliError::usage(format!(
@@ -192,7 +217,11 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     let session = context::resume_session(&context).await?;
     let engine = open_engine(&context, &session, EngineOptions::default())?;
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
-    let existing_file = if args.overwrite { ExistingFile::Overwrite } else { ExistingFile::Fail };
+    let existing_file = if args.overwrite {
+        ExistingFile::Overwrite
+    } else {
+        ExistingFile::Fail
+    };
 
     let mut handles = Vec::new();
     for id in &args.document_ids {
@@ -200,7 +229,11 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
             .download(id, &folder, DownloadOptions { existing_file })
             .await
             .map_err(|error| transfer_error(&error))?;
-        output.status(format!("Downloading {id} into {} as transfer {}.", folder.display(), handle.id()));
+        output.status(format!(
+            "Downloading {id} into {} as transfer {}.",
+            folder.display(),
+            handle.id()
+        ));
         if let Some(log) = activity.as_mut() {
             let mut entry = NewEntry::new(Event::TransferStarted);
             entry.direction = Some(LogDirection::Download);
@@ -216,13 +249,19 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     exit_of(&followed)
 }
 
-pub async fn transfers(profile: Option<&str>, action: Option<TransfersAction>, output: Output) -> CliResult<()> {
+pub async fn transfers(
+    profile: Option<&str>,
+    action: Option<TransfersAction>,
+    output: Output,
+) -> CliResult<()> {
     let action = action.unwrap_or(TransfersAction::List);
     if let TransfersAction::List = action {
         // Listing reads the journal only; it needs no sign-in and no secret.
         let dirs = context::ferry_dirs()?;
         let (_, profile) = context::load_profile(&dirs, profile)?;
-        let journal = dirs.profile_data_dir(&profile.name).join(crate::follow::JOURNAL_FILE);
+        let journal = dirs
+            .profile_data_dir(&profile.name)
+            .join(crate::follow::JOURNAL_FILE);
         return list_transfers(&journal, &profile.name.to_string(), output);
     }
 
@@ -234,19 +273,25 @@ pub async fn transfers(profile: Option<&str>, action: Option<TransfersAction>, o
         TransfersAction::List => unreachable!("handled above"),
         TransfersAction::Pause { id } => {
             engine.pause(&id).map_err(|error| transfer_error(&error))?;
-            output.status(format!("Paused transfer {id}; continue it with `ferry transfers resume {id}`."));
+            output.status(format!(
+                "Paused transfer {id}; continue it with `ferry transfers resume {id}`."
+            ));
             output.json_result(&json!({ "transfer_id": id, "state": "paused" }));
             Ok(())
         }
         TransfersAction::Cancel { id } => {
-            engine.cancel(&id).await.map_err(|error| transfer_error(&error))?;
+            engine
+                .cancel(&id)
+                .await
+                .map_err(|error| transfer_error(&error))?;
             output.status(format!("Cancelled transfer {id}."));
             output.json_result(&json!({ "transfer_id": id, "state": "cancelled" }));
             Ok(())
         }
         TransfersAction::Resume { id } => {
             let handle = engine.resume(&id).map_err(|error| transfer_error(&error))?;
-            let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
+            let mut activity =
+                ActivityLog::for_context(&context, Some(&session.info()), output).await;
             let followed = follow(&engine, vec![handle], output).await;
             report(&context, &engine, &followed, &mut activity, output);
             close_log(activity, output);
@@ -263,7 +308,9 @@ pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
     // Interrupted transfers (a crash, a lost network) and paused ones, such
     // as those paused by Ctrl-C. Failed transfers stay failed: they are
     // retried one by one with `ferry transfers resume ID`.
-    let mut handles = engine.resume_all().map_err(|error| transfer_error(&error))?;
+    let mut handles = engine
+        .resume_all()
+        .map_err(|error| transfer_error(&error))?;
     let paused: Vec<TransferRecord> = engine
         .list()
         .map_err(|error| transfer_error(&error))?
@@ -274,7 +321,11 @@ pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
         if handles.iter().any(|handle| handle.id() == record.id) {
             continue;
         }
-        handles.push(engine.resume(&record.id).map_err(|error| transfer_error(&error))?);
+        handles.push(
+            engine
+                .resume(&record.id)
+                .map_err(|error| transfer_error(&error))?,
+        );
     }
 
     if handles.is_empty() {
@@ -296,21 +347,31 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
         output.json_result(&json!({ "transfers": [] }));
         return Ok(());
     }
-    let journal = ferry_core::journal::Journal::open(path).map_err(|error| crate::context::journal_error(&error))?;
-    let records = journal.list().map_err(|error| crate::context::journal_error(&error))?;
+    let journal = ferry_core::journal::Journal::open(path)
+        .map_err(|error| crate::context::journal_error(&error))?;
+    let records = journal
+        .list()
+        .map_err(|error| crate::context::journal_error(&error))?;
 
     let mut rows = Vec::new();
     let mut documents = Vec::new();
     for record in &records {
         let parts = journal.parts(&record.id).unwrap_or_default();
-        let confirmed = parts.iter().filter(|part| part.state == PartState::Confirmed).count();
+        let confirmed = parts
+            .iter()
+            .filter(|part| part.state == PartState::Confirmed)
+            .count();
         rows.push(vec![
             record.id.clone(),
             record.direction.as_str().to_owned(),
             record.state.as_str().to_owned(),
             record.file_name.clone(),
             record.size.map(format_bytes).unwrap_or_default(),
-            if parts.is_empty() { String::new() } else { format!("{confirmed}/{}", parts.len()) },
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!("{confirmed}/{}", parts.len())
+            },
             record.document_id.clone().unwrap_or_default(),
             record.updated_at.clone(),
         ]);
@@ -335,11 +396,24 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
         output.status("No transfers in the journal.");
     } else {
         output.text(table(
-            &["TRANSFER", "DIRECTION", "STATE", "FILE", "SIZE", "PARTS", "DOCUMENT", "UPDATED"],
+            &[
+                "TRANSFER",
+                "DIRECTION",
+                "STATE",
+                "FILE",
+                "SIZE",
+                "PARTS",
+                "DOCUMENT",
+                "UPDATED",
+            ],
             &rows,
         ));
         for record in records.iter().filter(|record| record.error.is_some()) {
-            output.text(format!("{}: {}", record.id, record.error.as_deref().unwrap_or_default()));
+            output.text(format!(
+                "{}: {}",
+                record.id,
+                record.error.as_deref().unwrap_or_default()
+            ));
         }
     }
     output.json_result(&json!({ "transfers": documents }));
@@ -361,7 +435,10 @@ fn report(
             log_outcome(log, record, &finished.result, output);
         }
         match &finished.result {
-            Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
+            Ok(TransferOutcome::Uploaded {
+                document_id,
+                receipt,
+            }) => {
                 let receipt_body = &receipt.receipt;
                 output.status(format!(
                     "Uploaded {} ({}) as DocumentReference/{document_id} for Patient/{}: {} parts, \
@@ -386,7 +463,10 @@ fn report(
                     "seconds": finished.seconds,
                     "receipt": receipt,
                 }));
-                if let Some(source) = record.as_ref().and_then(|record| record.source_path.as_deref()) {
+                if let Some(source) = record
+                    .as_ref()
+                    .and_then(|record| record.source_path.as_deref())
+                {
                     remove_staged(context, source);
                 }
             }
@@ -414,11 +494,17 @@ fn report(
                     "Paused {} (transfer {}); `ferry resume` continues it.",
                     finished.file_name, finished.transfer_id
                 ));
-                output.json_event(&json!({ "event": "paused", "transfer_id": finished.transfer_id }));
+                output
+                    .json_event(&json!({ "event": "paused", "transfer_id": finished.transfer_id }));
             }
             Ok(TransferOutcome::Cancelled) => {
-                output.status(format!("Cancelled {} (transfer {}).", finished.file_name, finished.transfer_id));
-                output.json_event(&json!({ "event": "cancelled", "transfer_id": finished.transfer_id }));
+                output.status(format!(
+                    "Cancelled {} (transfer {}).",
+                    finished.file_name, finished.transfer_id
+                ));
+                output.json_event(
+                    &json!({ "event": "cancelled", "transfer_id": finished.transfer_id }),
+                );
             }
             Err(error) => {
                 output.json_event(&json!({
@@ -447,8 +533,14 @@ fn log_outcome(
     let entry = |event: Event| {
         let mut entry = NewEntry::new(event);
         entry.direction = Some(direction);
-        entry.patient = record.patient.as_ref().map(|patient| format!("Patient/{patient}"));
-        entry.object = record.document_id.as_ref().map(|id| format!("DocumentReference/{id}"));
+        entry.patient = record
+            .patient
+            .as_ref()
+            .map(|patient| format!("Patient/{patient}"));
+        entry.object = record
+            .document_id
+            .as_ref()
+            .map(|id| format!("DocumentReference/{id}"));
         entry.file_name = Some(record.file_name.clone());
         entry.size = record.size;
         entry.sha256 = record.sha256.clone();
@@ -456,7 +548,10 @@ fn log_outcome(
         entry
     };
     match result {
-        Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
+        Ok(TransferOutcome::Uploaded {
+            document_id,
+            receipt,
+        }) => {
             let mut completed = entry(Event::Completed);
             completed.object = Some(format!("DocumentReference/{document_id}"));
             completed.sha256 = Some(receipt.receipt.sha256.clone());
@@ -499,10 +594,10 @@ fn close_log(activity: Option<ActivityLog>, output: Output) {
 /// upload completed. Files outside the staging folder are never touched.
 fn remove_staged(context: &ProfileContext, source: &Path) {
     let staging = staging_dir(context);
-    if source.starts_with(&staging) {
-        if let Err(error) = std::fs::remove_file(source) {
-            tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
-        }
+    if source.starts_with(&staging)
+        && let Err(error) = std::fs::remove_file(source)
+    {
+        tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
     }
 }
 
@@ -514,9 +609,13 @@ mod tests {
     fn missing_input_is_usage_error_naming_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("absent.zip");
-        let error = classify_inputs(&[missing.clone()]).unwrap_err();
+        let error = classify_inputs(std::slice::from_ref(&missing)).unwrap_err();
         assert_eq!(error.exit, crate::exit::Exit::Usage);
-        assert!(error.message.contains(&missing.display().to_string()), "{}", error.message);
+        assert!(
+            error.message.contains(&missing.display().to_string()),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
@@ -532,7 +631,11 @@ mod tests {
         let inputs = classify_inputs(&[file.clone(), zip.clone(), folder.clone()]).unwrap();
         assert_eq!(
             inputs,
-            vec![UploadInput::File(file), UploadInput::Study(zip), UploadInput::Study(folder)]
+            vec![
+                UploadInput::File(file),
+                UploadInput::Study(zip),
+                UploadInput::Study(folder)
+            ]
         );
     }
 }

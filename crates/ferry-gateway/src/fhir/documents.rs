@@ -26,9 +26,11 @@ use crate::scopes::Permission;
 use crate::tokens::Authenticated;
 
 /// Extension on Attachment: the content's size in bytes as a decimal string.
-pub const SIZE64_EXTENSION: &str = "https://ferry.example/fhir/StructureDefinition/attachment-size64";
+pub const SIZE64_EXTENSION: &str =
+    "https://ferry.example/fhir/StructureDefinition/attachment-size64";
 /// Extension on Attachment: the SHA-256 of the content as base64Binary.
-pub const SHA256_EXTENSION: &str = "https://ferry.example/fhir/StructureDefinition/attachment-sha256";
+pub const SHA256_EXTENSION: &str =
+    "https://ferry.example/fhir/StructureDefinition/attachment-sha256";
 
 const FERRY_EXTENSION_PREFIX: &str = "https://ferry.example/fhir/StructureDefinition/";
 
@@ -136,7 +138,10 @@ pub struct Extension {
 impl Attachment {
     /// Returns the content size from the Ferry extension, else from the standard `size`.
     pub fn size64(&self) -> Result<Option<u64>, FhirError> {
-        let extension = self.extension.iter().find(|extension| extension.url == SIZE64_EXTENSION);
+        let extension = self
+            .extension
+            .iter()
+            .find(|extension| extension.url == SIZE64_EXTENSION);
         let Some(extension) = extension else {
             return Ok(self.size.map(u64::from));
         };
@@ -149,7 +154,9 @@ impl Attachment {
             )));
         }
         let size = text.parse::<u64>().map_err(|_| {
-            FhirError::invalid(format!("extension {SIZE64_EXTENSION}: '{text}' exceeds 2^64 - 1"))
+            FhirError::invalid(format!(
+                "extension {SIZE64_EXTENSION}: '{text}' exceeds 2^64 - 1"
+            ))
         })?;
         if let Some(standard) = self.size
             && u64::from(standard) != size
@@ -163,12 +170,17 @@ impl Attachment {
 
     /// Returns the SHA-256 of the content from the Ferry extension.
     pub fn sha256(&self) -> Result<Option<[u8; 32]>, FhirError> {
-        let extension = self.extension.iter().find(|extension| extension.url == SHA256_EXTENSION);
+        let extension = self
+            .extension
+            .iter()
+            .find(|extension| extension.url == SHA256_EXTENSION);
         let Some(extension) = extension else {
             return Ok(None);
         };
         let text = extension.value_base64_binary.as_deref().ok_or_else(|| {
-            FhirError::invalid(format!("extension {SHA256_EXTENSION} needs valueBase64Binary"))
+            FhirError::invalid(format!(
+                "extension {SHA256_EXTENSION} needs valueBase64Binary"
+            ))
         })?;
         let digest = STANDARD
             .decode(text)
@@ -329,12 +341,16 @@ fn validate(resource: &DocumentReference, connection: &Connection) -> Result<Str
     }
 
     if resource.content.is_empty() {
-        return Err(FhirError::invalid("content must have at least one attachment"));
+        return Err(FhirError::invalid(
+            "content must have at least one attachment",
+        ));
     }
     for (index, content) in resource.content.iter().enumerate() {
         let attachment = &content.attachment;
         if attachment.url.as_deref().is_none_or(str::is_empty) {
-            return Err(FhirError::invalid(format!("content[{index}].attachment.url is required")));
+            return Err(FhirError::invalid(format!(
+                "content[{index}].attachment.url is required"
+            )));
         }
         if attachment.content_type.as_deref().is_none_or(str::is_empty) {
             return Err(FhirError::invalid(format!(
@@ -350,6 +366,21 @@ fn validate(resource: &DocumentReference, connection: &Connection) -> Result<Str
                 "content[{index}].attachment: extension {} is not defined by Ferry",
                 unknown.url
             )));
+        }
+        // size64() and sha256() read the first extension of each URL, so a
+        // second one with another value would be stored unchecked.
+        for url in [SIZE64_EXTENSION, SHA256_EXTENSION] {
+            if attachment
+                .extension
+                .iter()
+                .filter(|extension| extension.url == url)
+                .count()
+                > 1
+            {
+                return Err(FhirError::invalid(format!(
+                    "content[{index}].attachment: extension {url} appears more than once; send it once"
+                )));
+            }
         }
         attachment.size64()?;
         attachment.sha256()?;
@@ -369,7 +400,10 @@ fn fill_standard_size(resource: &mut DocumentReference) {
     }
 }
 
-fn load(connection: &Connection, id: &str) -> Result<Option<(String, serde_json::Value)>, FhirError> {
+fn load(
+    connection: &Connection,
+    id: &str,
+) -> Result<Option<(String, serde_json::Value)>, FhirError> {
     let row = connection
         .query_row(
             "SELECT patient_id, resource FROM document_references WHERE id = ?1",
@@ -409,13 +443,22 @@ pub(super) async fn search_handler(
 
     let requested = match (params.get("patient"), params.get("subject")) {
         (Some(_), Some(_)) => {
-            return Err(FhirError::invalid("send either patient or subject, not both"));
+            return Err(FhirError::invalid(
+                "send either patient or subject, not both",
+            ));
         }
-        (Some(patient), None) => Some(patient.strip_prefix("Patient/").unwrap_or(patient).to_owned()),
+        (Some(patient), None) => Some(
+            patient
+                .strip_prefix("Patient/")
+                .unwrap_or(patient)
+                .to_owned(),
+        ),
         (None, Some(subject)) => Some(
             subject
                 .strip_prefix("Patient/")
-                .ok_or_else(|| FhirError::invalid(format!("subject '{subject}' is not Patient/ID")))?
+                .ok_or_else(|| {
+                    FhirError::invalid(format!("subject '{subject}' is not Patient/ID"))
+                })?
                 .to_owned(),
         ),
         (None, None) => None,
@@ -447,7 +490,10 @@ pub(super) async fn search_handler(
         Some(query) => format!("{}/DocumentReference?{query}", state.urls.fhir),
         None => format!("{}/DocumentReference", state.urls.fhir),
     };
-    Ok(fhir_json(StatusCode::OK, &searchset(&self_url, &state.urls.fhir, resources)))
+    Ok(fhir_json(
+        StatusCode::OK,
+        &searchset(&self_url, &state.urls.fhir, resources),
+    ))
 }
 
 /// FHIR create (R4 §3.1.0.8): the server assigns `id` and `meta`, ignoring
@@ -461,9 +507,16 @@ pub(super) async fn create_handler(
     let access = access(&claims, "DocumentReference", Permission::Create)?;
     let body = body.map_err(|rejection| FhirError {
         status: rejection.status(),
-        code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE { "too-costly" } else { "invalid" },
+        code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-costly"
+        } else {
+            "invalid"
+        },
         diagnostics: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {} bytes", crate::web::MAX_BODY_BYTES)
+            format!(
+                "request body is larger than {} bytes",
+                crate::web::MAX_BODY_BYTES
+            )
         } else {
             rejection.body_text()
         },
@@ -473,7 +526,10 @@ pub(super) async fn create_handler(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .map(|value| value.trim().to_ascii_lowercase());
-    if !matches!(media_type.as_deref(), Some(super::FHIR_JSON | "application/json")) {
+    if !matches!(
+        media_type.as_deref(),
+        Some(super::FHIR_JSON | "application/json")
+    ) {
         return Err(FhirError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code: "not-supported",

@@ -64,7 +64,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// A command's failure: the message printed after `error: ` and the exit
-/// code. The message names the value at fault and the fix; it never holds a
+/// code. The message names the value at fault and the fix; it never contains a
 /// token or a signed URL's query string.
 #[derive(Debug)]
 pub struct CliError {

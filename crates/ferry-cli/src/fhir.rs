@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::context::login_error;
 use crate::exit::{CliError, CliResult, Exit};
 
-/// Longest part of an error body kept in a message.
+/// Maximum number of characters of an error body kept in a message.
 const MAX_BODY_IN_ERROR: usize = 300;
 
 /// Reads `{fhir}/{resource_type}/{id}`.

@@ -46,7 +46,7 @@ pub fn open_engine(
     Engine::new(&journal, grants, options).map_err(|error| transfer_error(&error))
 }
 
-/// How one followed transfer ended.
+/// The end of one followed transfer.
 #[derive(Debug)]
 pub struct Finished {
     pub transfer_id: String,
@@ -209,8 +209,8 @@ fn grant_exit(error: &GrantError) -> Exit {
     }
 }
 
-/// The exit of a command that followed transfers: the worst failure, 130
-/// after Ctrl-C, or success.
+/// Returns the exit of a command that followed transfers: 130 after
+/// Ctrl-C, else the exit code of the first failure, else success.
 pub fn exit_of(followed: &Followed) -> CliResult<()> {
     if followed.interrupted {
         return Err(CliError::new(

@@ -22,7 +22,7 @@ use crate::output::{Output, format_bytes, format_rate, table};
 
 const MIB: u64 = 1024 * 1024;
 
-/// What one path given to `ferry upload` is.
+/// Kind of a path given to `ferry upload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum UploadInput {
     /// A file uploaded as it is.
@@ -60,7 +60,7 @@ fn classify_inputs(paths: &[PathBuf]) -> CliResult<Vec<UploadInput>> {
         .collect()
 }
 
-/// The patient of an upload: `--patient`, or the clinician's patient context.
+/// Returns the patient of an upload: `--patient`, or the clinician's patient context.
 fn upload_patient(session: &Session, requested: Option<String>) -> CliResult<String> {
     let context_patient = session.info().patient;
     match (requested, context_patient) {

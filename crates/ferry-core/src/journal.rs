@@ -381,30 +381,40 @@ impl Journal {
         let connection = self.lock();
         connection
             .execute(
-                "INSERT INTO transfers (id, direction, state, file_name, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![record.id, record.direction.as_str(), record.state.as_str(), record.file_name, record.created_at],
+                "INSERT INTO transfers (id, direction, state, error, file_name, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    record.id,
+                    record.direction.as_str(),
+                    record.state.as_str(),
+                    record.error,
+                    record.file_name,
+                    record.created_at
+                ],
             )
             .map_err(|error| self.error(error))?;
         drop(connection);
         self.update(record)
     }
 
-    /// Writes every field of `record` except the claim, and sets `updated_at`.
+    /// Writes every field of `record` except its state, error and claim, and
+    /// sets `updated_at`. State and error change only through
+    /// [`Journal::set_state`], so a record read before another task changed
+    /// the state (to `waiting_for_network`, `paused`, ...) cannot undo that
+    /// change when it is written back.
     pub fn update(&self, record: &TransferRecord) -> Result<(), JournalError> {
         let connection = self.lock();
         let changed = connection
             .execute(
-                "UPDATE transfers SET state = ?2, file_name = ?3, size = ?4, source_path = ?5,
-                    source_mtime_ns = ?6, patient = ?7, media_type = ?8, destination_dir = ?9,
-                    destination_path = ?10, temp_path = ?11, existing_file = ?12, upload_id = ?13,
-                    document_id = ?14, part_size = ?15, part_count = ?16, sha256 = ?17,
-                    object_etag = ?18, correlation_id = ?19, receipt = ?20, error = ?21,
-                    upload_request = ?23, updated_at = ?22
+                "UPDATE transfers SET file_name = ?2, size = ?3, source_path = ?4,
+                    source_mtime_ns = ?5, patient = ?6, media_type = ?7, destination_dir = ?8,
+                    destination_path = ?9, temp_path = ?10, existing_file = ?11, upload_id = ?12,
+                    document_id = ?13, part_size = ?14, part_count = ?15, sha256 = ?16,
+                    object_etag = ?17, correlation_id = ?18, receipt = ?19,
+                    upload_request = ?21, updated_at = ?20
                  WHERE id = ?1",
                 params![
                     record.id,
-                    record.state.as_str(),
                     record.file_name,
                     record.size.map(to_sql_u64),
                     record.source_path.as_deref().map(path_text),
@@ -423,7 +433,6 @@ impl Journal {
                     record.object_etag,
                     record.correlation_id,
                     record.receipt,
-                    record.error,
                     now(),
                     record.upload_request,
                 ],

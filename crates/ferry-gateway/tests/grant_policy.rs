@@ -474,6 +474,16 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert_eq!(error["error"], "invalid_request");
+    let response = sandbox
+        .http
+        .post(sandbox.api("/uploads"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(valid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (status, error) = sandbox
         .post_raw(&token, "/uploads", vec![b' '; 2 * MIB])
         .await;

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use ferry_api::{Checkpoint, CheckpointRequest, DownloadGrant, DownloadGrantRequest, UploadStatus};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -27,9 +28,10 @@ pub const CORRELATION_QUERY: &str = "x-ferry-correlation-id";
 pub async fn create(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DownloadGrant>, GrantError> {
-    let request: DownloadGrantRequest = parse_json(body)?;
+    let request: DownloadGrantRequest = parse_json(&headers, body)?;
     check_fhir_id("document_id", &request.document_id)?;
     let service = &state.service;
     let correlation_id = new_correlation_id();
@@ -114,9 +116,10 @@ pub async fn keys(State(state): State<GrantState>) -> Json<Value> {
 pub async fn create_checkpoint(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Checkpoint>, GrantError> {
-    let request: CheckpointRequest = parse_json(body)?;
+    let request: CheckpointRequest = parse_json(&headers, body)?;
     check_device_id(&request.device_id)?;
     check_sha256("head_sha256", &request.head_sha256)?;
     check_text("epoch_public_key", &request.epoch_public_key, 256)?;

@@ -3,6 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
 use super::GrantError;
@@ -13,10 +14,14 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Longest file name accepted, in bytes (common file system limit).
 const MAX_FILE_NAME: usize = 255;
 
-/// Parses a JSON body, naming the field at fault as a JSON path.
+/// Parses a JSON body sent as `application/json` (or a `+json` type),
+/// naming the field at fault as a JSON path.
 pub fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, GrantError> {
+    check_json_content_type(headers)?;
+
     let body = body.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             GrantError::new(
@@ -52,6 +57,35 @@ pub fn parse_json<T: DeserializeOwned>(
         GrantError::invalid("", format!("trailing data after the JSON body: {error}"))
     })?;
     Ok(value)
+}
+
+/// Rejects a body whose `Content-Type` is not JSON with 415.
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), GrantError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        return Ok(());
+    }
+    let shown = if content_type.is_empty() {
+        "none"
+    } else {
+        content_type
+    };
+    Err(GrantError::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ferry_api::ErrorCode::UnsupportedMediaType,
+        format!("the request body must be sent as Content-Type: application/json; got {shown}"),
+    ))
 }
 
 /// Checks a file name: a plain name, no path.
@@ -190,7 +224,9 @@ mod tests {
     }
 
     fn field_of(json: &str) -> Option<String> {
-        parse_json::<Body>(Ok(Bytes::from(json.to_owned())))
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        parse_json::<Body>(&headers, Ok(Bytes::from(json.to_owned())))
             .unwrap_err()
             .body
             .field

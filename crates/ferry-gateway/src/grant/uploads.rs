@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use ferry_api::{
     CompleteUploadRequest, CompletedUpload, ErrorCode, MAX_PART_COUNT, MAX_PART_SIZE,
@@ -31,9 +32,10 @@ use crate::tokens::{AccessClaims, Authenticated};
 pub async fn create(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<UploadGrant>), GrantError> {
-    let request: UploadGrantRequest = parse_json(body)?;
+    let request: UploadGrantRequest = parse_json(&headers, body)?;
     validate_upload_request(&request)?;
     let service = &state.service;
     let correlation_id = new_correlation_id();
@@ -355,11 +357,12 @@ pub async fn part_urls(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
     Path(upload_id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PartUrls>, GrantError> {
     let service = &state.service;
     let upload = load_upload(service, &claims, &upload_id)?;
-    let request: PartUrlsRequest = parse_json(body)?;
+    let request: PartUrlsRequest = parse_json(&headers, body)?;
     validate_part_numbers(&request, upload.part_count)
         .map_err(|error| error.with_correlation(&upload.correlation_id))?;
     service.check_open(&claims, &upload).await?;
@@ -570,11 +573,12 @@ pub async fn complete(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
     Path(upload_id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompletedUpload>, GrantError> {
     let service = state.service.clone();
     let upload = load_upload(&service, &claims, &upload_id)?;
-    let request: CompleteUploadRequest = parse_json(body)?;
+    let request: CompleteUploadRequest = parse_json(&headers, body)?;
     validate_completion(&request, upload.part_count)
         .map_err(|error| error.with_correlation(&upload.correlation_id))?;
 

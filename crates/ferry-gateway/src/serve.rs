@@ -385,8 +385,22 @@ async fn fetch_keys(
     let set: JwkSet = fetch_json(http, jwks_uri, "JWKS").await?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
+        // Only public keys: a symmetric (`oct`) key in a JWKS would let
+        // anyone who read the JWKS sign tokens.
         let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
-            (Some(algorithm), _) => algorithm.to_string().parse::<Algorithm>().ok(),
+            (_, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) => None,
+            (Some(algorithm), _) => {
+                algorithm
+                    .to_string()
+                    .parse::<Algorithm>()
+                    .ok()
+                    .filter(|algorithm| {
+                        !matches!(
+                            algorithm,
+                            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+                        )
+                    })
+            }
             (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => {
                 Some(Algorithm::ES256)
             }

@@ -1,0 +1,200 @@
+//! Following transfers for the UI: progress events, the end of each
+//! transfer in the signed log, and a notification when a long one ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_core::journal::{Direction, TransferRecord, TransferState};
+use ferry_core::log::{self, Event, NewEntry};
+use ferry_core::transfer::{Progress, TransferHandle, TransferOutcome};
+use serde::Serialize;
+use tauri::{AppHandle, Emitter, Manager};
+use tauri_plugin_notification::NotificationExt;
+
+use crate::state::{AppState, Connection, Finished, lock};
+
+/// Event carrying a [`TransferView`] each time a transfer progresses.
+pub const PROGRESS_EVENT: &str = "transfer-progress";
+/// Minimum interval between two progress events of one transfer while its
+/// state stays the same: at most 10 events per second.
+const MIN_EVENT_INTERVAL: Duration = Duration::from_millis(100);
+/// Transfers that run at least this long raise a system notification at their end.
+const LONG_TRANSFER: Duration = Duration::from_secs(30);
+
+/// One transfer as the Transfers screen shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferView {
+    pub id: String,
+    pub direction: Direction,
+    pub state: TransferState,
+    pub file_name: String,
+    pub size: Option<u64>,
+    pub bytes_done: u64,
+    pub bytes_per_second: f64,
+    pub eta_seconds: Option<f64>,
+    /// The failure in words, for a failed transfer.
+    pub error: Option<String>,
+    pub patient: Option<String>,
+    pub document_id: Option<String>,
+    /// Where a finished download landed.
+    pub destination_path: Option<String>,
+    pub updated_at: String,
+}
+
+impl TransferView {
+    /// Combines the journal's record with the last progress report.
+    pub fn new(record: &TransferRecord, progress: Option<&Progress>) -> Self {
+        let completed = record.state == TransferState::Completed;
+        let bytes_done = match progress {
+            _ if completed => record.size.unwrap_or(0),
+            Some(progress) => progress.bytes_done,
+            None => 0,
+        };
+        let size = record.size.or_else(|| progress.map(|progress| progress.bytes_total).filter(|total| *total > 0));
+        let live = progress.filter(|progress| !progress.state.is_final() && !record.state.is_final());
+        Self {
+            id: record.id.clone(),
+            direction: record.direction,
+            state: live.map_or(record.state, |progress| progress.state),
+            file_name: record.file_name.clone(),
+            size,
+            bytes_done,
+            bytes_per_second: live.map_or(0.0, |progress| progress.bytes_per_second),
+            eta_seconds: live.and_then(|progress| progress.eta).map(|eta| eta.as_secs_f64()),
+            error: record.error.clone(),
+            patient: record.patient.clone(),
+            document_id: record.document_id.clone(),
+            destination_path: record.destination_path.as_ref().map(|path| path.display().to_string()),
+            updated_at: record.updated_at.clone(),
+        }
+    }
+}
+
+/// Lists every transfer in the journal, newest first.
+pub fn list(state: &AppState, connection: &Connection) -> crate::error::CommandResult<Vec<TransferView>> {
+    let records = connection.engine.list()?;
+    let progress = lock(&state.progress);
+    let mut views: Vec<TransferView> =
+        records.iter().map(|record| TransferView::new(record, progress.get(&record.id))).collect();
+    views.reverse();
+    Ok(views)
+}
+
+/// Follows a started transfer on a task until it ends.
+pub fn follow(app: AppHandle, connection: Arc<Connection>, handle: TransferHandle) {
+    tauri::async_runtime::spawn(async move {
+        let started = Instant::now();
+        forward_progress(&app, &connection, &handle).await;
+        let result = handle.wait().await;
+        let record = connection.engine.get(handle.id()).ok();
+        emit_view(&app, &connection, handle.id(), None);
+        finish(&app, &connection, handle.id(), record, result, started.elapsed()).await;
+    });
+}
+
+/// Emits progress until the transfer's progress channel closes, which
+/// happens when it ends.
+async fn forward_progress(app: &AppHandle, connection: &Connection, handle: &TransferHandle) {
+    let mut receiver = handle.progress();
+    let mut last_emit: Option<(Instant, TransferState)> = None;
+    let mut waiter = std::pin::pin!(handle.wait());
+    loop {
+        let report = receiver.borrow_and_update().clone();
+        let due = match last_emit {
+            None => true,
+            Some((time, state)) => state != report.state || time.elapsed() >= MIN_EVENT_INTERVAL,
+        };
+        if due {
+            last_emit = Some((Instant::now(), report.state));
+            emit_view(app, connection, handle.id(), Some(report));
+        }
+        tokio::select! {
+            changed = receiver.changed() => if changed.is_err() { return },
+            _ = &mut waiter => return,
+        }
+    }
+}
+
+fn emit_view(app: &AppHandle, connection: &Connection, id: &str, progress: Option<Progress>) {
+    let state = app.state::<AppState>();
+    if let Some(progress) = progress {
+        lock(&state.progress).insert(id.to_owned(), progress);
+    }
+    let Ok(record) = connection.engine.get(id) else { return };
+    let view = TransferView::new(&record, lock(&state.progress).get(id));
+    if let Err(error) = app.emit(PROGRESS_EVENT, &view) {
+        tracing::warn!(transfer = id, %error, "failed to send a progress event to the window");
+    }
+}
+
+/// Records the end of a transfer: in the app's state, in the signed log,
+/// and, for a long transfer, in a system notification.
+async fn finish(
+    app: &AppHandle,
+    connection: &Connection,
+    id: &str,
+    record: Option<TransferRecord>,
+    result: ferry_core::transfer::TransferResult,
+    elapsed: Duration,
+) {
+    let file_name = record.as_ref().map(|record| record.file_name.clone()).unwrap_or_default();
+    let mut entry = NewEntry::new(Event::Completed);
+    if let Some(record) = &record {
+        entry.direction = Some(match record.direction {
+            Direction::Upload => log::Direction::Upload,
+            Direction::Download => log::Direction::Download,
+        });
+        entry.patient = record.patient.as_ref().map(|patient| format!("Patient/{patient}"));
+        entry.file_name = Some(record.file_name.clone());
+        entry.size = record.size;
+        entry.sha256 = record.sha256.clone();
+        entry.correlation_id = record.correlation_id.clone();
+        entry.object = record.document_id.as_ref().map(|document| format!("DocumentReference/{document}"));
+    }
+
+    let finished = match &result {
+        Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
+            entry.object = Some(format!("DocumentReference/{document_id}"));
+            entry.receipt = serde_json::to_value(receipt).ok();
+            Finished { outcome: "uploaded", detail: Some(format!("DocumentReference/{document_id}")), error: None }
+        }
+        Ok(TransferOutcome::Downloaded { path, size, sha256 }) => {
+            entry.size = Some(*size);
+            entry.sha256 = Some(sha256.clone());
+            Finished { outcome: "downloaded", detail: Some(path.display().to_string()), error: None }
+        }
+        Ok(TransferOutcome::Paused) => {
+            entry.event = Event::Paused;
+            Finished { outcome: "paused", detail: None, error: None }
+        }
+        Ok(TransferOutcome::Cancelled) => {
+            entry.event = Event::Cancelled;
+            Finished { outcome: "cancelled", detail: None, error: None }
+        }
+        Err(error) => {
+            let reason = crate::error::error_chain(error.as_ref());
+            entry.event = Event::Failed { reason: reason.clone() };
+            Finished { outcome: "failed", detail: None, error: Some(reason) }
+        }
+    };
+    tracing::info!(transfer = id, outcome = finished.outcome, seconds = elapsed.as_secs_f64(), "transfer ended");
+    connection.append_log(entry).await;
+
+    if elapsed >= LONG_TRANSFER && matches!(finished.outcome, "uploaded" | "downloaded" | "failed") {
+        notify(app, &file_name, &finished);
+    }
+    lock(&app.state::<AppState>().finished).insert(id.to_owned(), finished);
+}
+
+fn notify(app: &AppHandle, file_name: &str, finished: &Finished) {
+    let (title, body) = match finished.outcome {
+        "failed" => (
+            format!("{file_name} failed"),
+            finished.error.clone().unwrap_or_else(|| "The transfer failed; see the Transfers screen.".to_owned()),
+        ),
+        outcome => (format!("{file_name} {outcome}"), finished.detail.clone().unwrap_or_default()),
+    };
+    if let Err(error) = app.notification().builder().title(title).body(body).show() {
+        tracing::warn!(%error, "failed to show a system notification");
+    }
+}

@@ -2,6 +2,8 @@
 //! built binaries, and processes started for one test.
 
 pub mod cli;
+pub mod desktop;
+pub mod fault;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,725 @@
+//! Fault injection for the end-to-end tests: a TCP proxy between the
+//! `ferry` client and the sandbox's store that parses the HTTP/1.1 requests
+//! passing through, counts the `UploadPart` bytes that reached the store,
+//! and breaks chosen requests; a sandbox whose presigned URLs name that
+//! proxy; and a small seeded random number generator for kill instants.
+//!
+//! The proxy is plain threads over `std::net`, so a test controls every
+//! byte without an async runtime. It logs methods and part numbers only,
+//! never a request target, because targets carry signed query strings.
+
+use std::io::{BufRead as _, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use crate::cli::{binary, describe, ferry, run};
+
+/// Which requests a [`Rule`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `PUT …?partNumber=N&uploadId=…`
+    UploadPart,
+    /// Any `GET` (downloads fetch ranges with presigned `GET`s).
+    Get,
+}
+
+/// What the proxy does to a request a rule picked.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Answers itself with this status and optional `Retry-After` value,
+    /// after reading and dropping the request body; the store never sees it.
+    Respond {
+        status: u16,
+        retry_after: Option<String>,
+    },
+    /// Forwards this many body bytes, then closes both connections.
+    ResetAfter(u64),
+    /// Forwards this many body bytes, then stops reading: no byte moves
+    /// until the client gives up and closes the connection.
+    StallAfter(u64),
+    /// Reads the whole body, forwards nothing and never answers.
+    Swallow,
+    /// Forwards the body at this many bytes per second.
+    Throttle(u64),
+}
+
+/// Applies `action` to matching requests number `skip + 1` to
+/// `skip + times` (counted from 1 per rule).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub kind: RequestKind,
+    pub skip: u32,
+    pub times: u32,
+    pub action: Action,
+}
+
+/// One request seen by the proxy.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub part_number: Option<u32>,
+    /// Body bytes announced by `Content-Length`.
+    pub body_length: u64,
+    /// Body bytes passed on to the store.
+    pub body_forwarded: u64,
+    /// The action applied, when a rule picked this request.
+    pub fault: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Vec<(Rule, u32)>,
+    seen: Vec<Seen>,
+    /// Bytes the store sent back to the client: response heads and bodies.
+    downstream: u64,
+}
+
+/// A proxy listening on loopback that forwards to `upstream`.
+pub struct FaultProxy {
+    pub address: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` with no rules.
+    pub fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("the proxy binds a loopback port");
+        FaultProxy::serve(listener, upstream)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(listener: TcpListener, upstream: SocketAddr) -> FaultProxy {
+        let address = listener.local_addr().expect("the listener has an address");
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (accept_shared, accept_stopped) = (shared.clone(), stopped.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let shared = accept_shared.clone();
+                std::thread::spawn(move || serve_connection(client, upstream, shared));
+            }
+        });
+        FaultProxy {
+            address,
+            shared,
+            stopped,
+        }
+    }
+
+    /// Adds a rule; rules are tried in the order they were added.
+    pub fn add_rule(&self, rule: Rule) {
+        self.shared.lock().unwrap().rules.push((rule, 0));
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&self) {
+        self.shared.lock().unwrap().rules.clear();
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.lock().unwrap().seen.clone()
+    }
+
+    /// `UploadPart` requests seen so far.
+    pub fn upload_parts(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|seen| seen.method == "PUT" && seen.part_number.is_some())
+            .collect()
+    }
+
+    /// Bytes the store sent back through the proxy (heads and bodies).
+    pub fn downstream_bytes(&self) -> u64 {
+        self.shared.lock().unwrap().downstream
+    }
+
+    /// Body bytes of `UploadPart` requests that reached the store.
+    pub fn upload_part_bytes(&self) -> u64 {
+        self.upload_parts()
+            .iter()
+            .map(|seen| seen.body_forwarded)
+            .sum()
+    }
+
+    /// The URL the sandbox names as its store's public endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.address);
+    }
+}
+
+/// The head of one HTTP/1.1 request: its bytes and what the proxy needs.
+struct Head {
+    bytes: Vec<u8>,
+    method: String,
+    part_number: Option<u32>,
+    content_length: u64,
+    chunked: bool,
+}
+
+/// Reads one request head, or `None` at the end of the connection.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
+    let mut bytes = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let read = reader.read_until(b'\n', &mut line).ok()?;
+        if read == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            if bytes.len() == line.len() {
+                // A stray empty line between requests.
+                bytes.clear();
+                continue;
+            }
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut lines = text.lines();
+    let request_line = lines.next()?;
+    let mut words = request_line.split_whitespace();
+    let method = words.next()?.to_owned();
+    let target = words.next().unwrap_or_default();
+    let part_number = target
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("partNumber="))
+        .and_then(|value| value.parse().ok());
+    let mut content_length = 0;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "content-length" {
+            content_length = value.parse().unwrap_or(0);
+        } else if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
+            chunked = true;
+        }
+    }
+    Some(Head {
+        bytes,
+        method,
+        part_number,
+        content_length,
+        chunked,
+    })
+}
+
+fn matches(kind: RequestKind, head: &Head) -> bool {
+    match kind {
+        RequestKind::UploadPart => head.method == "PUT" && head.part_number.is_some(),
+        RequestKind::Get => head.method == "GET",
+    }
+}
+
+/// Picks the action of the first rule whose turn it is for this request.
+fn pick(shared: &Mutex<Shared>, head: &Head) -> Option<Action> {
+    let mut shared = shared.lock().unwrap();
+    for (rule, count) in shared.rules.iter_mut() {
+        if !matches(rule.kind, head) {
+            continue;
+        }
+        *count += 1;
+        if *count > rule.skip && *count <= rule.skip.saturating_add(rule.times) {
+            return Some(rule.action.clone());
+        }
+    }
+    None
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Copies `length` body bytes from `reader` to `writer` (when given),
+/// stopping after `limit` bytes; paced at `rate` bytes per second when
+/// given. Returns the bytes copied.
+fn copy_body(
+    reader: &mut BufReader<TcpStream>,
+    mut writer: Option<&mut TcpStream>,
+    length: u64,
+    limit: u64,
+    rate: Option<u64>,
+) -> std::io::Result<u64> {
+    let chunk = match rate {
+        Some(rate) => (rate / 20).clamp(1, 64 * 1024) as usize,
+        None => 64 * 1024,
+    };
+    let mut buffer = vec![0u8; chunk];
+    let mut copied = 0u64;
+    let goal = length.min(limit);
+    while copied < goal {
+        let want = ((goal - copied) as usize).min(buffer.len());
+        let read = reader.read(&mut buffer[..want])?;
+        if read == 0 {
+            break;
+        }
+        if let Some(writer) = writer.as_deref_mut() {
+            writer.write_all(&buffer[..read])?;
+        }
+        copied += read as u64;
+        if let Some(rate) = rate {
+            std::thread::sleep(Duration::from_secs_f64(read as f64 / rate as f64));
+        }
+    }
+    Ok(copied)
+}
+
+fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc<Mutex<Shared>>) {
+    let mut reader = BufReader::new(client.try_clone().expect("the socket clones"));
+    let mut client_writer = client;
+    let mut upstream: Option<TcpStream> = None;
+
+    while let Some(head) = read_head(&mut reader) {
+        let action = pick(&shared, &head);
+        let index = {
+            let mut shared = shared.lock().unwrap();
+            shared.seen.push(Seen {
+                method: head.method.clone(),
+                part_number: head.part_number,
+                body_length: head.content_length,
+                body_forwarded: 0,
+                fault: action.as_ref().map(|action| format!("{action:?}")),
+            });
+            shared.seen.len() - 1
+        };
+        let record = |forwarded: u64| shared.lock().unwrap().seen[index].body_forwarded = forwarded;
+
+        if let Some(Action::Respond {
+            status,
+            retry_after,
+        }) = &action
+        {
+            let _ = copy_body(&mut reader, None, head.content_length, u64::MAX, None);
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                 <Message>injected {status}</Message></Error>"
+            );
+            let mut response = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n",
+                reason(*status),
+                body.len()
+            );
+            if let Some(value) = retry_after {
+                response.push_str(&format!("Retry-After: {value}\r\n"));
+            }
+            response.push_str("\r\n");
+            response.push_str(&body);
+            let _ = client_writer.write_all(response.as_bytes());
+            let _ = client_writer.shutdown(Shutdown::Both);
+            break;
+        }
+
+        if upstream.is_none() {
+            let Ok(stream) = TcpStream::connect(upstream_address) else {
+                break;
+            };
+            let mut from_upstream = stream.try_clone().expect("the socket clones");
+            let mut to_client = client_writer.try_clone().expect("the socket clones");
+            let counter = shared.clone();
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let read = match from_upstream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => read,
+                    };
+                    if to_client.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                    counter.lock().unwrap().downstream += read as u64;
+                }
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+            upstream = Some(stream);
+        }
+        let stream = upstream.as_mut().expect("connected above");
+        if head.chunked {
+            // Chunked bodies are not parsed: pass the rest through raw.
+            let _ = stream.write_all(&head.bytes);
+            let _ = std::io::copy(&mut reader, stream);
+            break;
+        }
+        if stream.write_all(&head.bytes).is_err() {
+            break;
+        }
+        match action {
+            None | Some(Action::Respond { .. }) => {
+                let copied = copy_body(
+                    &mut reader,
+                    Some(stream),
+                    head.content_length,
+                    u64::MAX,
+                    None,
+                );
+                record(copied.as_ref().copied().unwrap_or(0));
+                if copied.ok() != Some(head.content_length) {
+                    break;
+                }
+            }
+            Some(Action::Throttle(rate)) => {
+                let copied = copy_body(
+                    &mut reader,
+                    Some(stream),
+                    head.content_length,
+                    u64::MAX,
+                    Some(rate),
+                );
+                record(copied.as_ref().copied().unwrap_or(0));
+                if copied.ok() != Some(head.content_length) {
+                    break;
+                }
+            }
+            Some(Action::ResetAfter(limit)) => {
+                let copied = copy_body(&mut reader, Some(stream), head.content_length, limit, None);
+                record(copied.unwrap_or(0));
+                let _ = stream.shutdown(Shutdown::Both);
+                let _ = client_writer.shutdown(Shutdown::Both);
+                break;
+            }
+            Some(Action::StallAfter(limit)) => {
+                let copied = copy_body(&mut reader, Some(stream), head.content_length, limit, None);
+                record(copied.unwrap_or(0));
+                // Hold the connection without reading until the client
+                // closes it (its idle timeout) or the test ends.
+                let _ = client_writer.set_read_timeout(Some(Duration::from_secs(300)));
+                let mut probe = [0u8; 1];
+                let _ = client_writer.peek(&mut probe);
+                let _ = stream.shutdown(Shutdown::Both);
+                break;
+            }
+            Some(Action::Swallow) => {
+                let _ = copy_body(&mut reader, None, head.content_length, u64::MAX, None);
+                // Never answer; wait for the client to give up.
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                let _ = stream.shutdown(Shutdown::Both);
+                break;
+            }
+        }
+    }
+    if let Some(stream) = upstream {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Credentials and address of the sandbox's embedded store, as printed by
+/// `ferry-gateway sandbox`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreAccess {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// A sandbox whose store listens on a port the test chose, with a
+/// [`FaultProxy`] as the store's public endpoint, and a `ferry` home signed
+/// in to it as imaging staff.
+pub struct FaultSandbox {
+    pub home: tempfile::TempDir,
+    child: Child,
+    pub fhir_url: String,
+    pub profile: String,
+    pub proxy: FaultProxy,
+    /// The store itself, bypassing the proxy.
+    pub store: StoreAccess,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Extra lines for `[policy.lifetimes]` in `grant.toml`, such as
+/// `part_url = 3`.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSettings {
+    pub lifetimes: Vec<String>,
+}
+
+impl FaultSandbox {
+    /// Starts the sandbox and the proxy, and signs in as `tech-okafor`.
+    pub fn start(settings: &SandboxSettings) -> FaultSandbox {
+        let home = tempfile::tempdir().expect("a temporary folder");
+        let data_dir = home.path().join("gateway");
+        std::fs::create_dir_all(&data_dir).expect("the gateway folder is created");
+
+        // The store's port: bound and released, then named in grant.toml.
+        let store_port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let store_address: SocketAddr = format!("127.0.0.1:{store_port}").parse().unwrap();
+        let proxy = FaultProxy::start(store_address);
+        let mut toml = format!(
+            "[grant]\nstore_listen = \"{store_address}\"\nstore_public_endpoint = \"{}\"\n",
+            proxy.url()
+        );
+        if !settings.lifetimes.is_empty() {
+            toml.push_str("\n[policy.lifetimes]\n");
+            for line in &settings.lifetimes {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+        }
+        std::fs::write(data_dir.join("grant.toml"), toml).expect("grant.toml is written");
+
+        let mut child = Command::new(binary("ferry-gateway"))
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--auto-login", "tech-okafor"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ferry-gateway starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = sender.send(line);
+            }
+        });
+        let mut fhir_url = None;
+        let mut store = StoreAccess::default();
+        while fhir_url.is_none() || store.secret_access_key.is_empty() {
+            let line = receiver
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the sandbox prints its URLs and store keys within 60 s");
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let value = value.trim().to_owned();
+            match name.trim() {
+                "fhir" => fhir_url = Some(value),
+                "store-region" => store.region = value,
+                "store-bucket" => store.bucket = value,
+                "store-access-key-id" => store.access_key_id = value,
+                "store-secret-access-key" => store.secret_access_key = value,
+                _ => {}
+            }
+        }
+        store.endpoint = format!("http://{store_address}");
+        let fhir_url = fhir_url.expect("checked above");
+
+        let suffix = home
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let profile = format!("fault-{}-{suffix}", std::process::id());
+        let added = run(ferry(home.path()).args(["profiles", "add", &profile, &fhir_url]));
+        assert!(added.status.success(), "{}", describe(&added));
+        let login = run(ferry(home.path())
+            .args(["--profile", &profile, "login", "--as", "imaging-staff"])
+            .env("BROWSER", "curl -sfL -o /dev/null"));
+        assert!(login.status.success(), "{}", describe(&login));
+
+        FaultSandbox {
+            home,
+            child,
+            fhir_url,
+            profile,
+            proxy,
+            store,
+            data_dir,
+        }
+    }
+
+    /// A `ferry --profile NAME` command in this home.
+    pub fn ferry(&self) -> Command {
+        let mut command = ferry(self.home.path());
+        command.args(["--profile", &self.profile]);
+        command
+    }
+
+    /// Runs `aws s3api ARGS… --bucket BUCKET` against the store directly and
+    /// returns its JSON output, or `None` when the aws CLI is missing.
+    pub fn s3api(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let output = Command::new("aws")
+            .args([
+                "--endpoint-url",
+                &self.store.endpoint,
+                "--output",
+                "json",
+                "s3api",
+            ])
+            .args(args)
+            .args(["--bucket", &self.store.bucket])
+            .env("AWS_ACCESS_KEY_ID", &self.store.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.store.secret_access_key)
+            .env("AWS_DEFAULT_REGION", &self.store.region)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .ok()?;
+        assert!(
+            output.status.success(),
+            "aws s3api {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Some(serde_json::json!({}));
+        }
+        Some(serde_json::from_slice(&output.stdout).expect("aws prints JSON"))
+    }
+
+    /// Objects in the store's bucket as (key, size).
+    pub fn objects(&self) -> Option<Vec<(String, u64)>> {
+        let listed = self.s3api(&["list-objects-v2"])?;
+        Some(
+            listed["Contents"]
+                .as_array()
+                .map(|contents| {
+                    contents
+                        .iter()
+                        .map(|object| {
+                            (
+                                object["Key"].as_str().unwrap_or_default().to_owned(),
+                                object["Size"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Multipart uploads still open in the store.
+    pub fn open_multipart_uploads(&self) -> Option<usize> {
+        let listed = self.s3api(&["list-multipart-uploads"])?;
+        Some(listed["Uploads"].as_array().map_or(0, Vec::len))
+    }
+}
+
+impl Drop for FaultSandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when the aws CLI runs; the store checks need it.
+pub fn has_aws_cli() -> bool {
+    Command::new("aws")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// xorshift64*: a seeded generator, so a failing run repeats with its seed.
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// Uses `FERRY_FAULT_SEED` when set, else the clock; prints the seed.
+    pub fn from_env(label: &str) -> SeededRng {
+        let seed = std::env::var("FERRY_FAULT_SEED")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("{label}: FERRY_FAULT_SEED={seed}");
+        SeededRng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+}
+
+/// True when the long variants run (`FERRY_LONG_TESTS=1`).
+pub fn long_tests() -> bool {
+    std::env::var("FERRY_LONG_TESTS").is_ok_and(|value| value == "1")
+}
+
+/// Prints one parseable figures line:
+/// `FERRY-FAULT-FIGURES kind=… runs=… transfers=… bytes_moved=… bytes_resent=… lost=… corrupted=…`.
+pub fn print_figures(kind: &str, figures: &Figures) {
+    println!(
+        "FERRY-FAULT-FIGURES kind={kind} runs={} transfers={} bytes_moved={} bytes_resent={} lost={} corrupted={}",
+        figures.runs,
+        figures.transfers,
+        figures.bytes_moved,
+        figures.bytes_resent,
+        figures.lost,
+        figures.corrupted
+    );
+}
+
+/// What a fault test measured.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub runs: u64,
+    pub transfers: u64,
+    pub bytes_moved: u64,
+    pub bytes_resent: u64,
+    pub lost: u64,
+    pub corrupted: u64,
+}
+
+/// Returns true (and prints why) when no Secret Service is reachable.
+pub fn skip_without_credential_store() -> bool {
+    if crate::cli::has_credential_store() {
+        return false;
+    }
+    eprintln!(
+        "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
+    );
+    true
+}
+
+/// Files in `folder` whose names mark an unfinished download.
+pub fn partial_files(folder: &Path) -> Vec<String> {
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".ferry-part"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

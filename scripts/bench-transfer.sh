@@ -95,7 +95,7 @@ for run in $(seq "$runs"); do
     measure "$results/ferry-down" "$ferry" download "$fhir" "$document_id" "$download_dir" "$work/down-$run.sqlite"
     check "$(cat "$work/out.txt")"
     object="$(aws s3 ls "s3://$bucket/uploads/" | awk '{print $4}')"
-    for key in $object; do aws s3 rm -q "s3://$bucket/uploads/$key"; done
+    for key in $object; do aws s3 rm --only-show-errors "s3://$bucket/uploads/$key"; done
 done
 # Bytes of the source file read by one upload, from its pread64 calls.
 strace -f -y -e trace=pread64,read -o "$work/strace.txt" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null

@@ -87,7 +87,7 @@ fn new_upload(journal: &Journal, parts: u32) -> String {
 }
 
 #[test]
-fn claim_of_a_live_process_is_refused_until_it_dies() {
+fn live_claim_is_kept_until_death() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("journal.sqlite");
     let journal = Journal::open(&path).unwrap();
@@ -124,7 +124,7 @@ fn claim_of_a_live_process_is_refused_until_it_dies() {
 }
 
 #[tokio::test]
-async fn engine_leaves_a_transfer_claimed_by_another_live_process_alone() {
+async fn engine_skips_transfers_claimed_elsewhere() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("journal.sqlite");
     let journal = Journal::open(&path).unwrap();
@@ -160,7 +160,7 @@ async fn engine_leaves_a_transfer_claimed_by_another_live_process_alone() {
 }
 
 #[test]
-fn journal_killed_in_the_middle_of_writes_keeps_every_committed_write_in_order() {
+fn killed_writer_keeps_committed_writes() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("journal.sqlite");
     let journal = Journal::open(&path).unwrap();

@@ -71,7 +71,7 @@ fn puts_per_part(fixture: &Fixture) -> BTreeMap<u32, u32> {
 }
 
 #[tokio::test]
-async fn files_of_one_byte_one_part_and_many_parts_round_trip() {
+async fn small_and_multi_part_files_round_trip() {
     round_trips(vec![
         ("one-byte.bin", vec![42u8], 1),
         ("one-part.bin", pattern(PART_SIZE as usize), 1),
@@ -149,7 +149,7 @@ async fn bearer_token_never_reaches_the_store() {
 }
 
 #[tokio::test]
-async fn expired_part_and_download_urls_are_renewed_mid_transfer() {
+async fn expired_urls_are_renewed_mid_transfer() {
     let options = SandboxOptions {
         proxy: true,
         part_url_seconds: Some(1),
@@ -207,7 +207,7 @@ async fn expired_part_and_download_urls_are_renewed_mid_transfer() {
 }
 
 #[tokio::test]
-async fn transfers_wait_for_the_network_and_resume_by_themselves() {
+async fn transfers_wait_for_lost_network() {
     let fixture = Fixture::start(SandboxOptions {
         proxy: true,
         ..SandboxOptions::default()
@@ -276,7 +276,7 @@ async fn transfers_wait_for_the_network_and_resume_by_themselves() {
 }
 
 #[tokio::test]
-async fn paused_upload_resumes_without_resending_confirmed_parts() {
+async fn paused_upload_resumes_without_resending() {
     let fixture = Fixture::start(SandboxOptions {
         proxy: true,
         ..SandboxOptions::default()
@@ -316,7 +316,7 @@ async fn paused_upload_resumes_without_resending_confirmed_parts() {
 }
 
 #[tokio::test]
-async fn cancelled_upload_is_aborted_at_the_gateway() {
+async fn cancelled_upload_is_aborted() {
     let fixture = Fixture::start(SandboxOptions {
         proxy: true,
         ..SandboxOptions::default()
@@ -348,7 +348,7 @@ async fn cancelled_upload_is_aborted_at_the_gateway() {
 }
 
 #[tokio::test]
-async fn cancelled_download_leaves_nothing_in_the_folder() {
+async fn cancelled_download_leaves_nothing() {
     let fixture = Fixture::start(SandboxOptions {
         proxy: true,
         ..SandboxOptions::default()
@@ -381,7 +381,7 @@ async fn cancelled_download_leaves_nothing_in_the_folder() {
 }
 
 #[tokio::test]
-async fn dropped_engine_leaves_an_upload_that_a_new_engine_finishes() {
+async fn dropped_engine_upload_resumes() {
     let fixture = Fixture::start(SandboxOptions {
         proxy: true,
         ..SandboxOptions::default()
@@ -424,13 +424,13 @@ async fn dropped_engine_leaves_an_upload_that_a_new_engine_finishes() {
 }
 
 #[tokio::test]
-async fn large_file_of_one_gib_round_trips() {
+async fn large_file_one_gib_round_trips() {
     const SIZE: u64 = 1024 * MIB;
     let fixture = Fixture::start(SandboxOptions::default()).await;
     let free = free_bytes(fixture.folder.path()).unwrap_or(0);
     if free < 4 * SIZE {
         eprintln!(
-            "SKIPPED large_file_of_one_gib_round_trips: {} MiB free at {}, 4096 MiB needed \
+            "SKIPPED large_file_one_gib_round_trips: {} MiB free at {}, 4096 MiB needed \
              (source, store parts, object and download)",
             free / MIB,
             fixture.folder.path().display()

@@ -30,6 +30,8 @@ use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
 
 /// Read buffer of the verification pass.
 const VERIFY_BUFFER: usize = 1024 * 1024;
+/// Bytes of a range gathered before one positional write to the temporary file.
+const WRITE_BUFFER: usize = 1024 * 1024;
 /// Numbered names tried before a download fails with the destination taken.
 const MAX_NUMBERED_NAMES: u32 = 9_999;
 /// Renewals of the download grant before the download fails.
@@ -262,18 +264,8 @@ async fn fetch_range(
         }
 
         let counted = AtomicU64::new(0);
-        let failure = match get_range(&context, &grant, &etag, &range, &counted).await {
-            Ok(bytes) => {
-                let file = file.clone();
-                let offset = range.offset;
-                let temp_path = PathBuf::from(format!("temporary file of transfer {}", context.id));
-                tokio::task::spawn_blocking(move || {
-                    write_all_at(&file, &bytes, offset)?;
-                    file.sync_data()
-                })
-                .await
-                .map_err(|error| TransferError::Task(error.to_string()))?
-                .map_err(io_error("writing", &temp_path))?;
+        let failure = match get_range(&context, &grant, &etag, &range, &file, &counted).await {
+            Ok(()) => {
                 context.journal.set_part(&context.id, range.part_number, PartState::Confirmed, None, None)?;
                 context.network_ok()?;
                 return Ok(());
@@ -317,14 +309,17 @@ async fn fetch_range(
     }
 }
 
-/// Fetches one range into memory.
+/// Fetches one range and writes it into the temporary file as it arrives,
+/// in writes of at most [`WRITE_BUFFER`] bytes, then flushes it. Memory per
+/// range stays at one write buffer whatever the range size.
 async fn get_range(
     context: &TransferContext,
     grant: &DownloadGrant,
     etag: &Mutex<Option<String>>,
     range: &PartRecord,
+    file: &Arc<File>,
     counted: &AtomicU64,
-) -> Result<BytesMut, GetFailure> {
+) -> Result<(), GetFailure> {
     let last = range.offset + range.size - 1;
     let known_etag = etag.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
     let mut request = context.store.get(grant.url.expose()).header(RANGE, format!("bytes={}-{last}", range.offset));
@@ -334,106 +329,155 @@ async fn get_range(
 
     let activity = Activity::new();
     let exchange = async {
-        let mut response = request.send().await?;
+        let network = |error: reqwest::Error| GetFailure::Retryable {
+            status: None,
+            retry_after: None,
+            message: error.without_url().to_string(),
+        };
+        let mut response = request.send().await.map_err(network)?;
         let status = response.status();
-        let headers = response.headers().clone();
-        let mut body = BytesMut::new();
-        if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::OK {
-            body.reserve(range.size as usize);
-            while let Some(chunk) = response.chunk().await? {
-                activity.touch();
-                context.add_bytes(chunk.len() as u64);
-                counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                body.extend_from_slice(&chunk);
-                if body.len() as u64 > range.size && status == StatusCode::PARTIAL_CONTENT {
-                    break;
-                }
-            }
-        } else {
-            body.extend_from_slice(&response.bytes().await.unwrap_or_default());
+        let whole_object = range.offset == 0 && range.size == grant.size;
+        if !(status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole_object)) {
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(refusal(grant, range, status, &headers, &String::from_utf8_lossy(&body)));
         }
-        Ok::<_, reqwest::Error>((status, headers, body))
-    };
-    let outcome = tokio::select! {
-        outcome = with_idle_timeout(exchange, &activity, context.options.idle_timeout) => outcome,
-        () = context.cancelled() => return Err(GetFailure::Fatal(TransferError::Interrupted)),
-    };
-    let (status, headers, body) = match outcome {
-        None => {
+        check_response(context, grant, etag, range, status, response.headers())?;
+
+        let mut pending = BytesMut::with_capacity(WRITE_BUFFER.min(range.size as usize));
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(network)? {
+            activity.touch();
+            context.add_bytes(chunk.len() as u64);
+            counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if written + (pending.len() + chunk.len()) as u64 > range.size {
+                return Err(GetFailure::Retryable {
+                    status: None,
+                    retry_after: None,
+                    message: format!("the store sent more than the {} bytes of the range", range.size),
+                });
+            }
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= WRITE_BUFFER {
+                let bytes = pending.split().freeze();
+                write_at(context, file, bytes.clone(), range.offset + written).await?;
+                written += bytes.len() as u64;
+                activity.touch();
+            }
+        }
+        if !pending.is_empty() {
+            let bytes = pending.split().freeze();
+            write_at(context, file, bytes.clone(), range.offset + written).await?;
+            written += bytes.len() as u64;
+        }
+        if written != range.size {
             return Err(GetFailure::Retryable {
+                status: None,
+                retry_after: None,
+                message: format!("the store sent {written} bytes for a range of {}", range.size),
+            });
+        }
+        let flushed = file.clone();
+        tokio::task::spawn_blocking(move || flushed.sync_data())
+            .await
+            .map_err(|error| GetFailure::Fatal(TransferError::Task(error.to_string())))?
+            .map_err(|source| GetFailure::Fatal(write_error(context, source)))
+    };
+    tokio::select! {
+        outcome = with_idle_timeout(exchange, &activity, context.options.idle_timeout) => outcome.unwrap_or_else(|| {
+            Err(GetFailure::Retryable {
                 status: None,
                 retry_after: None,
                 message: format!("no bytes moved for {} s", context.options.idle_timeout.as_secs()),
-            });
-        }
-        Some(Err(error)) => {
-            return Err(GetFailure::Retryable { status: None, retry_after: None, message: error.without_url().to_string() });
-        }
-        Some(Ok(response)) => response,
-    };
-
-    let whole_object = range.offset == 0 && range.size == grant.size;
-    if status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole_object) {
-        let header = |name| headers.get(name).and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok());
-        if status == StatusCode::PARTIAL_CONTENT {
-            let expected = format!("bytes {}-{last}/", range.offset);
-            if !header(CONTENT_RANGE).is_some_and(|value| value.starts_with(&expected)) {
-                return Err(GetFailure::Retryable {
-                    status: Some(status.as_u16()),
-                    retry_after: None,
-                    message: format!("the store sent Content-Range {:?} for a request of bytes {}-{last}", header(CONTENT_RANGE), range.offset),
-                });
-            }
-        }
-        if body.len() as u64 != range.size {
-            return Err(GetFailure::Retryable {
-                status: None,
-                retry_after: None,
-                message: format!("the store sent {} bytes for a range of {}", body.len(), range.size),
-            });
-        }
-        if let Some(received) = header(ETAG) {
-            let mut known = etag.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match known.as_deref() {
-                Some(known) if known != received => {
-                    return Err(GetFailure::Fatal(TransferError::ObjectChanged {
-                        document_id: grant.document_id.clone(),
-                        detail: format!("its ETag changed from {known} to {received}"),
-                    }));
-                }
-                Some(_) => {}
-                None => {
-                    *known = Some(received.to_owned());
-                    drop(known);
-                    if let Ok(mut record) = context.journal.get(&context.id) {
-                        record.object_etag = Some(received.to_owned());
-                        context.journal.update(&record).map_err(|error| GetFailure::Fatal(error.into()))?;
-                    }
-                }
-            }
-        }
-        return Ok(body);
+            })
+        }),
+        () = context.cancelled() => Err(GetFailure::Fatal(TransferError::Interrupted)),
     }
+}
 
-    let text = String::from_utf8_lossy(&body);
+fn write_error(context: &TransferContext, source: std::io::Error) -> TransferError {
+    let path = PathBuf::from(format!("temporary file of transfer {}", context.id));
+    TransferError::Io { stage: "writing", path, source }
+}
+
+/// Writes `bytes` at `offset` of the temporary file on a blocking thread.
+async fn write_at(context: &TransferContext, file: &Arc<File>, bytes: bytes::Bytes, offset: u64) -> Result<(), GetFailure> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || write_all_at(&file, &bytes, offset))
+        .await
+        .map_err(|error| GetFailure::Fatal(TransferError::Task(error.to_string())))?
+        .map_err(|source| GetFailure::Fatal(write_error(context, source)))
+}
+
+/// Checks a ranged response's `Content-Range` and the object's ETag
+/// before any of its bytes are written, recording the ETag the first time.
+fn check_response(
+    context: &TransferContext,
+    grant: &DownloadGrant,
+    etag: &Mutex<Option<String>>,
+    range: &PartRecord,
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<(), GetFailure> {
+    let last = range.offset + range.size - 1;
+    let header = |name| headers.get(name).and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok());
+    if status == StatusCode::PARTIAL_CONTENT {
+        let expected = format!("bytes {}-{last}/", range.offset);
+        if !header(CONTENT_RANGE).is_some_and(|value| value.starts_with(&expected)) {
+            return Err(GetFailure::Retryable {
+                status: Some(status.as_u16()),
+                retry_after: None,
+                message: format!("the store sent Content-Range {:?} for a request of bytes {}-{last}", header(CONTENT_RANGE), range.offset),
+            });
+        }
+    }
+    let Some(received) = header(ETAG) else { return Ok(()) };
+    let mut known = etag.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match known.as_deref() {
+        Some(known) if known != received => Err(GetFailure::Fatal(TransferError::ObjectChanged {
+            document_id: grant.document_id.clone(),
+            detail: format!("its ETag changed from {known} to {received}"),
+        })),
+        Some(_) => Ok(()),
+        None => {
+            *known = Some(received.to_owned());
+            drop(known);
+            if let Ok(mut record) = context.journal.get(&context.id) {
+                record.object_etag = Some(received.to_owned());
+                context.journal.update(&record).map_err(|error| GetFailure::Fatal(error.into()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Maps a response other than the range's bytes to a failure.
+fn refusal(
+    grant: &DownloadGrant,
+    range: &PartRecord,
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    text: &str,
+) -> GetFailure {
+    let last = range.offset + range.size - 1;
     if status == StatusCode::OK {
-        return Err(GetFailure::Fatal(TransferError::ObjectChanged {
+        return GetFailure::Fatal(TransferError::ObjectChanged {
             document_id: grant.document_id.clone(),
             detail: "the store answered a ranged request with the whole object, so If-Range no longer matched".to_owned(),
-        }));
+        });
     }
-    if status == StatusCode::FORBIDDEN && is_expired_url_body(&text) {
-        return Err(GetFailure::UrlExpired);
+    if status == StatusCode::FORBIDDEN && is_expired_url_body(text) {
+        return GetFailure::UrlExpired;
     }
     let retry_after = headers.get(RETRY_AFTER).and_then(|value| value.to_str().ok()).and_then(parse_retry_after);
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
-        return Err(GetFailure::Retryable { status: Some(status.as_u16()), retry_after, message: s3_error_summary(&text) });
+        return GetFailure::Retryable { status: Some(status.as_u16()), retry_after, message: s3_error_summary(text) };
     }
-    Err(GetFailure::Fatal(TransferError::StoreRejected {
+    GetFailure::Fatal(TransferError::StoreRejected {
         stage: format!("fetching bytes {}-{last} from {}", range.offset, grant.url.redacted()),
         status: status.as_u16(),
-        detail: s3_error_summary(&text),
-    }))
+        detail: s3_error_summary(text),
+    })
 }
 
 #[cfg(unix)]

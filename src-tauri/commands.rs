@@ -256,7 +256,7 @@ fn started(app: &AppHandle, connection: &Arc<Connection>, handle: TransferHandle
 pub async fn documents_list(state: State<'_, AppState>) -> CommandResult<Vec<DocumentView>> {
     let connection = state.connection().await?;
     let patient = state.chosen_patient()?;
-    let params = [("status", "current"), ("patient", patient.id.as_str())];
+    let params = [("patient", patient.id.as_str())];
     let resources = fhir::search(&connection.session, "DocumentReference", &params).await?;
     Ok(resources.iter().map(DocumentView::from_resource).collect())
 }

@@ -408,11 +408,9 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             Some(Action::StallAfter(limit)) => {
                 let copied = copy_body(&mut reader, Some(stream), head.content_length, limit, None);
                 record(copied.unwrap_or(0));
-                // Hold the connection without reading until the client
-                // closes it (its idle timeout) or the test ends.
-                let _ = client_writer.set_read_timeout(Some(Duration::from_secs(300)));
-                let mut probe = [0u8; 1];
-                let _ = client_writer.peek(&mut probe);
+                // Hold both connections without reading: no byte moves
+                // until the client's idle timeout closes its side.
+                std::thread::sleep(Duration::from_secs(90));
                 let _ = stream.shutdown(Shutdown::Both);
                 break;
             }

@@ -214,7 +214,6 @@ fn demo_writes_no_secrets_at_debug_level() {
 }
 
 #[test]
-#[ignore = "defect: RUST_LOG=debug lets s3s log presigned URLs in the gateway log"]
 fn demo_writes_no_secrets_with_rust_log_debug() {
     let (output, root) = run_demo(Some("debug"));
 

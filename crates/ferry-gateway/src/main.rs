@@ -3,7 +3,9 @@
 //! `ferry-gateway sandbox` starts the zero-configuration sandbox: a SMART on
 //! FHIR authorization server and FHIR server on loopback, with its state in one
 //! data folder. It prints its URLs on stdout and logs to stderr
-//! (`RUST_LOG` sets the filter, default `info`).
+//! (`RUST_LOG` sets the filter, default `info`). The `s3s` library is held
+//! at `info` whatever `RUST_LOG` says, because at `debug` it logs each
+//! request URI, and a presigned URL's query string is a credential.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,8 +58,11 @@ struct SandboxArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive("s3s=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 

@@ -7,12 +7,15 @@
 #
 # Usage: scripts/bench-transfer.sh [SIZE_MIB]   (default 4096; 2048 when
 # the disk is short). Needs about 4 × SIZE free in BENCH_DIR (default a
-# new folder in /var/tmp), removed at exit. RUNS=3 by default.
+# new folder in /var/tmp), removed at exit. RUNS=3 by default; TOOLS
+# chooses the tools (default "ferry curl rclone aws"; curl is always run).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ferry-target}"
 runs="${RUNS:-3}"
+tools=" ${TOOLS:-ferry curl rclone aws} curl "
+wants() { [[ "$tools" == *" $1 "* ]]; }
 work="$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferry-bench.XXXXXX")"
 sandbox_pid=""
 cleanup() {
@@ -88,8 +91,9 @@ check() { # compares a downloaded file with the source
 results="$work/results"; mkdir -p "$results"
 download_dir="$work/down"; mkdir -p "$download_dir"
 
-echo "ferry ..." >&2
-for run in $(seq "$runs"); do
+ferry_read=""
+wants ferry && echo "ferry ..." >&2
+wants ferry && for run in $(seq "$runs"); do
     measure "$results/ferry-up" "$ferry" upload "$fhir" "$source_file" "$work/up-$run.sqlite"
     document_id="$(cat "$work/out.txt")"
     measure "$results/ferry-down" "$ferry" download "$fhir" "$document_id" "$download_dir" "$work/down-$run.sqlite"
@@ -98,8 +102,8 @@ for run in $(seq "$runs"); do
     for key in $object; do aws s3 rm --only-show-errors "s3://$bucket/uploads/$key"; done
 done
 # Bytes of the source file read by one upload, from its pread64 calls.
-strace -f -y -e trace=pread64,read -o "$work/strace.txt" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
-ferry_read=$(grep -F "<$source_file>" "$work/strace.txt" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {print s + 0}')
+wants ferry && strace -f -y -e trace=pread64,read -o "$work/strace.txt" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
+wants ferry && ferry_read=$(grep -F "<$source_file>" "$work/strace.txt" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%d", s}')
 
 echo "curl ..." >&2
 put_url="$("$ferry" presign PUT "$endpoint" "$region" "$bucket" bench/curl.bin)"
@@ -110,15 +114,15 @@ for run in $(seq "$runs"); do
     check "$download_dir/curl.bin"
 done
 
-echo "rclone ..." >&2
-for run in $(seq "$runs"); do
-    measure "$results/rclone-up" env -u AWS_CA_BUNDLE rclone copyto "$source_file" "sandbox:$bucket/bench/rclone.bin"
-    measure "$results/rclone-down" env -u AWS_CA_BUNDLE rclone copyto "sandbox:$bucket/bench/rclone.bin" "$download_dir/rclone.bin"
+wants rclone && echo "rclone ..." >&2
+wants rclone && for run in $(seq "$runs"); do
+    measure "$results/rclone-up" env -u AWS_CA_BUNDLE rclone copyto --ignore-times "$source_file" "sandbox:$bucket/bench/rclone.bin"
+    measure "$results/rclone-down" env -u AWS_CA_BUNDLE rclone copyto --ignore-times "sandbox:$bucket/bench/rclone.bin" "$download_dir/rclone.bin"
     check "$download_dir/rclone.bin"
 done
 
-echo "aws s3 cp ..." >&2
-for run in $(seq "$runs"); do
+wants aws && echo "aws s3 cp ..." >&2
+wants aws && for run in $(seq "$runs"); do
     measure "$results/aws-up" "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "$source_file" "s3://$bucket/bench/aws.bin"
     measure "$results/aws-down" "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "s3://$bucket/bench/aws.bin" "$download_dir/aws.bin"
     check "$download_dir/aws.bin"
@@ -135,6 +139,7 @@ echo
 echo "| tool | direction | MiB/s | share of curl | peak RSS (MiB) | CPU s |"
 echo "|---|---|---:|---:|---:|---:|"
 for tool in ferry curl rclone aws; do
+    wants "$tool" || continue
     for direction in up down; do
         seconds=$(column_median "$tool-$direction" 1)
         rss=$(column_median "$tool-$direction" 2)
@@ -146,4 +151,6 @@ for tool in ferry curl rclone aws; do
     done
 done
 echo
-echo "Ferry read $((ferry_read / 1024 / 1024)) MiB of the $size_mib MiB source file in one upload."
+if [ -n "$ferry_read" ]; then
+    echo "Ferry read $((ferry_read / 1024 / 1024)) MiB of the $size_mib MiB source file in one upload."
+fi

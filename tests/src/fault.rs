@@ -23,8 +23,9 @@ use crate::cli::{binary, describe, ferry, run};
 pub enum RequestKind {
     /// `PUT …?partNumber=N&uploadId=…`
     UploadPart,
-    /// Any `GET` (downloads fetch ranges with presigned `GET`s).
-    Get,
+    /// A `GET` of an object: downloads fetch ranges with presigned `GET`s.
+    /// The gateway's `ListParts` (`GET …?uploadId=…`) is not one.
+    GetObject,
 }
 
 /// What the proxy does to a request a rule picked.
@@ -45,6 +46,9 @@ pub enum Action {
     Swallow,
     /// Forwards the body at this many bytes per second.
     Throttle(u64),
+    /// Holds the request this long before forwarding it whole, so that a
+    /// presigned URL can expire on the way.
+    Delay(Duration),
 }
 
 /// Applies `action` to matching requests number `skip + 1` to
@@ -169,6 +173,8 @@ struct Head {
     bytes: Vec<u8>,
     method: String,
     part_number: Option<u32>,
+    /// True when the query names an upload id (multipart requests).
+    multipart: bool,
     content_length: u64,
     chunked: bool,
 }
@@ -205,6 +211,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("partNumber="))
         .and_then(|value| value.parse().ok());
+    let multipart = target.contains("uploadId=");
     let mut content_length = 0;
     let mut chunked = false;
     for line in lines {
@@ -222,6 +229,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
         bytes,
         method,
         part_number,
+        multipart,
         content_length,
         chunked,
     })
@@ -230,7 +238,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
 fn matches(kind: RequestKind, head: &Head) -> bool {
     match kind {
         RequestKind::UploadPart => head.method == "PUT" && head.part_number.is_some(),
-        RequestKind::Get => head.method == "GET",
+        RequestKind::GetObject => head.method == "GET" && !head.multipart,
     }
 }
 
@@ -368,11 +376,14 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             let _ = std::io::copy(&mut reader, stream);
             break;
         }
+        if let Some(Action::Delay(delay)) = &action {
+            std::thread::sleep(*delay);
+        }
         if stream.write_all(&head.bytes).is_err() {
             break;
         }
         match action {
-            None | Some(Action::Respond { .. }) => {
+            None | Some(Action::Respond { .. }) | Some(Action::Delay(_)) => {
                 let copied = copy_body(
                     &mut reader,
                     Some(stream),

@@ -186,7 +186,7 @@ fn bursts_of_503_429_and_500_with_retry_after_are_retried() {
         },
     });
     env.proxy.add_rule(Rule {
-        kind: RequestKind::Get,
+        kind: RequestKind::GetObject,
         skip: 0,
         times: 3,
         action: Action::Respond {
@@ -291,22 +291,66 @@ fn part_urls_expiring_between_and_during_parts_are_renewed() {
     if skip_without_credential_store() {
         return;
     }
-    // Part URLs live 3 s; each part takes about 2.5 s through the throttle,
-    // so URLs expire while parts wait for a slot and while they are sent.
+    // Part URLs live 2 s. The first two part requests are held 4 s before
+    // they reach the store, so their URLs expire between issue and use; the
+    // rest go at 1 MiB/s, so each URL expires while its part is sent.
     let env = FaultSandbox::start(&SandboxSettings {
-        lifetimes: vec!["part_url = 3".to_owned(), "download_url = 3".to_owned()],
+        lifetimes: vec!["part_url = 2".to_owned()],
     });
-    let size = 20 * MIB + 3;
+    let size = 15 * MIB - 3;
     let source = env.home.path().join("expiring.bin");
     write_pattern_file(&source, size);
     env.proxy.add_rule(Rule {
         kind: RequestKind::UploadPart,
         skip: 0,
+        times: 2,
+        action: Action::Delay(std::time::Duration::from_secs(4)),
+    });
+    env.proxy.add_rule(Rule {
+        kind: RequestKind::UploadPart,
+        skip: 0,
         times: u32::MAX,
-        action: Action::Throttle(2 * MIB),
+        action: Action::Throttle(MIB),
     });
 
-    let output = upload(&env, &source, "1");
+    let output = run(env
+        .ferry()
+        .args([
+            "-v",
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "5",
+            "--parallel",
+            "2",
+        ])
+        .arg(&source));
     check_round_trip(&env, &source, &output);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let renewals = stderr
+        .matches("part URL expired; requesting a new one")
+        .count();
+    assert_eq!(
+        renewals, 2,
+        "the two held requests met expired URLs: {stderr}"
+    );
+    let parts = env.proxy.upload_parts();
+    assert_eq!(parts.len(), 3 + 2, "{parts:?}");
+    let throttled_whole = parts
+        .iter()
+        .filter(|seen| {
+            seen.fault
+                .as_deref()
+                .is_some_and(|fault| fault.starts_with("Throttle"))
+        })
+        .filter(|seen| seen.body_forwarded == seen.body_length)
+        .count();
+    assert_eq!(
+        throttled_whole, 3,
+        "every part outlived its URL and was stored: {parts:?}"
+    );
     print_figures("part-url-expiry", &figures(&env, size));
 }

@@ -296,13 +296,22 @@ pub struct DownloadGrant {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointRequest {
     pub device_id: String,
+    /// Id (a UUID) of the log on that device; one device keeps one log per
+    /// profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
+    /// Sequence number of the log's last record.
     pub seq: u64,
-    /// SHA-256 (hex) of the log's last entry.
+    /// SHA-256 (hex) of the log's last record.
     pub head_sha256: String,
     /// Number of the log's current signing epoch.
     pub epoch: u64,
-    /// Public key (base64url, Ed25519) of that epoch.
+    /// Public key (hex, Ed25519) of that epoch.
     pub epoch_public_key: String,
+    /// Public key (hex, Ed25519) of epoch 0, which the log's first record
+    /// introduces: the device's key for this log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_public_key: Option<String>,
 }
 
 /// A checkpoint countersigned by the gateway: `jws` is a compact JWS (ES256)

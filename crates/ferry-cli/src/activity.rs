@@ -1,72 +1,27 @@
 //! Writing sign-ins and transfers into the profile's signed transfer log
-//! (`ferry_core::log`).
-//!
-//! The log lives at `{data_dir}/profiles/{name}/transfer-log.ndjson`; its
-//! signing key is the credential store entry
-//! `profile/{name}/transfer-log-key`. A log that cannot be opened or
-//! appended to is reported as a warning and never fails the transfer it
+//! through `ferry_core::activity`, which names the files and entries (see
+//! `ferry_core::profile`). A log that cannot be opened, appended to or
+//! checkpointed is reported as a warning and never fails the transfer it
 //! describes, because the bytes have already moved by then.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use ferry_core::log::{Actor, Direction, Event, NewEntry, OpenOptions, TransferLog};
-use ferry_core::login::{ProfileContext, SessionInfo};
+use ferry_core::activity::{self, ProfileLog};
+use ferry_core::grant::GrantClient;
+use ferry_core::journal::TransferRecord;
+use ferry_core::log::{Checkpoint, Direction, Event, NewEntry};
+use ferry_core::login::{ProfileContext, Session, SessionInfo};
 use ferry_core::profile::{FerryDirs, ProfileName};
 use ferry_core::secrets::SecretStore;
+use ferry_core::transfer::{TransferError, TransferOutcome};
 
 use crate::exit::error_chain;
 use crate::output::Output;
 
-/// File name of a profile's transfer log in its data folder.
-pub const LOG_FILE: &str = "transfer-log.ndjson";
-
-/// Returns `{data_dir}/profiles/{name}/transfer-log.ndjson`.
-pub fn log_path(dirs: &FerryDirs, name: &ProfileName) -> PathBuf {
-    dirs.profile_data_dir(name).join(LOG_FILE)
-}
-
-/// Credential store entry of the log's current epoch key.
-pub fn key_entry(name: &ProfileName) -> String {
-    format!("profile/{name}/transfer-log-key")
-}
-
-/// This workstation's id in log entries: a random id kept in
-/// `{data_dir}/device-id`, created on first use.
-pub fn device_id(dirs: &FerryDirs) -> String {
-    let path = dirs.data_dir.join("device-id");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let id = text.trim();
-        if !id.is_empty() {
-            return id.to_owned();
-        }
-    }
-    let id = format!("dev-{}", uuid_like());
-    if let Err(error) =
-        std::fs::create_dir_all(&dirs.data_dir).and_then(|()| std::fs::write(&path, &id))
-    {
-        tracing::warn!(path = %path.display(), %error, "failed to store the device id");
-    }
-    id
-}
-
-/// 16 random hex digits from the standard library's randomly seeded hasher.
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{:016x}", hasher.finish())
-}
-
-/// An open transfer log of one profile and who acts in it.
+/// An open transfer log of one profile.
 pub struct ActivityLog {
-    log: TransferLog,
-    actor: Option<Actor>,
+    log: ProfileLog,
 }
 
 impl ActivityLog {
@@ -79,15 +34,13 @@ impl ActivityLog {
         session: Option<&SessionInfo>,
         output: Output,
     ) -> Option<ActivityLog> {
-        let path = log_path(dirs, name);
-        let options = OpenOptions::new(device_id(dirs), key_entry(name));
-        let opened =
-            tokio::task::spawn_blocking(move || TransferLog::open(&path, store, options)).await;
+        let (dirs, name, session) = (dirs.clone(), name.clone(), session.cloned());
+        let opened = tokio::task::spawn_blocking(move || {
+            ProfileLog::open(&dirs, &name, store, session.as_ref())
+        })
+        .await;
         match opened {
-            Ok(Ok(log)) => Some(ActivityLog {
-                log,
-                actor: session.map(actor_of),
-            }),
+            Ok(Ok(log)) => Some(ActivityLog { log }),
             Ok(Err(error)) => {
                 output.status(format!(
                     "warning: the transfer log was not written: {}",
@@ -121,17 +74,61 @@ impl ActivityLog {
     }
 
     pub fn path(&self) -> &Path {
-        self.log.path()
+        self.log.log().path()
     }
 
     /// Appends an entry with this log's actor; failures become a warning.
-    pub fn append(&mut self, mut entry: NewEntry, output: Output) {
-        entry.actor = entry.actor.or_else(|| self.actor.clone());
+    pub fn append(&mut self, entry: NewEntry, output: Output) {
         if let Err(error) = self.log.append(entry) {
             output.status(format!(
                 "warning: failed to append to the transfer log: {}",
                 error_chain(&error)
             ));
+        }
+    }
+
+    /// Appends the entries that record how a transfer ended.
+    pub fn append_outcome(
+        &mut self,
+        record: &TransferRecord,
+        result: &Result<TransferOutcome, Arc<TransferError>>,
+        output: Output,
+    ) {
+        for entry in activity::outcome_entries(record, result) {
+            self.append(entry, output);
+        }
+    }
+
+    /// Has the gateway countersign the log's head and records the
+    /// checkpoint; failures become a warning.
+    pub async fn checkpoint(&mut self, grants: &GrantClient, output: Output) -> Option<Checkpoint> {
+        match self.log.checkpoint(grants).await {
+            Ok(checkpoint) => Some(checkpoint),
+            Err(error) => {
+                output.status(format!(
+                    "warning: the transfer log's head was not countersigned by the gateway: {}",
+                    error_chain(&error)
+                ));
+                None
+            }
+        }
+    }
+
+    /// Checkpoints with the grant API of a signed-in session.
+    pub async fn checkpoint_with(
+        &mut self,
+        context: &ProfileContext,
+        session: &Session,
+        output: Output,
+    ) -> Option<Checkpoint> {
+        match grant_client(context, session) {
+            Ok(grants) => self.checkpoint(&grants, output).await,
+            Err(message) => {
+                output.status(format!(
+                    "warning: the transfer log's head was not countersigned by the gateway: {message}"
+                ));
+                None
+            }
         }
     }
 
@@ -146,14 +143,16 @@ impl ActivityLog {
     }
 }
 
-fn actor_of(info: &SessionInfo) -> Actor {
-    Actor {
-        fhir_user: info.fhir_user.clone(),
-        subject: info
-            .fhir_user
-            .clone()
-            .unwrap_or_else(|| format!("profile:{}", info.profile)),
-    }
+/// The grant API client of a signed-in session.
+pub fn grant_client(context: &ProfileContext, session: &Session) -> Result<GrantClient, String> {
+    let grant_api = session
+        .grant_api()
+        .map_err(|error| error_chain(&error))?;
+    Ok(GrantClient::new(
+        grant_api,
+        context.http.clone(),
+        Arc::new(session.clone()),
+    ))
 }
 
 /// An entry about one transfer.
@@ -170,13 +169,7 @@ pub fn transfer_entry(
 ) -> NewEntry {
     let mut entry = NewEntry::new(event);
     entry.direction = Some(direction);
-    entry.patient = patient.map(|patient| {
-        if patient.starts_with("Patient/") {
-            patient.to_owned()
-        } else {
-            format!("Patient/{patient}")
-        }
-    });
+    entry.patient = patient.map(activity::patient_reference);
     entry.object = object.map(str::to_owned);
     entry.file_name = file_name.map(str::to_owned);
     entry.size = size;

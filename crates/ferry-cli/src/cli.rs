@@ -205,6 +205,13 @@ pub enum LogAction {
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
     },
+    /// Show the gateway's audit records (FHIR AuditEvents) of one transfer,
+    /// by the correlation id that its log entries carry.
+    Audit {
+        /// Correlation id from `ferry log show` or a transfer's output.
+        #[arg(value_name = "CORRELATION_ID")]
+        correlation_id: String,
+    },
     /// Export the log as FHIR R4 AuditEvent resources (NDJSON) and a
     /// verification bundle.
     Export {

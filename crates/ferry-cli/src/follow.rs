@@ -18,15 +18,9 @@ use crate::exit::{CliError, CliResult, Exit, error_chain};
 use crate::output::Output;
 use crate::progress::ProgressView;
 
-/// File name of a profile's transfer journal in its data folder.
-pub const JOURNAL_FILE: &str = "journal.sqlite";
-
 /// Returns `{data_dir}/profiles/{name}/journal.sqlite`.
 pub fn journal_path(context: &ProfileContext) -> PathBuf {
-    context
-        .dirs
-        .profile_data_dir(&context.profile.name)
-        .join(JOURNAL_FILE)
+    context.dirs.journal_path(&context.profile.name)
 }
 
 /// Builds the engine of a signed-in profile: grant API client and journal.

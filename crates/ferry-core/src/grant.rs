@@ -245,6 +245,26 @@ impl GrantClient {
         self.send_json(stage, builder).await
     }
 
+    /// `POST /checkpoints`: the gateway countersigns the transfer log's
+    /// head. Sending the same head again returns the same checkpoint, so the
+    /// call is safe to repeat.
+    pub async fn checkpoint(
+        &self,
+        request: &ferry_api::CheckpointRequest,
+    ) -> Result<ferry_api::Checkpoint, GrantError> {
+        let stage = "countersigning the transfer log's head";
+        let builder = self.http.post(self.url(&["checkpoints"])).json(request);
+        self.send_json(stage, builder).await
+    }
+
+    /// `GET /checkpoints?device_id=…`: the checkpoints the gateway keeps for
+    /// one device and the caller, in sequence order.
+    pub async fn checkpoints(&self, device_id: &str) -> Result<Vec<ferry_api::Checkpoint>, GrantError> {
+        let stage = "listing the gateway's checkpoints";
+        let builder = self.http.get(self.url(&["checkpoints"])).query(&[("device_id", device_id)]);
+        self.send_json(stage, builder).await
+    }
+
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base_url.clone();
         {

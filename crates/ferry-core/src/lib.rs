@@ -1,6 +1,7 @@
 //! Ferry's headless engine. It has no dependency on Tauri or WebKit: the
 //! desktop app and the `ferry` CLI are thin layers over it.
 
+pub mod activity;
 pub mod grant;
 pub mod journal;
 pub mod log;

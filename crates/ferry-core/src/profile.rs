@@ -8,6 +8,23 @@
 //! Folders come from the platform's conventions (`directories` crate) unless
 //! `FERRY_HOME` is set, in which case everything lives below it
 //! (`$FERRY_HOME/config`, `$FERRY_HOME/data`).
+//!
+//! The desktop app and the CLI share these per-profile files and entries,
+//! all named by [`FerryDirs`]:
+//!
+//! | what | where |
+//! |---|---|
+//! | device id | `{data_dir}/device-id` |
+//! | transfer journal | `{data_dir}/profiles/{name}/journal.sqlite` |
+//! | signed transfer log | `{data_dir}/profiles/{name}/transfer-log.ndjson` |
+//! | refresh token | credential store entry `{device}/profile/{name}/refresh-token` |
+//! | transfer log key | credential store entry `{device}/profile/{name}/transfer-log-key` |
+//!
+//! Credential store entries start with the device id, which is random per
+//! data folder, so two data folders (two `FERRY_HOME`s) with a profile of the
+//! same name keep separate refresh tokens and log keys in the one credential
+//! store of the user account. The device id file moves with the data folder,
+//! so a moved data folder keeps its entries.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -28,6 +45,13 @@ pub const DEFAULT_CLIENT_ID: &str = "ferry-desktop";
 pub const FERRY_HOME_ENV: &str = "FERRY_HOME";
 
 const MAX_PROFILE_NAME_LEN: usize = 64;
+
+/// File name of a profile's transfer journal in its data folder.
+pub const JOURNAL_FILE: &str = "journal.sqlite";
+/// File name of a profile's signed transfer log in its data folder.
+pub const TRANSFER_LOG_FILE: &str = "transfer-log.ndjson";
+/// File name of the device id in the data folder.
+pub const DEVICE_ID_FILE: &str = "device-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -62,6 +86,14 @@ pub enum ProfileError {
     },
     #[error("failed to write {path}: {source}")]
     Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to read or create the device id {path}: {source}; check that the data folder is writable"
+    )]
+    DeviceId {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -112,6 +144,67 @@ impl FerryDirs {
     /// Returns `{data_dir}/profiles/{name}`; the name must be valid.
     pub fn profile_data_dir(&self, name: &ProfileName) -> PathBuf {
         self.data_dir.join("profiles").join(name.as_str())
+    }
+
+    /// Returns `{data_dir}/profiles/{name}/journal.sqlite`.
+    pub fn journal_path(&self, name: &ProfileName) -> PathBuf {
+        self.profile_data_dir(name).join(JOURNAL_FILE)
+    }
+
+    /// Returns `{data_dir}/profiles/{name}/transfer-log.ndjson`.
+    pub fn transfer_log_path(&self, name: &ProfileName) -> PathBuf {
+        self.profile_data_dir(name).join(TRANSFER_LOG_FILE)
+    }
+
+    /// Returns this data folder's device id (`dev-` and 16 hex digits) from
+    /// `{data_dir}/device-id`, creating the file on first use.
+    ///
+    /// The id names the workstation in transfer log entries and checkpoints
+    /// and prefixes credential store entries. Two processes creating it at
+    /// once agree on one id, because the file is created with `create_new`
+    /// and the loser reads the winner's id.
+    pub fn device_id(&self) -> Result<String, ProfileError> {
+        let path = self.data_dir.join(DEVICE_ID_FILE);
+        let error = |source| ProfileError::DeviceId { path: path.clone(), source };
+        if let Some(id) = read_device_id(&path).map_err(error)? {
+            return Ok(id);
+        }
+
+        std::fs::create_dir_all(&self.data_dir).map_err(error)?;
+        let id = format!("dev-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let created = OpenOptions::new().write(true).create_new(true).open(&path);
+        match created {
+            Ok(mut file) => {
+                use std::io::Write as _;
+                file.write_all(id.as_bytes()).and_then(|()| file.sync_all()).map_err(error)?;
+                Ok(id)
+            }
+            Err(source) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                read_device_id(&path).map_err(error)?.ok_or_else(|| {
+                    error(std::io::Error::other("the file is empty; delete it to create a new id"))
+                })
+            }
+            Err(source) => Err(error(source)),
+        }
+    }
+
+    /// Returns the credential store entry `{device}/profile/{name}/{item}`.
+    pub fn credential_entry(&self, name: &ProfileName, item: &str) -> Result<String, ProfileError> {
+        Ok(format!("{}/profile/{name}/{item}", self.device_id()?))
+    }
+
+    /// Returns the credential store entry of the profile's transfer log key.
+    pub fn transfer_log_key_entry(&self, name: &ProfileName) -> Result<String, ProfileError> {
+        self.credential_entry(name, "transfer-log-key")
+    }
+}
+
+/// Reads a device id file; `None` when it is missing or empty.
+fn read_device_id(path: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|id| !id.is_empty())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
@@ -197,9 +290,10 @@ impl Profile {
             .expect("the sandbox profile is valid")
     }
 
-    /// Credential store entry of this profile's refresh token.
-    pub fn refresh_token_entry(&self) -> String {
-        format!("profile/{}/refresh-token", self.name)
+    /// Credential store entry of this profile's refresh token in the data
+    /// folder `dirs`: `{device}/profile/{name}/refresh-token`.
+    pub fn refresh_token_entry(&self, dirs: &FerryDirs) -> Result<String, ProfileError> {
+        dirs.credential_entry(&self.name, "refresh-token")
     }
 }
 
@@ -540,6 +634,41 @@ mod tests {
             profiles.remove("sandbox"),
             Err(ProfileError::BuiltIn(_))
         ));
+    }
+
+    #[test]
+    fn credential_entries_differ_between_data_folders() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let profile = Profile::sandbox();
+
+        let first_entry = profile.refresh_token_entry(&FerryDirs::under(first.path())).unwrap();
+        let again = profile.refresh_token_entry(&FerryDirs::under(first.path())).unwrap();
+        let second_entry = profile.refresh_token_entry(&FerryDirs::under(second.path())).unwrap();
+
+        assert_eq!(first_entry, again, "the device id is kept in the data folder");
+        assert_ne!(first_entry, second_entry);
+        assert!(first_entry.ends_with("/profile/sandbox/refresh-token"), "{first_entry}");
+        assert!(first_entry.starts_with("dev-"), "{first_entry}");
+    }
+
+    #[test]
+    fn profile_files_live_in_profile_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(root.path());
+        let name = ProfileName::new("st-mary").unwrap();
+
+        assert_eq!(dirs.journal_path(&name), root.path().join("data/profiles/st-mary/journal.sqlite"));
+        assert_eq!(
+            dirs.transfer_log_path(&name),
+            root.path().join("data/profiles/st-mary/transfer-log.ndjson")
+        );
+        let device = dirs.device_id().unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("data/device-id")).unwrap(), device);
+        assert_eq!(
+            dirs.transfer_log_key_entry(&name).unwrap(),
+            format!("{device}/profile/st-mary/transfer-log-key")
+        );
     }
 
     #[test]

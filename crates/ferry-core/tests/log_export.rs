@@ -97,11 +97,11 @@ fn bundle_verifies_export_on_another_machine() {
     let copy = elsewhere.path().join("exported.ndjson");
     std::fs::copy(&sample.path, &copy).unwrap();
     let bundle: VerificationBundle = serde_json::from_str(&bundle_json).unwrap();
-    let mut options = bundle.verify_options();
-    options.gateway_keys = gateway_public_keys();
+    let options = bundle.verify_options();
 
     let report = log::verify(&copy, &options).unwrap();
 
+    assert_eq!(bundle.gateway_keys, gateway_public_keys(), "the bundle carries the gateway's keys");
     assert_eq!(bundle.format, BUNDLE_FORMAT);
     assert_eq!(bundle.epochs.len(), 3);
     assert_eq!(bundle.checkpoints, sample.checkpoints);

@@ -169,7 +169,7 @@ fn older_copy_that_went_on_is_reported() {
     for entry in failed_download_entries("corr-2") {
         log.append(entry).unwrap();
     }
-    let checkpoint = log.checkpoint_request().unwrap().countersign(GATEWAY_KEY_ID, &gateway_key()).unwrap();
+    let checkpoint = countersign(&log.checkpoint_request().unwrap());
     log.record_checkpoint(checkpoint.clone()).unwrap();
     log.close().unwrap();
 
@@ -300,11 +300,27 @@ fn checkpoint_with_foreign_gateway_signature_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let sample = write_sample(dir.path());
     let mut options = sample.options();
-    options.checkpoints[0].gateway_signature = hex::encode([1u8; 64]);
+    let (signed_part, _) = options.checkpoints[0].jws.rsplit_once('.').unwrap();
+    let (_, other_signature) = options.checkpoints[1].jws.rsplit_once('.').unwrap();
+    options.checkpoints[0].jws = format!("{signed_part}.{other_signature}");
 
     let report = log::verify(&sample.path, &options).unwrap();
 
     let problem = first_problem(&report);
     assert_eq!(problem.kind, ProblemKind::BadSignature, "{problem:?}");
     assert_eq!(problem.seq, Some(sample.checkpoints[0].head_seq));
+}
+
+#[test]
+fn checkpoint_with_changed_head_fails_gateway_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = write_sample(dir.path());
+    let mut options = sample.options();
+    options.checkpoints[0].head_seq += 1;
+
+    let report = log::verify(&sample.path, &options).unwrap();
+
+    let problem = first_problem(&report);
+    assert_eq!(problem.kind, ProblemKind::BadSignature, "{problem:?}");
+    assert!(problem.message.contains("countersigned"), "{}", problem.message);
 }

@@ -69,7 +69,7 @@ fn options(
 fn stored_refresh_token(fixture: &Fixture) -> Option<Secret> {
     fixture
         .store
-        .get(&fixture.context.profile.refresh_token_entry())
+        .get(&fixture.context.profile.refresh_token_entry(&fixture.context.dirs).unwrap())
         .unwrap()
 }
 
@@ -287,7 +287,7 @@ async fn access_token_refreshes_within_margin() {
 async fn rejected_refresh_token_requires_sign_in() {
     let fixture = fixture("dr-rivera:pat-001").await;
     let session = clinician_session(&fixture).await;
-    let entry = fixture.context.profile.refresh_token_entry();
+    let entry = fixture.context.profile.refresh_token_entry(&fixture.context.dirs).unwrap();
     fixture
         .store
         .set(&entry, &Secret::new("not-a-valid-refresh-token"))
@@ -332,7 +332,7 @@ async fn logout_revokes_refresh_token() {
     fixture
         .store
         .set(
-            &fixture.context.profile.refresh_token_entry(),
+            &fixture.context.profile.refresh_token_entry(&fixture.context.dirs).unwrap(),
             &refresh_token,
         )
         .unwrap();

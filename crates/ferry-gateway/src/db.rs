@@ -82,6 +82,8 @@ pub const MIGRATIONS: &[&str] = &[
     crate::repository::MIGRATION,
     // 3: audit index.
     crate::audit::MIGRATION,
+    // 4: checkpoints keyed by log.
+    crate::repository::CHECKPOINTS_BY_LOG_MIGRATION,
 ];
 
 /// Errors opening or migrating the database.

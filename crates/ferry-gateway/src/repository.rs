@@ -13,6 +13,25 @@ use rusqlite::{OptionalExtension as _, Row, params};
 use crate::db::{Db, DbError};
 use crate::policy::{DenyKind, DenyList};
 
+/// Migration that keys checkpoints by device, log and seq, because one
+/// device keeps one transfer log per profile and every log counts from 0.
+/// Checkpoints recorded before it belong to the log id `''`.
+pub const CHECKPOINTS_BY_LOG_MIGRATION: &str = r#"
+    CREATE TABLE grant_checkpoints_by_log (
+        device_id    TEXT NOT NULL,
+        log_id       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        subject      TEXT NOT NULL,
+        recorded_at  INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (device_id, log_id, seq)
+    );
+    INSERT INTO grant_checkpoints_by_log (device_id, log_id, seq, subject, recorded_at, body)
+        SELECT device_id, '', seq, subject, recorded_at, body FROM grant_checkpoints;
+    DROP TABLE grant_checkpoints;
+    ALTER TABLE grant_checkpoints_by_log RENAME TO grant_checkpoints;
+"#;
+
 /// Migration that creates the grant API's tables; appended to `db::MIGRATIONS`.
 pub const MIGRATION: &str = r#"
     CREATE TABLE grant_uploads (
@@ -135,7 +154,8 @@ pub trait GrantRepository: Send + Sync {
     /// Stores a checkpoint. Recording the same checkpoint again returns the
     /// stored one; different content under the same sequence number is a conflict.
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RepositoryError>;
-    /// A device's checkpoints recorded for `subject`, in sequence order.
+    /// A device's checkpoints recorded for `subject`, of all its logs, in
+    /// sequence order.
     fn checkpoints(
         &self,
         device_id: &str,
@@ -389,10 +409,13 @@ impl GrantRepository for SqliteRepository {
                 source,
             })?;
         let request = &checkpoint.checkpoint;
+        let log_id = request.log_id.as_deref().unwrap_or_default();
         let connection = self.db.lock();
         let existing: Option<String> = connection
-            .prepare_cached("SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND seq = ?2")?
-            .query_row(params![request.device_id, request.seq as i64], |row| {
+            .prepare_cached(
+                "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND log_id = ?2 AND seq = ?3",
+            )?
+            .query_row(params![request.device_id, log_id, request.seq as i64], |row| {
                 row.get(0)
             })
             .optional()?;
@@ -411,9 +434,10 @@ impl GrantRepository for SqliteRepository {
             });
         }
         connection.execute(
-            "INSERT INTO grant_checkpoints (device_id, seq, subject, recorded_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO grant_checkpoints (device_id, log_id, seq, subject, recorded_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 request.device_id,
+                log_id,
                 request.seq as i64,
                 checkpoint.subject,
                 checkpoint.recorded_at.as_millisecond(),
@@ -430,7 +454,7 @@ impl GrantRepository for SqliteRepository {
     ) -> Result<Vec<Checkpoint>, RepositoryError> {
         let connection = self.db.lock();
         let mut statement = connection.prepare_cached(
-            "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND subject = ?2 ORDER BY seq",
+            "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND subject = ?2 ORDER BY seq, log_id",
         )?;
         let bodies: Vec<String> = statement
             .query_map(params![device_id, subject], |row| row.get(0))?

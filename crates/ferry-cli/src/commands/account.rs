@@ -43,8 +43,11 @@ pub async fn login(profile: Option<&str>, args: LoginArgs, output: Output) -> Cl
 
     let session = login::login(&context, options).await.map_err(login_error)?;
     let info = session.info();
+    // The first checkpoint of a log takes the device's epoch 0 key to the
+    // gateway; every sign-in sends one.
     if let Some(mut log) = ActivityLog::for_context(&context, Some(&info), output).await {
         log.append(NewEntry::new(Event::SignedIn), output);
+        log.checkpoint_with(&context, &session, output).await;
         log.close(output);
     }
     output.status(format!("Signed in: {}.", describe_session(&info)));
@@ -136,7 +139,7 @@ pub fn profiles(action: Option<ProfilesAction>, output: Output) -> CliResult<()>
             // credential store leaves nothing to delete.
             match context::open_secret_store() {
                 Ok(store) => {
-                    if let Err(error) = store.delete(&removed.refresh_token_entry()) {
+                    if let Err(error) = store.delete(&removed.refresh_token_entry(&dirs).map_err(profile_error)?) {
                         output.status(format!(
                             "warning: failed to delete the refresh token of profile {name}: {error}"
                         ));

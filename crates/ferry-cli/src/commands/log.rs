@@ -1,14 +1,17 @@
 //! `ferry log show`, `log verify` and `log export`: the profile's signed
 //! transfer log. None of them needs a sign-in or a secret: verifying uses
-//! public keys only.
+//! public keys only. When the profile is signed in, `log verify` first has
+//! the gateway countersign the head, and checks the log against the
+//! gateway's published keys and the checkpoints the gateway keeps.
 
 use std::path::{Path, PathBuf};
 
-use ferry_core::log::{self, Record, VerificationBundle, VerifyOptions, VerifyReport};
+use ferry_core::log::{self, Checkpoint, Record, VerificationBundle, VerifyOptions, VerifyReport};
+use ferry_core::login;
 use ferry_core::profile::{FerryDirs, Profile};
 use serde_json::json;
 
-use crate::activity::log_path;
+use crate::activity::{ActivityLog, grant_client};
 use crate::cli::{ExportFormat, LogAction};
 use crate::context::{self, load_profile};
 use crate::exit::{CliError, CliResult, Exit, error_chain};
@@ -19,7 +22,7 @@ const BUNDLE_SUFFIX: &str = ".bundle.json";
 /// Suffix of the copy of the raw log written beside an export.
 const LOG_COPY_SUFFIX: &str = ".log.ndjson";
 
-pub fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResult<()> {
+pub async fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResult<()> {
     let dirs = context::ferry_dirs()?;
     let (_, profile) = load_profile(&dirs, profile)?;
     match action {
@@ -31,8 +34,9 @@ pub fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResul
             output,
         ),
         LogAction::Verify { bundle, log } => {
-            verify(&dirs, &profile, bundle.as_deref(), log.as_deref(), output)
+            verify(&dirs, &profile, bundle.as_deref(), log.as_deref(), output).await
         }
+        LogAction::Audit { correlation_id } => audit(&profile, &correlation_id, output).await,
         LogAction::Export {
             format: ExportFormat::Fhir,
             out,
@@ -41,7 +45,7 @@ pub fn run(profile: Option<&str>, action: LogAction, output: Output) -> CliResul
 }
 
 fn existing_log(dirs: &FerryDirs, profile: &Profile) -> CliResult<PathBuf> {
-    let path = log_path(dirs, &profile.name);
+    let path = dirs.transfer_log_path(&profile.name);
     if !path.is_file() {
         return Err(CliError::usage(format!(
             "profile {} has no transfer log yet ({} does not exist); it is written by sign-ins and transfers",
@@ -149,7 +153,7 @@ fn parse_since(text: &str) -> CliResult<jiff::Timestamp> {
         })
 }
 
-fn verify(
+async fn verify(
     dirs: &FerryDirs,
     profile: &Profile,
     bundle: Option<&Path>,
@@ -172,17 +176,33 @@ fn verify(
             })?;
             let path = match log_file {
                 Some(path) => path.to_owned(),
-                None => log_beside_bundle(bundle_path).unwrap_or(existing_log(dirs, profile)?),
+                None => match log_beside_bundle(bundle_path) {
+                    Some(path) => path,
+                    None => existing_log(dirs, profile)?,
+                },
             };
             (path, bundle.verify_options(), Some(bundle_path.to_owned()))
         }
-        None => {
-            let path = match log_file {
-                Some(path) => path.to_owned(),
-                None => existing_log(dirs, profile)?,
-            };
-            (path, VerifyOptions::default(), None)
-        }
+        None => match log_file {
+            Some(path) => {
+                let options = recorded_options(path)?;
+                (path.to_owned(), options, None)
+            }
+            None => {
+                let path = existing_log(dirs, profile)?;
+                let options = match with_gateway(profile, output).await {
+                    Ok(options) => options,
+                    Err(reason) => {
+                        output.status(format!(
+                            "note: not checked against the gateway ({reason}); checkpoint signatures are \
+                             checked with the gateway keys recorded in the log"
+                        ));
+                        recorded_options(&path)?
+                    }
+                };
+                (path, options, None)
+            }
+        },
     };
 
     let report = log::verify(&path, &options)
@@ -219,6 +239,121 @@ fn verify(
         output.status(format!("note: {problem}"));
     }
     Ok(())
+}
+
+/// Options that check checkpoint signatures with the gateway keys recorded
+/// in the log's own checkpoint records.
+fn recorded_options(path: &Path) -> CliResult<VerifyOptions> {
+    let bundle = log::export_bundle(path).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    Ok(VerifyOptions {
+        gateway_keys: bundle.gateway_keys,
+        ..VerifyOptions::default()
+    })
+}
+
+/// Has the gateway countersign the head of the profile's log, then returns
+/// options with the gateway's published keys and the checkpoints it keeps
+/// for this device. Fails with a reason when the profile is not signed in
+/// or the gateway cannot be reached.
+async fn with_gateway(profile: &Profile, output: Output) -> Result<VerifyOptions, String> {
+    let context = context::profile_context(Some(profile.name.as_str())).map_err(|error| error.message)?;
+    if login::whoami(&context).ok().flatten().is_none() {
+        return Err(format!("profile {} is not signed in", profile.name));
+    }
+    let session = context::resume_session(&context).await.map_err(|error| error.message)?;
+    let grants = grant_client(&context, &session)?;
+
+    let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output)
+        .await
+        .ok_or("the log could not be opened for the checkpoint")?;
+    let checkpoint = activity.checkpoint(&grants, output).await;
+    activity.close(output);
+    let checkpoint = checkpoint.ok_or("the gateway did not countersign the head")?;
+
+    let keys = grants.keys().await.map_err(|error| error_chain(&error))?;
+    let listed = grants
+        .checkpoints(&checkpoint.device)
+        .await
+        .map_err(|error| error_chain(&error))?;
+    let checkpoints = listed
+        .into_iter()
+        .filter_map(Checkpoint::from_gateway)
+        .filter(|listed| listed.log_id == checkpoint.log_id)
+        .collect();
+    output.status(format!(
+        "The gateway countersigned seq {}; checking against its {} published key(s) and its checkpoints.",
+        checkpoint.head_seq,
+        keys.keys.len()
+    ));
+    Ok(VerifyOptions {
+        gateway_keys: keys.keys,
+        checkpoints,
+        ..VerifyOptions::default()
+    })
+}
+
+/// Prints the gateway's `AuditEvent`s of one correlation id: one line per
+/// event with its time, step and outcome, and the `Bundle` in JSON mode.
+async fn audit(profile: &Profile, correlation_id: &str, output: Output) -> CliResult<()> {
+    let context = context::profile_context(Some(profile.name.as_str()))?;
+    let session = context::resume_session(&context).await?;
+    let bundle = fetch_audit(&session, correlation_id)
+        .await
+        .map_err(CliError::failure)?;
+
+    let mut rows = Vec::new();
+    for entry in bundle["entry"].as_array().into_iter().flatten() {
+        let event = &entry["resource"];
+        let step = event["subtype"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|coding| coding["system"].as_str().is_some_and(|system| system.starts_with("urn:ferry")))
+            .and_then(|coding| coding["code"].as_str())
+            .or_else(|| event["type"]["display"].as_str())
+            .unwrap_or("AuditEvent");
+        rows.push(vec![
+            event["recorded"].as_str().unwrap_or_default().to_owned(),
+            step.to_owned(),
+            event["outcome"].as_str().unwrap_or_default().to_owned(),
+        ]);
+    }
+    if rows.is_empty() {
+        output.status(format!(
+            "The gateway has no audit records of correlation id {correlation_id} that this user may see."
+        ));
+    } else {
+        output.text(table(&["RECORDED", "STEP", "OUTCOME"], &rows));
+    }
+    output.json_result(&bundle);
+    Ok(())
+}
+
+/// `GET {grant_api}/audit?correlation_id=…`: a FHIR `Bundle` of `AuditEvent`s.
+pub async fn fetch_audit(session: &ferry_core::login::Session, correlation_id: &str) -> Result<serde_json::Value, String> {
+    let mut url = session.grant_api().map_err(|error| error_chain(&error))?;
+    url.path_segments_mut()
+        .map_err(|()| "the grant API URL cannot have a path".to_owned())?
+        .pop_if_empty()
+        .push("audit");
+    url.query_pairs_mut().append_pair("correlation_id", correlation_id);
+
+    let token = session.access_token().await.map_err(|error| error_chain(&error))?;
+    let response = session
+        .http()
+        .get(url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|error| format!("reading the gateway's audit failed: {error}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("reading the gateway's audit failed: the gateway returned {status}"));
+    }
+    response
+        .json()
+        .await
+        .map_err(|error| format!("the gateway's audit is not JSON: {error}"))
 }
 
 /// Returns `NAME.log.ndjson` beside `NAME.bundle.json`, when it exists.

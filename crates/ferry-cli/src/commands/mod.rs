@@ -27,6 +27,6 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Transfers { action } => transfer::transfers(profile, action, output).await,
         Command::Resume => transfer::resume(profile, output).await,
         Command::Demo(args) => demo::demo(args, output).await,
-        Command::Log { action } => log::run(profile, action, output),
+        Command::Log { action } => log::run(profile, action, output).await,
     }
 }

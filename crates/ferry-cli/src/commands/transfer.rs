@@ -112,7 +112,7 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
 
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);
-    close_log(activity, output);
+    close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
 }
 
@@ -245,7 +245,7 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
 
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);
-    close_log(activity, output);
+    close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
 }
 
@@ -259,9 +259,7 @@ pub async fn transfers(
         // Listing reads the journal only; it needs no sign-in and no secret.
         let dirs = context::ferry_dirs()?;
         let (_, profile) = context::load_profile(&dirs, profile)?;
-        let journal = dirs
-            .profile_data_dir(&profile.name)
-            .join(crate::follow::JOURNAL_FILE);
+        let journal = dirs.journal_path(&profile.name);
         return list_transfers(&journal, &profile.name.to_string(), output);
     }
 
@@ -294,7 +292,7 @@ pub async fn transfers(
                 ActivityLog::for_context(&context, Some(&session.info()), output).await;
             let followed = follow(&engine, vec![handle], output).await;
             report(&context, &engine, &followed, &mut activity, output);
-            close_log(activity, output);
+            close_log(&context, &session, &followed, activity, output).await;
             exit_of(&followed)
         }
     }
@@ -337,7 +335,7 @@ pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);
-    close_log(activity, output);
+    close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
 }
 
@@ -432,7 +430,7 @@ fn report(
     for finished in &followed.finished {
         let record = engine.get(&finished.transfer_id).ok();
         if let (Some(log), Some(record)) = (activity.as_mut(), &record) {
-            log_outcome(log, record, &finished.result, output);
+            log.append_outcome(record, &finished.result, output);
         }
         match &finished.result {
             Ok(TransferOutcome::Uploaded {
@@ -518,76 +516,24 @@ fn report(
     }
 }
 
-/// Appends the end of one transfer to the signed log: completed and
-/// verified, paused, cancelled or failed with its reason.
-fn log_outcome(
-    log: &mut ActivityLog,
-    record: &TransferRecord,
-    result: &Result<TransferOutcome, std::sync::Arc<ferry_core::transfer::TransferError>>,
+/// Has the gateway countersign the log's head when a transfer completed,
+/// then seals and closes the log.
+async fn close_log(
+    context: &ProfileContext,
+    session: &Session,
+    followed: &Followed,
+    activity: Option<ActivityLog>,
     output: Output,
 ) {
-    let direction = match record.direction {
-        ferry_core::journal::Direction::Upload => LogDirection::Upload,
-        ferry_core::journal::Direction::Download => LogDirection::Download,
-    };
-    let entry = |event: Event| {
-        let mut entry = NewEntry::new(event);
-        entry.direction = Some(direction);
-        entry.patient = record
-            .patient
-            .as_ref()
-            .map(|patient| format!("Patient/{patient}"));
-        entry.object = record
-            .document_id
-            .as_ref()
-            .map(|id| format!("DocumentReference/{id}"));
-        entry.file_name = Some(record.file_name.clone());
-        entry.size = record.size;
-        entry.sha256 = record.sha256.clone();
-        entry.correlation_id = record.correlation_id.clone();
-        entry
-    };
-    match result {
-        Ok(TransferOutcome::Uploaded {
-            document_id,
-            receipt,
-        }) => {
-            let mut completed = entry(Event::Completed);
-            completed.object = Some(format!("DocumentReference/{document_id}"));
-            completed.sha256 = Some(receipt.receipt.sha256.clone());
-            completed.size = Some(receipt.receipt.size);
-            completed.correlation_id = Some(receipt.receipt.correlation_id.clone());
-            completed.receipt = serde_json::to_value(receipt).ok();
-            let mut verified = completed.clone();
-            verified.event = Event::Verified;
-            verified.receipt = None;
-            log.append(completed, output);
-            log.append(verified, output);
-        }
-        Ok(TransferOutcome::Downloaded { size, sha256, .. }) => {
-            let mut completed = entry(Event::Completed);
-            completed.size = Some(*size);
-            completed.sha256 = Some(sha256.clone());
-            let mut verified = completed.clone();
-            verified.event = Event::Verified;
-            log.append(completed, output);
-            log.append(verified, output);
-        }
-        Ok(TransferOutcome::Paused) => log.append(entry(Event::Paused), output),
-        Ok(TransferOutcome::Cancelled) => log.append(entry(Event::Cancelled), output),
-        Err(error) => log.append(
-            entry(Event::Failed {
-                reason: crate::exit::error_chain(error.as_ref()),
-            }),
-            output,
-        ),
+    let Some(mut log) = activity else { return };
+    let completed = followed
+        .finished
+        .iter()
+        .any(|finished| ferry_core::activity::is_completed(&finished.result));
+    if completed {
+        log.checkpoint_with(context, session, output).await;
     }
-}
-
-fn close_log(activity: Option<ActivityLog>, output: Output) {
-    if let Some(log) = activity {
-        log.close(output);
-    }
+    log.close(output);
 }
 
 /// Deletes an archive that Ferry packed into the staging folder, once its

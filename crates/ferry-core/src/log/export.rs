@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use jsonwebtoken::jwk::Jwk;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,10 +36,11 @@ const SUBJECT_SYSTEM: &str = "urn:ferry:token-subject";
 /// Public material with which [`super::verify`] checks an exported log on
 /// another machine.
 ///
-/// The epoch keys and checkpoints are copies of what the log itself holds.
-/// They let an auditor detect a different copy of the file; trust in them
-/// comes from comparing `device_public_key` with the gateway's record of
-/// the device and from checking the checkpoints with the gateway's key.
+/// The epoch keys, checkpoints and gateway keys are copies of what the log
+/// itself holds. They let an auditor detect a different copy of the file;
+/// trust in them comes from comparing `device_public_key` with the
+/// gateway's record of the device (the device key of its checkpoints) and
+/// the `kid`s of `gateway_keys` with the gateway's published JWKS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationBundle {
     pub format: String,
@@ -49,19 +51,24 @@ pub struct VerificationBundle {
     pub epochs: Vec<EpochPublicKey>,
     /// Countersigned checkpoints recorded in the log.
     pub checkpoints: Vec<Checkpoint>,
+    /// Public ES256 keys (JWKs) of the gateway that signed the checkpoints,
+    /// as recorded with them.
+    #[serde(default)]
+    pub gateway_keys: Vec<Jwk>,
     /// The last record at export time.
     pub head: ExportedHead,
 }
 
 impl VerificationBundle {
-    /// Options that check a log against this bundle. Gateway keys are left
-    /// empty: the auditor adds the gateway's published keys.
+    /// Options that check a log against this bundle, with the bundle's
+    /// gateway keys. An auditor who fetched the gateway's JWKS replaces
+    /// `gateway_keys` with it.
     pub fn verify_options(&self) -> VerifyOptions {
         VerifyOptions {
             device_keys: vec![self.device_public_key.clone()],
             epoch_keys: self.epochs.clone(),
             checkpoints: self.checkpoints.clone(),
-            gateway_keys: Vec::new(),
+            gateway_keys: self.gateway_keys.clone(),
             expected_head: Some(self.head.clone()),
         }
     }
@@ -103,6 +110,7 @@ pub fn export_bundle(path: impl AsRef<Path>) -> Result<VerificationBundle, LogEr
         }
     }
     let (last, last_hash) = records.last().expect("the genesis record is present");
+    let gateway_keys = recorded_gateway_keys(&checkpoints);
 
     Ok(VerificationBundle {
         format: BUNDLE_FORMAT.to_owned(),
@@ -111,8 +119,20 @@ pub fn export_bundle(path: impl AsRef<Path>) -> Result<VerificationBundle, LogEr
         device_public_key: genesis.public_key.clone(),
         epochs,
         checkpoints,
+        gateway_keys,
         head: ExportedHead { seq: last.seq(), hash: last_hash.clone() },
     })
+}
+
+/// The distinct gateway keys recorded with `checkpoints`, one per `kid`.
+pub fn recorded_gateway_keys(checkpoints: &[Checkpoint]) -> Vec<Jwk> {
+    let mut keys: Vec<Jwk> = Vec::new();
+    for key in checkpoints.iter().filter_map(|checkpoint| checkpoint.gateway_key.as_ref()) {
+        if !keys.iter().any(|known| known.common.key_id == key.common.key_id) {
+            keys.push(key.clone());
+        }
+    }
+    keys
 }
 
 /// Converts the entries of the log at `path` into NDJSON of FHIR R4

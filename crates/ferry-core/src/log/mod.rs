@@ -27,7 +27,8 @@
 //!   epoch is part of every signed message and the verifier tracks which
 //!   epoch was current at each position.
 //! - **Checkpoints.** [`TransferLog::checkpoint_request`] returns the head
-//!   and the current epoch key for the gateway to countersign;
+//!   and the current epoch key for the gateway to countersign (an ES256 JWS
+//!   by the grant API, see [`checkpoint`]);
 //!   [`TransferLog::record_checkpoint`] appends the countersigned result.
 //!   The verifier uses the gateway's checkpoints to detect a cut tail and
 //!   another copy of the file.
@@ -65,8 +66,8 @@ use uuid::Uuid;
 
 use crate::secrets::SecretStoreError;
 
-pub use checkpoint::{Checkpoint, CheckpointRequest, GatewayKey, checkpoint_message};
-pub use export::{BUNDLE_FORMAT, VerificationBundle, export_bundle, export_fhir};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointRequest};
+pub use export::{BUNDLE_FORMAT, VerificationBundle, export_bundle, export_fhir, recorded_gateway_keys};
 pub use record::{Actor, Direction, Event, NewEntry, Record};
 pub use verify::{
     EpochPublicKey, ExportedHead, Problem, ProblemKind, VerifyOptions, VerifyReport, verify, verify_bytes,

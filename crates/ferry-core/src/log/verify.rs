@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::LogError;
-use super::checkpoint::{Checkpoint, GatewayKey};
+use super::checkpoint::Checkpoint;
+use jsonwebtoken::jwk::Jwk;
 use super::record::{self, Record, ZERO_HASH, decode_32, line_hash};
 use super::writer::Head;
 
@@ -37,9 +38,10 @@ pub struct VerifyOptions {
     pub epoch_keys: Vec<EpochPublicKey>,
     /// Checkpoints countersigned by the gateway, from the gateway or a bundle.
     pub checkpoints: Vec<Checkpoint>,
-    /// Gateway keys to check checkpoint signatures with. Without them,
-    /// checkpoint signatures are not checked.
-    pub gateway_keys: Vec<GatewayKey>,
+    /// Gateway keys (public ES256 JWKs from the grant API's `GET /keys`) to
+    /// check checkpoint signatures with. Without them, checkpoint signatures
+    /// are not checked and no checkpoint counts as matched.
+    pub gateway_keys: Vec<Jwk>,
     /// The head recorded when a bundle was exported.
     pub expected_head: Option<ExportedHead>,
 }

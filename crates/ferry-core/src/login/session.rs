@@ -400,7 +400,7 @@ pub fn whoami(context: &ProfileContext) -> Result<Option<SessionInfo>, LoginErro
     if !info.refresh_token_stored
         || context
             .store
-            .get(&context.profile.refresh_token_entry())?
+            .get(&context.profile.refresh_token_entry(&context.dirs)?)?
             .is_none()
     {
         return Ok(None);
@@ -412,7 +412,7 @@ pub(super) async fn read_refresh_token(
     context: &ProfileContext,
 ) -> Result<Option<Secret>, LoginError> {
     let store = context.store.clone();
-    let entry = context.profile.refresh_token_entry();
+    let entry = context.profile.refresh_token_entry(&context.dirs)?;
     let result = tokio::task::spawn_blocking(move || store.get(&entry))
         .await
         .expect("the credential store task does not panic")?;
@@ -424,7 +424,7 @@ pub(super) async fn store_refresh_token(
     token: Secret,
 ) -> Result<(), LoginError> {
     let store = context.store.clone();
-    let entry = context.profile.refresh_token_entry();
+    let entry = context.profile.refresh_token_entry(&context.dirs)?;
     tokio::task::spawn_blocking(move || store.set(&entry, &token))
         .await
         .expect("the credential store task does not panic")?;
@@ -433,7 +433,7 @@ pub(super) async fn store_refresh_token(
 
 pub(super) async fn delete_refresh_token(context: &ProfileContext) -> Result<(), LoginError> {
     let store = context.store.clone();
-    let entry = context.profile.refresh_token_entry();
+    let entry = context.profile.refresh_token_entry(&context.dirs)?;
     tokio::task::spawn_blocking(move || store.delete(&entry))
         .await
         .expect("the credential store task does not panic")?;

@@ -8,24 +8,41 @@ use std::sync::Arc;
 use ed25519_dalek::{Signer, SigningKey};
 use ferry_core::log::record::{decode_32, epoch_message, line_hash, seal_message};
 use ferry_core::log::{
-    Actor, Checkpoint, Direction, Event, GatewayKey, NewEntry, OpenOptions, Record, TransferLog, VerifyOptions,
+    Actor, Checkpoint, CheckpointRequest, Direction, Event, NewEntry, OpenOptions, Record, TransferLog, VerifyOptions,
 };
 use ferry_core::secrets::{MemorySecretStore, SecretStore};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 
 pub const KEY_ENTRY: &str = "profile/test/transfer-log-key";
-pub const GATEWAY_KEY_ID: &str = "gateway-test-1";
 
-/// The gateway's countersigning key. The gateway's endpoint is not part of
-/// this crate, so the tests sign checkpoints with this key directly.
-pub fn gateway_key() -> SigningKey {
-    SigningKey::from_bytes(&[42u8; 32])
+/// The gateway's ES256 key, the one its grant API countersigns checkpoints
+/// with, loaded from a folder that lives as long as the test process.
+pub fn gateway_key() -> &'static ferry_gateway::tokens::SigningKey {
+    static KEY: std::sync::OnceLock<ferry_gateway::tokens::SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let folder = tempfile::tempdir().unwrap().keep();
+        ferry_gateway::tokens::SigningKey::load_or_generate(&folder).unwrap()
+    })
 }
 
-pub fn gateway_public_keys() -> Vec<GatewayKey> {
-    vec![GatewayKey {
-        key_id: GATEWAY_KEY_ID.to_owned(),
-        public_key: hex::encode(gateway_key().verifying_key().to_bytes()),
-    }]
+/// The gateway's JWKS keys, as `GET /grant/v1/keys` publishes them.
+pub fn gateway_public_keys() -> Vec<Jwk> {
+    let jwks: JwkSet = serde_json::from_value(gateway_key().jwks()).unwrap();
+    jwks.keys
+}
+
+/// Countersigns a head the way the gateway's `POST /checkpoints` does, and
+/// accepts the result the way the client does.
+pub fn countersign(request: &CheckpointRequest) -> Checkpoint {
+    let wire = request.to_wire();
+    let jws = gateway_key().sign(&wire).expose().to_owned();
+    let countersigned = ferry_api::Checkpoint {
+        checkpoint: wire,
+        subject: "user-7f3a".into(),
+        recorded_at: jiff::Timestamp::now(),
+        jws,
+    };
+    Checkpoint::from_countersigned(request, countersigned, &JwkSet { keys: gateway_public_keys() }).unwrap()
 }
 
 pub fn actor() -> Actor {
@@ -116,7 +133,7 @@ pub fn write_sample(dir: &Path) -> Sample {
         log.append(entry).unwrap();
     }
     let request = log.checkpoint_request().unwrap();
-    let checkpoint = request.countersign(GATEWAY_KEY_ID, &gateway_key()).unwrap();
+    let checkpoint = countersign(&request);
     log.record_checkpoint(checkpoint.clone()).unwrap();
     checkpoints.push(checkpoint);
     log.close().unwrap();
@@ -126,7 +143,7 @@ pub fn write_sample(dir: &Path) -> Sample {
         log.append(entry).unwrap();
     }
     let request = log.checkpoint_request().unwrap();
-    let checkpoint = request.countersign(GATEWAY_KEY_ID, &gateway_key()).unwrap();
+    let checkpoint = countersign(&request);
     log.record_checkpoint(checkpoint.clone()).unwrap();
     checkpoints.push(checkpoint);
     log.close().unwrap();

@@ -123,6 +123,12 @@ pub async fn create_checkpoint(
     check_device_id(&request.device_id)?;
     check_sha256("head_sha256", &request.head_sha256)?;
     check_text("epoch_public_key", &request.epoch_public_key, 256)?;
+    if let Some(log_id) = &request.log_id {
+        check_text("log_id", log_id, 64)?;
+    }
+    if let Some(device_public_key) = &request.device_public_key {
+        check_text("device_public_key", device_public_key, 256)?;
+    }
     let service = &state.service;
 
     let jws = service.signing_key.sign(&request).expose().to_owned();

@@ -78,6 +78,9 @@ const PATIENTS: &[(&str, &str, &str, &str, &str, &str)] = &[
     ("pat-001", "Nwosu", "Amara", "female", "1984-03-12", "MRN-100001"),
     ("pat-002", "Larsen", "Henrik", "male", "1972-11-02", "MRN-100002"),
     ("pat-003", "Moreno", "Lucia", "female", "2011-07-30", "MRN-100003"),
+    // The patient of the sample study that scripts/make-test-study.py
+    // writes, so that `ferry demo` passes the patient guard.
+    ("pat-004", "Müller", "Jürgen", "male", "1970-01-31", "FERRY-0001"),
 ];
 
 /// Inserts the seed practitioners and patients that are not there yet.

@@ -134,7 +134,7 @@ async fn user_token_searches_patients_by_name_identifier_birthdate() {
     let (bad_status, bad) = sandbox.get_fhir("/Patient?birthdate=ge1980", &token).await;
     let (unknown_status, unknown) = sandbox.get_fhir("/Patient?address=Oslo", &token).await;
 
-    assert_eq!(all["total"], 3);
+    assert_eq!(all["total"], 4);
     assert_eq!(by_name["total"], 1);
     assert_eq!(by_name["entry"][0]["resource"]["id"], "pat-002");
     assert_eq!(by_identifier["entry"][0]["resource"]["id"], "pat-003");

@@ -45,8 +45,11 @@ const DEMO_CT_INSTANCES: u32 = 400;
 /// Sandbox user of each sign-in kind (`--auto-login`).
 const IMAGING_STAFF_USER: &str = "tech-okafor";
 const CLINICIAN_USER: &str = "dr-rivera";
-/// Sandbox patient the study is filed under.
-const DEMO_PATIENT: &str = "pat-001";
+/// Sandbox patient the study is filed under: Jürgen Müller, FERRY-0001,
+/// the patient that scripts/make-test-study.py writes into the study.
+const DEMO_PATIENT: &str = "pat-004";
+/// Another sandbox patient, against whom the demo shows the guard blocking.
+const OTHER_PATIENT: &str = "pat-001";
 
 pub async fn demo(args: DemoArgs, output: Output) -> CliResult<()> {
     let started = Instant::now();
@@ -139,6 +142,7 @@ async fn run(
     let mut activity = ActivityLog::for_context(&context, Some(&info), output).await;
     if let Some(log) = &mut activity {
         log.append(NewEntry::new(Event::SignedIn), output);
+        log.checkpoint_with(&context, &session, output).await;
     }
 
     // 3. The sample study: real DICOM instances, checked and packed.
@@ -224,6 +228,9 @@ async fn run(
         &receipt,
         output,
     );
+    if let Some(log) = &mut activity {
+        log.checkpoint_with(&context, &session, output).await;
+    }
     output.status(format!(
         "    Uploaded {} in {parts} parts at {}; DocumentReference/{document_id}; receipt signed by the gateway and verified",
         format_bytes(receipt.receipt.size),
@@ -282,6 +289,7 @@ async fn run(
                 output,
             );
         }
+        log.checkpoint_with(&context, &session, output).await;
     }
 
     // 6. Byte for byte.
@@ -419,10 +427,11 @@ fn find_script(name: &str) -> CliResult<PathBuf> {
         })
 }
 
-/// Scans the study, runs the patient guard and packs it. A mismatch is
-/// confirmed with a stated reason, as a user would with
-/// `--confirm-patient-mismatch`, because the sample study names a
-/// synthetic patient of its own.
+/// Scans the study, runs the patient guard and packs it. The study belongs
+/// to the demo patient; the guard is also run against another patient to
+/// show the block, without uploading. Should the chosen patient not match
+/// (a clinician's patient context, say), the mismatch is confirmed with a
+/// stated reason, as a user would with `--confirm-patient-mismatch`.
 async fn check_and_pack(
     session: &Session,
     study_dir: &Path,
@@ -455,7 +464,7 @@ async fn check_and_pack(
         Ok(chosen) => match study::check_patient(&scan, &chosen) {
             Verdict::Match => {
                 output.status(format!(
-                    "    Patient guard: the study matches Patient/{patient}"
+                    "    Patient guard: match (the study's patient ID, name and birth date are those of Patient/{patient})"
                 ));
                 None
             }
@@ -481,6 +490,30 @@ async fn check_and_pack(
             None
         }
     };
+
+    if patient != OTHER_PATIENT {
+        match fetch_patient(session, OTHER_PATIENT).await {
+            Ok(other) => match study::check_patient(&scan, &other) {
+                Verdict::Match => output.status(format!(
+                    "    warning: the guard found the study to match Patient/{OTHER_PATIENT} as well"
+                )),
+                verdict => output.status(format!(
+                    "    Patient guard against Patient/{OTHER_PATIENT}: blocked, nothing uploaded:\n      {}\n    \
+                     `ferry upload --patient {OTHER_PATIENT}` stops here (exit 6) unless --confirm-patient-mismatch REASON is given.",
+                    verdict
+                        .reasons()
+                        .iter()
+                        .map(|finding| short_finding(finding))
+                        .collect::<Vec<_>>()
+                        .join("\n      ")
+                )),
+            },
+            Err(error) => output.status(format!(
+                "    Patient guard against Patient/{OTHER_PATIENT} skipped: reading it failed: {}",
+                error.message
+            )),
+        }
+    }
 
     let archive = work_dir.join("sample-study.zip");
     let scan_for_pack = scan.clone();
@@ -665,7 +698,13 @@ fn count_kinds(names: &[String]) -> String {
 }
 
 fn verify_log(path: &Path) -> CliResult<String> {
-    let report = ferry_core::log::verify(path, &VerifyOptions::default())
+    let bundle = ferry_core::log::export_bundle(path)
+        .map_err(|error| CliError::from_chain(Exit::TransferFailed, &error))?;
+    let options = VerifyOptions {
+        gateway_keys: bundle.gateway_keys,
+        ..VerifyOptions::default()
+    };
+    let report = ferry_core::log::verify(path, &options)
         .map_err(|error| CliError::from_chain(Exit::TransferFailed, &error))?;
     if !report.ok {
         let problem = report
@@ -678,10 +717,14 @@ fn verify_log(path: &Path) -> CliResult<String> {
         )));
     }
     Ok(format!(
-        "verified: {} entries in {} records, hash chain intact, {} epoch key(s), {} record(s) after the last seal",
+        "verified: {} entries in {} records, hash chain intact, {} epoch key(s), {}, {} record(s) after the last seal",
         report.entries,
         report.records,
         report.epochs.len(),
+        match report.last_checkpoint {
+            Some(seq) => format!("countersigned by the gateway up to seq {seq}"),
+            None => "no countersigned checkpoint".to_owned(),
+        },
         report.unsealed_tail
     ))
 }

@@ -709,15 +709,29 @@ pub struct Figures {
     pub corrupted: u64,
 }
 
-/// Returns true (and prints why) when no Secret Service is reachable.
+/// Free space a fault test needs in the temporary folder: sources, the
+/// store's copies, downloads and the gateway's database.
+const NEEDED_FREE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Returns true (and prints why) when no Secret Service is reachable or the
+/// temporary folder has less than 2 GiB free.
 pub fn skip_without_credential_store() -> bool {
-    if crate::cli::has_credential_store() {
-        return false;
+    if !crate::cli::has_credential_store() {
+        eprintln!(
+            "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
+        );
+        return true;
     }
-    eprintln!(
-        "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
-    );
-    true
+    let temp = std::env::temp_dir();
+    if crate::cli::free_bytes(&temp).is_some_and(|free| free < NEEDED_FREE_BYTES) {
+        eprintln!(
+            "skipped: less than {} MiB free in {}",
+            NEEDED_FREE_BYTES / (1024 * 1024),
+            temp.display()
+        );
+        return true;
+    }
+    false
 }
 
 /// Files in `folder` whose names mark an unfinished download.

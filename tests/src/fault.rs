@@ -711,10 +711,10 @@ pub struct Figures {
 
 /// Free space a fault test needs in the temporary folder: sources, the
 /// store's copies, downloads and the gateway's database.
-const NEEDED_FREE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+const NEEDED_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Returns true (and prints why) when no Secret Service is reachable or the
-/// temporary folder has less than 2 GiB free.
+/// temporary folder has less than 1 GiB free.
 pub fn skip_without_credential_store() -> bool {
     if !crate::cli::has_credential_store() {
         eprintln!(

@@ -302,17 +302,27 @@ impl Store {
                 Completion::Started { upload, stored } => (upload, stored),
             };
 
-        let result = self.assemble_and_commit(&upload, &stored, &part_list).await;
-        if result.is_err() {
-            let reopened = self.db().execute(
-                "UPDATE uploads SET state = ?1 WHERE upload_id = ?2",
-                params![STATE_OPEN, upload_id],
-            );
-            if let Err(err) = reopened {
-                warn!(upload_id, error = %err, "failed to reopen an upload after a failed completion");
+        // The assembly runs in a task of its own, so that it ends committed
+        // or reopened even when the caller's future is dropped halfway (the
+        // client that asked for the completion disconnected). Otherwise the
+        // upload would stay "completing" and every later completion would
+        // fail with UploadBusy.
+        let store = self.clone();
+        let upload_id = upload_id.to_owned();
+        let assembly = tokio::spawn(async move {
+            let result = store.assemble_and_commit(&upload, &stored, &part_list).await;
+            if result.is_err() {
+                let reopened = store.db().execute(
+                    "UPDATE uploads SET state = ?1 WHERE upload_id = ?2",
+                    params![STATE_OPEN, upload_id],
+                );
+                if let Err(err) = reopened {
+                    warn!(upload_id, error = %err, "failed to reopen an upload after a failed completion");
+                }
             }
-        }
-        result
+            result
+        });
+        assembly.await.map_err(StoreError::Worker)?
     }
 
     fn begin_completion(

@@ -1,6 +1,6 @@
 //! A transfer's whole sequence, reconstructed from the client's signed log
 //! (`ferry log show`) and the gateway's audit (`ferry log audit`) by the
-//! correlation id both carry, for an upload and a download; and the
+//! correlation id both carry, for an upload and a download. Also the
 //! checkpoints the gateway countersigns along the way, checked on another
 //! machine with the exported verification bundle. The tests run the built
 //! `ferry` binary against a sandbox gateway started by each test and need a
@@ -20,7 +20,7 @@ fn skip_without_credential_store() -> bool {
     true
 }
 
-/// The client log's entries, from `ferry --json log show`.
+/// Returns the client log's entries from `ferry --json log show`.
 fn log_entries(env: &SignedIn) -> Vec<Value> {
     let shown = run(env.ferry().args(["--json", "log", "show"]));
     assert!(shown.status.success(), "{}", describe(&shown));
@@ -28,7 +28,7 @@ fn log_entries(env: &SignedIn) -> Vec<Value> {
     log["entries"].as_array().cloned().unwrap_or_default()
 }
 
-/// The gateway's steps of one correlation id, as (recorded, step, outcome).
+/// Returns the gateway's steps of one correlation id as (recorded, step, outcome).
 fn gateway_steps(env: &SignedIn, correlation_id: &str) -> Vec<(String, String, String)> {
     let audit = run(env.ferry().args(["--json", "log", "audit", correlation_id]));
     assert!(audit.status.success(), "{}", describe(&audit));
@@ -57,7 +57,8 @@ fn gateway_steps(env: &SignedIn, correlation_id: &str) -> Vec<(String, String, S
         .collect()
 }
 
-/// One step of a reconstructed sequence: its time, who recorded it, and what.
+/// Merges the client's entries and the gateway's steps of one correlation id
+/// by time, each named `client:EVENT` or `gateway:STEP`.
 fn merged_sequence(entries: &[Value], steps: &[(String, String, String)], correlation_id: &str) -> Vec<(jiff::Timestamp, String)> {
     let mut sequence: Vec<(jiff::Timestamp, String)> = Vec::new();
     for entry in entries.iter().filter(|entry| entry["correlation_id"] == correlation_id) {
@@ -200,4 +201,88 @@ fn checkpoints_verify_on_another_machine() {
     assert!(!cut.status.success(), "{}", describe(&cut));
     let stderr = String::from_utf8_lossy(&cut.stderr);
     assert!(stderr.contains("did not verify"), "{stderr}");
+}
+
+#[test]
+fn confirmed_mismatch_is_in_both_logs() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let archive = env.home.path().join("sample.zip");
+    let script = ferry_tests::workspace_root().join("scripts/make-sample-archive.py");
+    let made = std::process::Command::new("python3").arg(&script).arg(&archive).output().expect("python3 runs");
+    assert!(
+        made.status.success(),
+        "{} failed (pydicom is installed by scripts/setup): {}",
+        script.display(),
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    // A folder, which ferry packs into an archive with a manifest.
+    let study = env.home.path().join("study");
+    let extracted = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"])
+        .arg(&archive)
+        .arg(&study)
+        .output()
+        .expect("python3 runs");
+    assert!(extracted.status.success(), "{}", String::from_utf8_lossy(&extracted.stderr));
+
+    // The sample study's patient is FERRY-0001 (pat-004), not pat-002.
+    let reason = "outside study, identity checked by phone";
+    let upload = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-002", "--confirm-patient-mismatch", reason])
+        .arg(&study));
+    assert!(upload.status.success(), "{}", describe(&upload));
+    let uploaded = &events(&upload.stdout, "uploaded")[0];
+    let correlation_id = uploaded["correlation_id"].as_str().unwrap().to_owned();
+    let document_id = uploaded["document_id"].as_str().unwrap().to_owned();
+
+    let entries = log_entries(&env);
+    let confirmed = entries
+        .iter()
+        .find(|entry| entry["event"]["type"] == "patient_mismatch_confirmed")
+        .unwrap_or_else(|| panic!("no confirmation in the client log: {entries:#?}"));
+    assert_eq!(confirmed["event"]["reason"], reason);
+    assert_eq!(confirmed["patient"], "Patient/pat-002");
+    assert_eq!(confirmed["actor"]["fhir_user"].as_str().map(|user| user.ends_with("Practitioner/tech-okafor")), Some(true));
+
+    let audit = run(env.ferry().args(["--json", "log", "audit", &correlation_id]));
+    assert!(audit.status.success(), "{}", describe(&audit));
+    let bundle: Value = serde_json::from_slice(&audit.stdout).expect("one JSON document");
+    let gateway_confirmation = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| &entry["resource"])
+        .find(|event| {
+            event["subtype"].as_array().into_iter().flatten().any(|coding| coding["code"] == "patient-mismatch-confirmed")
+        })
+        .unwrap_or_else(|| panic!("no confirmation in the gateway's audit: {bundle}"));
+    let detail = gateway_confirmation["outcomeDesc"].as_str().unwrap_or_default();
+    assert!(detail.contains(reason), "{gateway_confirmation}");
+    assert!(detail.contains("FERRY-0001"), "{gateway_confirmation}");
+
+    // The study comes back and unpacks with every instance checked.
+    let folder = env.home.path().join("back");
+    let download = run(env.ferry().args(["--json", "download", &document_id, "--unpack", "--to"]).arg(&folder));
+    assert!(download.status.success(), "{}", describe(&download));
+    let unpacked = events(&download.stdout, "unpacked");
+    assert_eq!(unpacked.len(), 1, "{}", describe(&download));
+    assert!(unpacked[0]["files"].as_u64().unwrap() >= 2, "{}", unpacked[0]);
+    let unpacked_folder = std::path::PathBuf::from(unpacked[0]["folder"].as_str().unwrap());
+    assert!(unpacked_folder.starts_with(&folder), "{unpacked_folder:?}");
+    let written = walk_count(&unpacked_folder) as u64;
+    assert_eq!(written, unpacked[0]["files"].as_u64().unwrap() + 1, "the instances and the manifest");
+}
+
+/// Counts the files below `folder`.
+fn walk_count(folder: &std::path::Path) -> usize {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| if path.is_dir() { walk_count(&path) } else { 1 })
+        .sum()
 }

@@ -159,6 +159,11 @@ pub struct DownloadArgs {
     /// Replace files that already exist in the folder.
     #[arg(long)]
     pub overwrite: bool,
+
+    /// Unpack each downloaded study archive (packed by Ferry) into a folder
+    /// named after it, checking every file against the archive's manifest.
+    #[arg(long)]
+    pub unpack: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -84,6 +84,8 @@ pub const MIGRATIONS: &[&str] = &[
     crate::audit::MIGRATION,
     // 4: checkpoints keyed by log.
     crate::repository::CHECKPOINTS_BY_LOG_MIGRATION,
+    // 5: ImagingStudy resources registered by uploads.
+    crate::fhir::imaging::MIGRATION,
 ];
 
 /// Errors opening or migrating the database.

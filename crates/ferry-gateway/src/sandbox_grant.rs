@@ -172,8 +172,12 @@ impl DocumentRegistry for SandboxDocumentRegistry {
             message: error.to_string(),
         })?;
 
-        // TODO: serve ImagingStudy from the sandbox FHIR server; until then
-        // the study is kept only in the contained copy in `grant_documents`.
+        if let Some(study) = &upload.request.study {
+            let resource = crate::grant::imaging_study(study, &upload.patient);
+            crate::fhir::imaging::register(&self.db, &id, &upload.patient, resource).map_err(|error| {
+                RegistryError::Rejected { id: upload.id.clone(), message: error.to_string() }
+            })?;
+        }
         let resource = document_reference(&id, document);
         store_local(&self.db, &id, &upload.patient, &resource)?;
         Ok(id)

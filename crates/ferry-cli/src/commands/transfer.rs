@@ -246,7 +246,51 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
-    exit_of(&followed)
+    exit_of(&followed)?;
+    if args.unpack {
+        unpack_downloads(&followed, output).await?;
+    }
+    Ok(())
+}
+
+/// Unpacks every downloaded archive into a folder beside it named after
+/// it without its extension (`ct-study.zip` into `ct-study/`), with
+/// `ferry_core::study::unpack`, which checks each file's size and SHA-256
+/// against the archive's manifest and never overwrites a file.
+async fn unpack_downloads(followed: &Followed, output: Output) -> CliResult<()> {
+    for finished in &followed.finished {
+        let Ok(TransferOutcome::Downloaded { path, .. }) = &finished.result else {
+            continue;
+        };
+        let destination = path.with_extension("");
+        let (archive, folder) = (path.clone(), destination.clone());
+        let unpacked = tokio::task::spawn_blocking(move || ferry_core::study::unpack(&archive, &folder))
+            .await
+            .map_err(|error| CliError::failure(format!("unpacking stopped: {error}")))?
+            .map_err(|error| {
+                CliError::failure(format!(
+                    "unpacking {} into {} failed: {}",
+                    path.display(),
+                    destination.display(),
+                    crate::exit::error_chain(&error)
+                ))
+            })?;
+        output.status(format!(
+            "Unpacked {} files ({}) into {}; each matches the size and SHA-256 in the archive's manifest.",
+            unpacked.files,
+            format_bytes(unpacked.bytes),
+            destination.display()
+        ));
+        output.json_event(&json!({
+            "event": "unpacked",
+            "transfer_id": finished.transfer_id,
+            "archive": path,
+            "folder": destination,
+            "files": unpacked.files,
+            "bytes": unpacked.bytes,
+        }));
+    }
+    Ok(())
 }
 
 pub async fn transfers(

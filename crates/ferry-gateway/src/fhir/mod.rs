@@ -9,6 +9,7 @@
 //! mistakes an unfiltered result for a filtered one.
 
 pub mod documents;
+pub mod imaging;
 mod resources;
 
 use axum::Json;
@@ -36,6 +37,8 @@ pub fn router() -> Router<SharedState> {
             get(documents::search_handler).post(documents::create_handler),
         )
         .route("/fhir/DocumentReference/{id}", get(documents::read_handler))
+        .route("/fhir/ImagingStudy", get(imaging::search_handler))
+        .route("/fhir/ImagingStudy/{id}", get(imaging::read_handler))
         .layer(crate::web::body_limit())
 }
 

@@ -135,8 +135,8 @@ pub fn document_reference(id: &str, document: &CompletedDocument<'_>) -> Value {
     resource
 }
 
-/// A FHIR R4 `ImagingStudy` for `study`, to be contained with id `study`.
-fn imaging_study(study: &StudySummary, patient: &str) -> Value {
+/// A FHIR R4 `ImagingStudy` for `study`, with id `study` for containing it.
+pub fn imaging_study(study: &StudySummary, patient: &str) -> Value {
     let series: Vec<Value> = study
         .series
         .iter()

@@ -32,7 +32,7 @@ use crate::tokens::{AccessClaims, SharedVerifier, SigningKey};
 
 pub use documents::{
     CompletedDocument, DocumentRegistry, LocalDocumentRegistry, RegistryError, document_reference,
-    store_local,
+    imaging_study, store_local,
 };
 pub use error::GrantError;
 pub use input::MAX_BODY;

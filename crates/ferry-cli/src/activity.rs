@@ -145,9 +145,7 @@ impl ActivityLog {
 
 /// The grant API client of a signed-in session.
 pub fn grant_client(context: &ProfileContext, session: &Session) -> Result<GrantClient, String> {
-    let grant_api = session
-        .grant_api()
-        .map_err(|error| error_chain(&error))?;
+    let grant_api = session.grant_api().map_err(|error| error_chain(&error))?;
     Ok(GrantClient::new(
         grant_api,
         context.http.clone(),

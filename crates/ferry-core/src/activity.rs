@@ -4,9 +4,9 @@
 //! The log is `{data_dir}/profiles/{name}/transfer-log.ndjson` and its key
 //! the credential store entry `{device}/profile/{name}/transfer-log-key`
 //! (see [`crate::profile`]). [`ProfileLog::checkpoint`] sends the head to the
-//! gateway for countersigning and records the result; callers send one
-//! after the first sign-in of a device, after each completed transfer and
-//! when the user verifies the log.
+//! gateway for countersigning and records the result. Callers send one at
+//! every sign-in (so the first goes with a device's first sign-in), after
+//! each completed transfer and when the user verifies the log.
 
 use std::sync::Arc;
 
@@ -89,8 +89,8 @@ impl ProfileLog {
     }
 }
 
-/// The actor of a session: its `fhirUser`, which is also the subject the
-/// client knows, or the profile when the server sent no `fhirUser`.
+/// Returns the actor of a session: its `fhirUser`, which is also the subject
+/// the client records, or the profile when the server sent no `fhirUser`.
 pub fn actor_of(info: &SessionInfo) -> Actor {
     Actor {
         fhir_user: info.fhir_user.clone(),
@@ -103,7 +103,7 @@ pub fn patient_reference(patient: &str) -> String {
     if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
 }
 
-/// An entry about one transfer, from what the journal knows of it.
+/// Builds an entry about one transfer from its journal record.
 pub fn transfer_entry(event: Event, record: &TransferRecord) -> NewEntry {
     let mut entry = NewEntry::new(event);
     entry.direction = Some(match record.direction {
@@ -119,7 +119,7 @@ pub fn transfer_entry(event: Event, record: &TransferRecord) -> NewEntry {
     entry
 }
 
-/// The entries that record how a transfer ended: completed and verified
+/// Builds the entries that record how a transfer ended: completed and verified
 /// (with the gateway's receipt for an upload), paused, cancelled, or failed
 /// with its reason.
 pub fn outcome_entries(
@@ -153,12 +153,12 @@ pub fn outcome_entries(
     }
 }
 
-/// Whether a transfer outcome is one after which the client checkpoints.
+/// Returns whether a transfer completed, after which the client checkpoints.
 pub fn is_completed(result: &Result<TransferOutcome, Arc<TransferError>>) -> bool {
     matches!(result, Ok(TransferOutcome::Uploaded { .. } | TransferOutcome::Downloaded { .. }))
 }
 
-/// The error and its sources, joined by ": ".
+/// Joins the error and its sources with ": ".
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();

@@ -139,7 +139,9 @@ pub fn profiles(action: Option<ProfilesAction>, output: Output) -> CliResult<()>
             // credential store leaves nothing to delete.
             match context::open_secret_store() {
                 Ok(store) => {
-                    if let Err(error) = store.delete(&removed.refresh_token_entry(&dirs).map_err(profile_error)?) {
+                    if let Err(error) =
+                        store.delete(&removed.refresh_token_entry(&dirs).map_err(profile_error)?)
+                    {
                         output.status(format!(
                             "warning: failed to delete the refresh token of profile {name}: {error}"
                         ));

@@ -244,7 +244,8 @@ async fn verify(
 /// Options that check checkpoint signatures with the gateway keys recorded
 /// in the log's own checkpoint records.
 fn recorded_options(path: &Path) -> CliResult<VerifyOptions> {
-    let bundle = log::export_bundle(path).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
+    let bundle =
+        log::export_bundle(path).map_err(|error| CliError::from_chain(Exit::Failure, &error))?;
     Ok(VerifyOptions {
         gateway_keys: bundle.gateway_keys,
         ..VerifyOptions::default()
@@ -256,11 +257,14 @@ fn recorded_options(path: &Path) -> CliResult<VerifyOptions> {
 /// for this device. Fails with a reason when the profile is not signed in
 /// or the gateway cannot be reached.
 async fn with_gateway(profile: &Profile, output: Output) -> Result<VerifyOptions, String> {
-    let context = context::profile_context(Some(profile.name.as_str())).map_err(|error| error.message)?;
+    let context =
+        context::profile_context(Some(profile.name.as_str())).map_err(|error| error.message)?;
     if login::whoami(&context).ok().flatten().is_none() {
         return Err(format!("profile {} is not signed in", profile.name));
     }
-    let session = context::resume_session(&context).await.map_err(|error| error.message)?;
+    let session = context::resume_session(&context)
+        .await
+        .map_err(|error| error.message)?;
     let grants = grant_client(&context, &session)?;
 
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output)
@@ -308,7 +312,11 @@ async fn audit(profile: &Profile, correlation_id: &str, output: Output) -> CliRe
             .as_array()
             .into_iter()
             .flatten()
-            .find(|coding| coding["system"].as_str().is_some_and(|system| system.starts_with("urn:ferry")))
+            .find(|coding| {
+                coding["system"]
+                    .as_str()
+                    .is_some_and(|system| system.starts_with("urn:ferry"))
+            })
             .and_then(|coding| coding["code"].as_str())
             .or_else(|| event["type"]["display"].as_str())
             .unwrap_or("AuditEvent");
@@ -330,15 +338,22 @@ async fn audit(profile: &Profile, correlation_id: &str, output: Output) -> CliRe
 }
 
 /// `GET {grant_api}/audit?correlation_id=…`: a FHIR `Bundle` of `AuditEvent`s.
-pub async fn fetch_audit(session: &ferry_core::login::Session, correlation_id: &str) -> Result<serde_json::Value, String> {
+pub async fn fetch_audit(
+    session: &ferry_core::login::Session,
+    correlation_id: &str,
+) -> Result<serde_json::Value, String> {
     let mut url = session.grant_api().map_err(|error| error_chain(&error))?;
     url.path_segments_mut()
         .map_err(|()| "the grant API URL cannot have a path".to_owned())?
         .pop_if_empty()
         .push("audit");
-    url.query_pairs_mut().append_pair("correlation_id", correlation_id);
+    url.query_pairs_mut()
+        .append_pair("correlation_id", correlation_id);
 
-    let token = session.access_token().await.map_err(|error| error_chain(&error))?;
+    let token = session
+        .access_token()
+        .await
+        .map_err(|error| error_chain(&error))?;
     let response = session
         .http()
         .get(url)
@@ -348,7 +363,9 @@ pub async fn fetch_audit(session: &ferry_core::login::Session, correlation_id: &
         .map_err(|error| format!("reading the gateway's audit failed: {error}"))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("reading the gateway's audit failed: the gateway returned {status}"));
+        return Err(format!(
+            "reading the gateway's audit failed: the gateway returned {status}"
+        ));
     }
     response
         .json()

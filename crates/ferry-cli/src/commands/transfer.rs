@@ -264,17 +264,18 @@ async fn unpack_downloads(followed: &Followed, output: Output) -> CliResult<()> 
         };
         let destination = path.with_extension("");
         let (archive, folder) = (path.clone(), destination.clone());
-        let unpacked = tokio::task::spawn_blocking(move || ferry_core::study::unpack(&archive, &folder))
-            .await
-            .map_err(|error| CliError::failure(format!("unpacking stopped: {error}")))?
-            .map_err(|error| {
-                CliError::failure(format!(
-                    "unpacking {} into {} failed: {}",
-                    path.display(),
-                    destination.display(),
-                    crate::exit::error_chain(&error)
-                ))
-            })?;
+        let unpacked =
+            tokio::task::spawn_blocking(move || ferry_core::study::unpack(&archive, &folder))
+                .await
+                .map_err(|error| CliError::failure(format!("unpacking stopped: {error}")))?
+                .map_err(|error| {
+                    CliError::failure(format!(
+                        "unpacking {} into {} failed: {}",
+                        path.display(),
+                        destination.display(),
+                        crate::exit::error_chain(&error)
+                    ))
+                })?;
         output.status(format!(
             "Unpacked {} files ({}) into {}; each matches the size and SHA-256 in the archive's manifest.",
             unpacked.files,

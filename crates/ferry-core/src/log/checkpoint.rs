@@ -6,8 +6,8 @@
 //! introduced) and the device's epoch 0 key. The gateway signs the JSON of
 //! that request with its ES256 key as a compact JWS, keeps the result and
 //! returns it. [`Checkpoint::from_countersigned`] checks the JWS against the
-//! gateway's JWKS (`GET /keys`) and the request that was sent; the client
-//! then appends the [`Checkpoint`] to the log, with the public key that
+//! gateway's JWKS (`GET /keys`) and the request that was sent. The client
+//! then appends the [`Checkpoint`] to the log with the public key that
 //! signed it, so the log's verification bundle carries that key to an
 //! auditor's machine. An auditor holding the gateway's checkpoints detects a
 //! log cut behind one of them, or a log replaced by another copy.
@@ -35,8 +35,8 @@ pub struct CheckpointRequest {
 }
 
 impl CheckpointRequest {
-    /// The grant API body of this request, which is also the payload the
-    /// gateway signs.
+    /// Returns the grant API body of this request, which is also the payload
+    /// the gateway signs.
     pub fn to_wire(&self) -> ferry_api::CheckpointRequest {
         ferry_api::CheckpointRequest {
             device_id: self.device.clone(),
@@ -88,7 +88,7 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
-    /// Accepts the gateway's answer to `request`: the JWS must verify with a
+    /// Accepts the gateway's response to `request`: the JWS must verify with a
     /// key of `keys`, and the signed payload and the returned checkpoint must
     /// both be the request that was sent.
     pub fn from_countersigned(
@@ -129,8 +129,8 @@ impl Checkpoint {
         })
     }
 
-    /// A checkpoint as the gateway lists it (`GET /checkpoints`), for the
-    /// verifier, which checks its signature. Returns `None` for checkpoints
+    /// Converts a checkpoint as the gateway lists it (`GET /checkpoints`) for
+    /// the verifier, which checks its signature. Returns `None` for checkpoints
     /// without a log id or device key, which no log of this format sends.
     pub fn from_gateway(countersigned: ferry_api::Checkpoint) -> Option<Checkpoint> {
         let request = countersigned.checkpoint;
@@ -151,7 +151,7 @@ impl Checkpoint {
         })
     }
 
-    /// The request this checkpoint countersigns.
+    /// Returns the request this checkpoint countersigns.
     pub fn request(&self) -> CheckpointRequest {
         CheckpointRequest {
             log_id: self.log_id,

@@ -140,7 +140,6 @@ async fn malformed_bodies_are_rejected() {
 }
 
 #[tokio::test]
-#[ignore = "defect: the grant API parses any Content-Type as JSON"]
 async fn non_json_media_types_are_rejected() {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;

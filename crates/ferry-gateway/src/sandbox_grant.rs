@@ -140,6 +140,16 @@ struct SandboxDocumentRegistry {
 }
 
 impl DocumentRegistry for SandboxDocumentRegistry {
+    fn has_patient(&self, patient: &str) -> Result<Option<bool>, RegistryError> {
+        let found = crate::directory::patient(&self.db.lock(), patient).map_err(|error| {
+            RegistryError::Rejected {
+                id: format!("Patient/{patient}"),
+                message: error.to_string(),
+            }
+        })?;
+        Ok(Some(found.is_some()))
+    }
+
     fn create(&self, document: &CompletedDocument<'_>) -> Result<String, RegistryError> {
         let upload = document.upload;
         let digest: [u8; 32] = hex::decode(document.sha256)

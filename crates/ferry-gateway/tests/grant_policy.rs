@@ -534,3 +534,27 @@ async fn bad_input_names_the_field_and_stores_nothing() {
         .unwrap();
     assert_eq!(uploads, 1, "only the one valid request stored an upload");
 }
+
+#[tokio::test]
+async fn upload_grant_for_unknown_patient_is_rejected() {
+    let sandbox = GrantSandbox::start("").await;
+    let staff = sandbox.login(STAFF, STAFF_SCOPE).await;
+
+    let (status, error) = sandbox.grant(&staff, "pat-999", 100, 5 * MIB).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(error["error"], "not_found");
+    assert_eq!(error["field"], "patient");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("Patient/pat-999 does not exist"),
+        "{message}"
+    );
+
+    let (status, error) = sandbox.grant(&staff, "pat-001", 100, 5 * MIB).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a known patient still gets a grant: {error}"
+    );
+}

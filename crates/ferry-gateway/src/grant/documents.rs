@@ -42,6 +42,13 @@ pub trait DocumentRegistry: Send + Sync {
     /// Creates the `DocumentReference` (with the `ImagingStudy` of the
     /// upload's study, if any) and returns its logical id.
     fn create(&self, document: &CompletedDocument<'_>) -> Result<String, RegistryError>;
+
+    /// Tells whether the FHIR server knows `Patient/{patient}`, or `None`
+    /// when this registry cannot tell (an external FHIR server in `serve`
+    /// mode), in which case the upload grant is not refused for it.
+    fn has_patient(&self, _patient: &str) -> Result<Option<bool>, RegistryError> {
+        Ok(None)
+    }
 }
 
 /// Registry in the gateway database's `grant_documents` table, for `serve`

@@ -62,6 +62,21 @@ pub async fn create(
         return Err(GrantError::denied(&decision).with_correlation(&correlation_id));
     }
 
+    // Refused here, before any byte moves: otherwise the upload would only
+    // fail at completion, when the DocumentReference is created.
+    let patient_known = service
+        .documents
+        .has_patient(&request.patient)
+        .map_err(|error| GrantError::internal("look up the patient", &error))?;
+    if patient_known == Some(false) {
+        return Err(GrantError::not_found(format!(
+            "Patient/{} does not exist; choose a patient the FHIR server knows (ferry patients lists them)",
+            request.patient
+        ))
+        .with_field("patient")
+        .with_correlation(&correlation_id));
+    }
+
     let (part_size, part_count) = plan_parts(
         request.size,
         request.part_size,

@@ -151,12 +151,6 @@ pub async fn create(
 
 fn validate_upload_request(request: &UploadGrantRequest) -> Result<(), GrantError> {
     check_file_name("file_name", &request.file_name)?;
-    if request.size == 0 {
-        return Err(GrantError::invalid(
-            "size",
-            "size must be at least 1 byte; got 0",
-        ));
-    }
     if request.size > S3_MAX_OBJECT_SIZE {
         return Err(GrantError::invalid(
             "size",
@@ -248,7 +242,9 @@ fn plan_parts(size: u64, proposed: u64, min_part_size: u64) -> Result<(u64, u32)
             ),
         ));
     }
-    let part_count = u32::try_from(size.div_ceil(part_size)).unwrap_or(u32::MAX);
+    // An empty file is one empty part: S3 completes a multipart upload only
+    // with at least one part.
+    let part_count = u32::try_from(size.div_ceil(part_size).max(1)).unwrap_or(u32::MAX);
     Ok((part_size, part_count))
 }
 

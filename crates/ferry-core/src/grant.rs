@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::secrets::Secret;
 
-/// Longest part of an unexpected response body kept in an error message.
+/// Maximum length of an unexpected response body kept in an error message.
 const MAX_BODY_IN_ERROR: usize = 300;
 
 /// Failure to obtain an access token.
@@ -63,7 +63,7 @@ pub enum GrantError {
         #[source]
         source: AccessTokenError,
     },
-    /// The gateway answered with the grant API's error body.
+    /// The gateway responded with the grant API's error body.
     #[error("{stage}: the gateway returned {status} {code}: {}{}", .error.message, field_suffix(.error.field.as_deref()))]
     Api {
         stage: &'static str,
@@ -72,7 +72,7 @@ pub enum GrantError {
         error: ApiError,
         retry_after: Option<Duration>,
     },
-    /// The gateway answered with a status and a body that is not the grant
+    /// The gateway responded with a status and a body that is not the grant
     /// API's error body, or a success body that does not parse.
     #[error("{stage}: the gateway returned {status} with an unexpected body: {body}")]
     UnexpectedResponse {

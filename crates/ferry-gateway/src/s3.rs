@@ -27,7 +27,7 @@ use url::Url;
 /// Most parts one `ListParts` response returns (S3's limit and default).
 pub const LIST_PARTS_PAGE: u32 = 1000;
 
-/// Longest lifetime SigV4 allows for a presigned URL (7 days).
+/// Maximum lifetime SigV4 allows for a presigned URL (7 days).
 pub const MAX_PRESIGN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// An S3 secret access key; `Debug` never prints it.

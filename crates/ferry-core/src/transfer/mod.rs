@@ -36,9 +36,9 @@ pub use names::safe_file_name;
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 
-/// Part size an upload proposes unless told otherwise: 16 MiB.
+/// Part size an upload proposes by default: 16 MiB.
 pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
-/// Parts or ranges sent at the same time unless told otherwise.
+/// Parts or ranges sent at the same time by default.
 pub const DEFAULT_IN_FLIGHT: usize = 4;
 
 /// Settings shared by every transfer of an [`Engine`].
@@ -389,7 +389,7 @@ pub(crate) fn s3_error_summary(body: &str) -> String {
     }
 }
 
-/// Returns true when a store's 403 body says the presigned URL expired.
+/// Returns true when a store's 403 body reports that the presigned URL expired.
 pub(crate) fn is_expired_url_body(body: &str) -> bool {
     body.contains("Request has expired") || body.contains("<Code>ExpiredToken</Code>")
 }

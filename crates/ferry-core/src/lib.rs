@@ -8,6 +8,7 @@ pub mod log;
 pub mod secrets;
 pub mod transfer;
 pub mod credentials;
+pub mod fhir;
 pub mod http;
 pub mod login;
 pub mod profile;

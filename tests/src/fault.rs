@@ -1,18 +1,20 @@
-//! Fault injection for the end-to-end tests: a TCP proxy between the
-//! `ferry` client and the sandbox's store that parses the HTTP/1.1 requests
-//! passing through, counts the `UploadPart` bytes that reached the store,
-//! and breaks chosen requests; a sandbox whose presigned URLs name that
-//! proxy; and a small seeded random number generator for kill instants.
+//! Fault injection for the end-to-end tests: a TCP proxy that parses the
+//! HTTP/1.1 requests passing through, counts the `UploadPart` bytes that
+//! reached the store, and breaks chosen requests; a sandbox whose presigned
+//! URLs name one such proxy in front of its store, optionally with a second
+//! proxy in front of its grant API, and which a test can kill and restart;
+//! and a small seeded random number generator for kill instants.
 //!
 //! The proxy is plain threads over `std::net`, so a test controls every
-//! byte without an async runtime. It logs methods and part numbers only,
-//! never a request target, because targets carry signed query strings.
+//! byte without an async runtime. It records methods, paths and part
+//! numbers, never a query string, because presigned URLs carry their
+//! signature in the query.
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -26,7 +28,22 @@ pub enum RequestKind {
     /// A `GET` of an object: downloads fetch ranges with presigned `GET`s.
     /// The gateway's `ListParts` (`GET …?uploadId=…`) is not one.
     GetObject,
+    /// Any request to the grant API (`/grant/v1/…`).
+    Grant,
+    /// `POST /grant/v1/uploads`: create an upload.
+    GrantCreateUpload,
+    /// `POST /grant/v1/uploads/{id}/part-urls`.
+    GrantPartUrls,
+    /// `GET /grant/v1/uploads/{id}`: the upload's state.
+    GrantUploadState,
+    /// `POST /grant/v1/uploads/{id}/complete`.
+    GrantComplete,
+    /// `POST /grant/v1/downloads`.
+    GrantDownload,
 }
+
+/// Path prefix of the grant API (the gateway's `grant::BASE_PATH`).
+pub const GRANT_BASE_PATH: &str = "/grant/v1";
 
 /// What the proxy does to a request a rule picked.
 #[derive(Debug, Clone)]
@@ -44,7 +61,11 @@ pub enum Action {
     StallAfter(u64),
     /// Reads the whole body, forwards nothing and never answers.
     Swallow,
-    /// Forwards the body at this many bytes per second.
+    /// Forwards the whole request, drops the upstream's response and never
+    /// answers: the server acted on the request, but its response was lost.
+    LoseResponse,
+    /// Forwards the body at this many bytes per second, and passes the
+    /// responses of the connection back at that rate from then on.
     Throttle(u64),
     /// Holds the request this long before forwarding it whole, so that a
     /// presigned URL can expire on the way.
@@ -65,6 +86,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// The request target without its query string.
+    pub path: String,
     pub part_number: Option<u32>,
     /// Body bytes announced by `Content-Length`.
     pub body_length: u64,
@@ -77,6 +100,8 @@ pub struct Seen {
 #[derive(Default)]
 struct Shared {
     rules: Vec<(Rule, u32)>,
+    /// Byte strings of equal length replaced in responses: (from, to).
+    rewrite: Option<(Vec<u8>, Vec<u8>)>,
     seen: Vec<Seen>,
     /// Bytes the store sent back to the client: response heads and bodies.
     downstream: u64,
@@ -94,6 +119,14 @@ impl FaultProxy {
     pub fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("the proxy binds a loopback port");
         FaultProxy::serve(listener, upstream)
+    }
+
+    /// Replaces `from` with `to` in every response passed back on
+    /// connections accepted from now on. The two must have the same length,
+    /// so that no `Content-Length` changes.
+    pub fn set_rewrite(&self, from: &str, to: &str) {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps the body's length");
+        self.shared.lock().unwrap().rewrite = Some((from.into(), to.into()));
     }
 
     /// Serves on an already bound listener.
@@ -142,6 +175,17 @@ impl FaultProxy {
             .collect()
     }
 
+    /// Grant API requests seen so far, as (method, path below the API).
+    pub fn grant_requests(&self) -> Vec<(String, String)> {
+        self.seen()
+            .into_iter()
+            .filter_map(|seen| {
+                let below = seen.path.strip_prefix(GRANT_BASE_PATH)?.to_owned();
+                Some((seen.method, below))
+            })
+            .collect()
+    }
+
     /// Bytes the store sent back through the proxy (heads and bodies).
     pub fn downstream_bytes(&self) -> u64 {
         self.shared.lock().unwrap().downstream
@@ -172,6 +216,8 @@ impl Drop for FaultProxy {
 struct Head {
     bytes: Vec<u8>,
     method: String,
+    /// The target without its query string.
+    path: String,
     part_number: Option<u32>,
     /// True when the query names an upload id (multipart requests).
     multipart: bool,
@@ -204,6 +250,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
     let mut words = request_line.split_whitespace();
     let method = words.next()?.to_owned();
     let target = words.next().unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default().to_owned();
     let part_number = target
         .split_once('?')
         .map(|(_, query)| query)
@@ -228,6 +275,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
     Some(Head {
         bytes,
         method,
+        path,
         part_number,
         multipart,
         content_length,
@@ -236,9 +284,24 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
 }
 
 fn matches(kind: RequestKind, head: &Head) -> bool {
+    let grant_path = head.path.strip_prefix(GRANT_BASE_PATH);
+    let upload_path = grant_path.and_then(|path| path.strip_prefix("/uploads/"));
+    let method = head.method.as_str();
     match kind {
-        RequestKind::UploadPart => head.method == "PUT" && head.part_number.is_some(),
-        RequestKind::GetObject => head.method == "GET" && !head.multipart,
+        RequestKind::UploadPart => method == "PUT" && head.part_number.is_some(),
+        RequestKind::GetObject => method == "GET" && !head.multipart && grant_path.is_none(),
+        RequestKind::Grant => grant_path.is_some(),
+        RequestKind::GrantCreateUpload => method == "POST" && grant_path == Some("/uploads"),
+        RequestKind::GrantPartUrls => {
+            method == "POST" && upload_path.is_some_and(|path| path.ends_with("/part-urls"))
+        }
+        RequestKind::GrantUploadState => {
+            method == "GET" && upload_path.is_some_and(|path| !path.contains('/'))
+        }
+        RequestKind::GrantComplete => {
+            method == "POST" && upload_path.is_some_and(|path| path.ends_with("/complete"))
+        }
+        RequestKind::GrantDownload => method == "POST" && grant_path == Some("/downloads"),
     }
 }
 
@@ -305,6 +368,8 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
     let mut reader = BufReader::new(client.try_clone().expect("the socket clones"));
     let mut client_writer = client;
     let mut upstream: Option<TcpStream> = None;
+    // Bytes per second for responses on this connection; 0 is unlimited.
+    let response_rate = Arc::new(AtomicU64::new(0));
 
     while let Some(head) = read_head(&mut reader) {
         let action = pick(&shared, &head);
@@ -312,6 +377,7 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             let mut shared = shared.lock().unwrap();
             shared.seen.push(Seen {
                 method: head.method.clone(),
+                path: head.path.clone(),
                 part_number: head.part_number,
                 body_length: head.content_length,
                 body_forwarded: 0,
@@ -346,27 +412,19 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             break;
         }
 
+        if let Some(Action::LoseResponse) = &action {
+            lose_response(&mut reader, &head, upstream_address, &record);
+            break;
+        }
+
         if upstream.is_none() {
             let Ok(stream) = TcpStream::connect(upstream_address) else {
                 break;
             };
-            let mut from_upstream = stream.try_clone().expect("the socket clones");
-            let mut to_client = client_writer.try_clone().expect("the socket clones");
-            let counter = shared.clone();
-            std::thread::spawn(move || {
-                let mut buffer = vec![0u8; 64 * 1024];
-                loop {
-                    let read = match from_upstream.read(&mut buffer) {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => read,
-                    };
-                    if to_client.write_all(&buffer[..read]).is_err() {
-                        break;
-                    }
-                    counter.lock().unwrap().downstream += read as u64;
-                }
-                let _ = to_client.shutdown(Shutdown::Write);
-            });
+            let from_upstream = stream.try_clone().expect("the socket clones");
+            let to_client = client_writer.try_clone().expect("the socket clones");
+            let (counter, rate) = (shared.clone(), response_rate.clone());
+            std::thread::spawn(move || pass_responses(from_upstream, to_client, counter, rate));
             upstream = Some(stream);
         }
         let stream = upstream.as_mut().expect("connected above");
@@ -375,6 +433,9 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             let _ = stream.write_all(&head.bytes);
             let _ = std::io::copy(&mut reader, stream);
             break;
+        }
+        if let Some(Action::Throttle(rate)) = &action {
+            response_rate.store(*rate, Ordering::SeqCst);
         }
         if let Some(Action::Delay(delay)) = &action {
             std::thread::sleep(*delay);
@@ -425,6 +486,7 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
                 let _ = stream.shutdown(Shutdown::Both);
                 break;
             }
+            Some(Action::LoseResponse) => unreachable!("handled before connecting"),
             Some(Action::Swallow) => {
                 let _ = copy_body(&mut reader, None, head.content_length, u64::MAX, None);
                 // Never answer; wait for the client to give up.
@@ -440,6 +502,108 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
     }
 }
 
+/// Sends one request whole to the upstream on a connection of its own,
+/// reads and drops the response, and keeps the client waiting until it
+/// gives up and closes its side.
+fn lose_response(
+    reader: &mut BufReader<TcpStream>,
+    head: &Head,
+    upstream_address: SocketAddr,
+    record: &dyn Fn(u64),
+) {
+    let Ok(mut stream) = TcpStream::connect(upstream_address) else {
+        return;
+    };
+    if stream.write_all(&head.bytes).is_err() {
+        return;
+    }
+    let copied = copy_body(
+        reader,
+        Some(&mut stream),
+        head.content_length,
+        u64::MAX,
+        None,
+    );
+    record(copied.unwrap_or(0));
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut sink = [0u8; 4096];
+    while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// Copies the upstream's responses to the client, counting the bytes,
+/// applying the proxy's rewrite and pacing them at `rate` bytes per second
+/// when it is not 0, until either side closes.
+fn pass_responses(
+    mut from_upstream: TcpStream,
+    mut to_client: TcpStream,
+    shared: Arc<Mutex<Shared>>,
+    rate: Arc<AtomicU64>,
+) {
+    let rewrite = shared.lock().unwrap().rewrite.clone();
+    let mut buffer = vec![0u8; 64 * 1024];
+    // Bytes held back because they may begin a match that the next read
+    // completes. Only a proper prefix of `from` is held, so a response that
+    // ends is always passed on whole.
+    let mut pending = Vec::new();
+    loop {
+        let paced = rate.load(Ordering::SeqCst);
+        let want = match paced {
+            0 => buffer.len(),
+            paced => (paced / 20).clamp(1, buffer.len() as u64) as usize,
+        };
+        let read = match from_upstream.read(&mut buffer[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        shared.lock().unwrap().downstream += read as u64;
+        if paced > 0 {
+            std::thread::sleep(Duration::from_secs_f64(read as f64 / paced as f64));
+        }
+        let Some((from, to)) = &rewrite else {
+            if to_client.write_all(&buffer[..read]).is_err() {
+                break;
+            }
+            continue;
+        };
+        pending.extend_from_slice(&buffer[..read]);
+        replace_all(&mut pending, from, to);
+        let held = held_back(&pending, from);
+        let ready = pending.len() - held;
+        if to_client.write_all(&pending[..ready]).is_err() {
+            break;
+        }
+        pending.drain(..ready);
+    }
+    let _ = to_client.write_all(&pending);
+    let _ = to_client.shutdown(Shutdown::Write);
+}
+
+/// Replaces every `from` in `bytes` with `to`, which has the same length.
+fn replace_all(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    let mut start = 0;
+    while start + from.len() <= bytes.len() {
+        if &bytes[start..start + from.len()] == from {
+            bytes[start..start + from.len()].copy_from_slice(to);
+            start += from.len();
+        } else {
+            start += 1;
+        }
+    }
+}
+
+/// Returns the length of the longest suffix of `bytes` that is a proper
+/// prefix of `pattern`.
+fn held_back(bytes: &[u8], pattern: &[u8]) -> usize {
+    let longest = pattern.len().saturating_sub(1).min(bytes.len());
+    (1..=longest)
+        .rev()
+        .find(|&length| bytes[bytes.len() - length..] == pattern[..length])
+        .unwrap_or(0)
+}
+
 /// Credentials and address of the sandbox's embedded store, as printed by
 /// `ferry-gateway sandbox`.
 #[derive(Debug, Clone, Default)]
@@ -451,15 +615,21 @@ pub struct StoreAccess {
     pub secret_access_key: String,
 }
 
-/// A sandbox whose store listens on a port the test chose, with a
-/// [`FaultProxy`] as the store's public endpoint, and a `ferry` home signed
-/// in to it as imaging staff.
+/// A sandbox whose gateway and store listen on ports the test chose, with
+/// a [`FaultProxy`] as the store's public endpoint, and a `ferry` home signed
+/// in to it as imaging staff. The gateway can be killed and started again
+/// on the same data folder and ports.
 pub struct FaultSandbox {
     pub home: tempfile::TempDir,
     child: Child,
+    /// The gateway's own address, which its URLs name.
+    pub gateway_address: SocketAddr,
     pub fhir_url: String,
     pub profile: String,
     pub proxy: FaultProxy,
+    /// A proxy between `ferry` and the gateway's grant API, when the
+    /// sandbox was started with [`FaultSandbox::start_with_grant_proxy`].
+    pub grant_proxy: Option<FaultProxy>,
     /// The store itself, bypassing the proxy.
     pub store: StoreAccess,
     pub data_dir: std::path::PathBuf,
@@ -472,19 +642,115 @@ pub struct SandboxSettings {
     pub lifetimes: Vec<String>,
 }
 
+/// Returns a loopback address with a port that was free a moment ago.
+fn free_loopback_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
+
+/// What a started `ferry-gateway sandbox` printed.
+struct Started {
+    child: Child,
+    fhir_url: String,
+    store: StoreAccess,
+}
+
+/// Starts `ferry-gateway sandbox` on `listen` and reads its URLs and store
+/// keys from stdout.
+fn start_gateway(data_dir: &Path, listen: SocketAddr) -> Started {
+    let mut child = Command::new(binary("ferry-gateway"))
+        .args(["sandbox", "--listen"])
+        .arg(listen.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--auto-login", "tech-okafor"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ferry-gateway starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = sender.send(line);
+        }
+    });
+    let mut fhir_url = None;
+    let mut store = StoreAccess::default();
+    while fhir_url.is_none() || store.secret_access_key.is_empty() {
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the sandbox prints its URLs and store keys within 60 s");
+        let Some((name, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match name.trim() {
+            "fhir" => fhir_url = Some(value),
+            "store-region" => store.region = value,
+            "store-bucket" => store.bucket = value,
+            "store-access-key-id" => store.access_key_id = value,
+            "store-secret-access-key" => store.secret_access_key = value,
+            _ => {}
+        }
+    }
+    Started {
+        child,
+        fhir_url: fhir_url.expect("checked above"),
+        store,
+    }
+}
+
+/// The start of the SMART configuration's grant API entry, as the sandbox
+/// serialises it, for a gateway at `address`.
+fn grant_api_field(address: &str) -> String {
+    format!("\"ferry_grant_api\":\"http://{address}")
+}
+
+/// Replaces `from` with `to` in a text file.
+fn replace_in_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{} is readable: {error}", path.display()));
+    assert!(
+        text.contains(from),
+        "{} names {from}: {text}",
+        path.display()
+    );
+    std::fs::write(path, text.replace(from, to)).expect("the file is rewritten");
+}
+
 impl FaultSandbox {
-    /// Starts the sandbox and the proxy, and signs in as `tech-okafor`.
+    /// Starts the sandbox and the store's proxy, and signs in as `tech-okafor`.
     pub fn start(settings: &SandboxSettings) -> FaultSandbox {
+        FaultSandbox::start_inner(settings, false)
+    }
+
+    /// Starts the sandbox as [`FaultSandbox::start`] does, plus a proxy in
+    /// front of the gateway that `ferry` uses for discovery, FHIR and the
+    /// grant API; sign-in and token refresh still go to the gateway itself.
+    ///
+    /// The sandbox names its own address in every URL, and the `aud` of an
+    /// authorization request must match it, so `ferry` signs in directly.
+    /// The profile and its session file are then pointed at the proxy, and
+    /// the proxy rewrites the `ferry_grant_api` URL in the SMART
+    /// configuration to name itself.
+    pub fn start_with_grant_proxy(settings: &SandboxSettings) -> FaultSandbox {
+        FaultSandbox::start_inner(settings, true)
+    }
+
+    fn start_inner(settings: &SandboxSettings, grant_proxy: bool) -> FaultSandbox {
         let home = tempfile::tempdir().expect("a temporary folder");
         let data_dir = home.path().join("gateway");
         std::fs::create_dir_all(&data_dir).expect("the gateway folder is created");
 
-        // The store's port: bound and released, then named in grant.toml.
-        let store_port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let store_address: SocketAddr = format!("127.0.0.1:{store_port}").parse().unwrap();
+        // The ports are bound and released, then named in grant.toml and on
+        // the command line, so a restarted gateway takes the same ones.
+        let store_address = free_loopback_address();
+        let gateway_address = free_loopback_address();
         let proxy = FaultProxy::start(store_address);
         let mut toml = format!(
             "[grant]\nstore_listen = \"{store_address}\"\nstore_public_endpoint = \"{}\"\n",
@@ -499,45 +765,12 @@ impl FaultSandbox {
         }
         std::fs::write(data_dir.join("grant.toml"), toml).expect("grant.toml is written");
 
-        let mut child = Command::new(binary("ferry-gateway"))
-            .args(["sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--auto-login", "tech-okafor"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("ferry-gateway starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = sender.send(line);
-            }
-        });
-        let mut fhir_url = None;
-        let mut store = StoreAccess::default();
-        while fhir_url.is_none() || store.secret_access_key.is_empty() {
-            let line = receiver
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the sandbox prints its URLs and store keys within 60 s");
-            let Some((name, value)) = line.split_once(": ") else {
-                continue;
-            };
-            let value = value.trim().to_owned();
-            match name.trim() {
-                "fhir" => fhir_url = Some(value),
-                "store-region" => store.region = value,
-                "store-bucket" => store.bucket = value,
-                "store-access-key-id" => store.access_key_id = value,
-                "store-secret-access-key" => store.secret_access_key = value,
-                _ => {}
-            }
-        }
+        let Started {
+            child,
+            fhir_url,
+            mut store,
+        } = start_gateway(&data_dir, gateway_address);
         store.endpoint = format!("http://{store_address}");
-        let fhir_url = fhir_url.expect("checked above");
 
         let suffix = home
             .path()
@@ -553,15 +786,52 @@ impl FaultSandbox {
             .env("BROWSER", "curl -sfL -o /dev/null"));
         assert!(login.status.success(), "{}", describe(&login));
 
+        let grant_proxy = grant_proxy.then(|| {
+            let proxy = FaultProxy::start(gateway_address);
+            let (gateway, proxied) = (gateway_address.to_string(), proxy.address.to_string());
+            proxy.set_rewrite(&grant_api_field(&gateway), &grant_api_field(&proxied));
+            let config = home.path().join("config").join("profiles.toml");
+            replace_in_file(&config, &gateway, &proxied);
+            let session = home
+                .path()
+                .join("data")
+                .join("profiles")
+                .join(&profile)
+                .join("session.json");
+            replace_in_file(&session, &gateway, &proxied);
+            proxy
+        });
+
         FaultSandbox {
             home,
             child,
+            gateway_address,
             fhir_url,
             profile,
             proxy,
+            grant_proxy,
             store,
             data_dir,
         }
+    }
+
+    /// Kills the gateway with SIGKILL, waits `downtime`, and starts it again
+    /// on the same data folder and ports. Its store goes down with it.
+    pub fn restart_gateway(&mut self, downtime: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(downtime);
+        let started = start_gateway(&self.data_dir, self.gateway_address);
+        assert_eq!(
+            started.fhir_url, self.fhir_url,
+            "the restarted gateway has the same URLs"
+        );
+        self.child = started.child;
+    }
+
+    /// The gateway's revocation endpoint (RFC 7009).
+    pub fn revocation_url(&self) -> String {
+        format!("http://{}/revoke", self.gateway_address)
     }
 
     /// A `ferry --profile NAME` command in this home.

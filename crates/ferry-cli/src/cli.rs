@@ -16,6 +16,8 @@ Exit codes:
   5    interrupted and resumable (for example the network went away); run `ferry resume`
   6    upload blocked because the study names another patient
          (check the study, or pass --confirm-patient-mismatch REASON)
+  7    not found: a document, patient or upload id does not exist or is not
+         visible to the signed-in user (list them with `ferry documents` or `ferry patients`)
   130  stopped by Ctrl-C; transfers are paused in the journal, run `ferry resume`";
 
 /// Ferry moves clinical files between this workstation and a healthcare

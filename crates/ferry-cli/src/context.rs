@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use ferry_core::fhir::FhirError;
 use ferry_core::http::{HttpOptions, build_client};
 use ferry_core::login::{LoginError, ProfileContext, Session};
 use ferry_core::profile::{FerryDirs, Profile, ProfileError, Profiles};
 use ferry_core::secrets::{SecretStore, SecretStoreError};
 
-use crate::exit::{CliError, CliResult, Exit};
+use crate::exit::{CliError, CliResult, Exit, error_chain};
 
 /// Ferry's folders, from `FERRY_HOME` or the platform's conventions.
 pub fn ferry_dirs() -> CliResult<FerryDirs> {
@@ -66,6 +67,26 @@ pub fn login_error(error: LoginError) -> CliError {
         _ => Exit::Failure,
     };
     CliError::from_chain(exit, &error)
+}
+
+/// Maps a FHIR read or search failure to an exit code, adding what to do:
+/// 3 when only a new sign-in helps, 7 when the resource does not exist.
+pub fn fhir_error(error: FhirError) -> CliError {
+    if let FhirError::SignIn(error) = error {
+        return login_error(error);
+    }
+    let message = error_chain(&error);
+    if error.is_sign_in_required() {
+        CliError::sign_in_required(format!("{message}; run `ferry login`"))
+    } else if error.is_not_found() {
+        CliError::not_found(message)
+    } else if error.is_forbidden() {
+        CliError::failure(format!(
+            "{message}; the signed-in user's scopes or patient context do not cover it (see `ferry whoami`)"
+        ))
+    } else {
+        CliError::failure(message)
+    }
 }
 
 pub fn profile_error(error: ProfileError) -> CliError {

@@ -24,6 +24,9 @@ pub enum Exit {
     Interrupted,
     /// An upload was blocked because its study names another patient.
     PatientMismatch,
+    /// A document, patient or upload named on the command line does not
+    /// exist, or the signed-in user may not see it.
+    NotFound,
     /// Stopped by Ctrl-C after pausing transfers in the journal.
     CtrlC,
 }
@@ -38,6 +41,7 @@ impl Exit {
             Exit::TransferFailed => 4,
             Exit::Interrupted => 5,
             Exit::PatientMismatch => 6,
+            Exit::NotFound => 7,
             Exit::CtrlC => 130,
         }
     }
@@ -52,6 +56,7 @@ impl Exit {
             Exit::TransferFailed => "transfer_failed",
             Exit::Interrupted => "interrupted",
             Exit::PatientMismatch => "patient_mismatch",
+            Exit::NotFound => "not_found",
             Exit::CtrlC => "ctrl_c",
         }
     }
@@ -95,6 +100,11 @@ impl CliError {
     /// A transfer or a verification failed (exit code 4).
     pub fn transfer(message: impl Into<String>) -> CliError {
         CliError::new(Exit::TransferFailed, message)
+    }
+
+    /// A named document, patient or upload does not exist (exit code 7).
+    pub fn not_found(message: impl Into<String>) -> CliError {
+        CliError::new(Exit::NotFound, message)
     }
 
     /// Builds the message from an error and its chain of sources, each
@@ -159,12 +169,13 @@ mod tests {
             Exit::TransferFailed,
             Exit::Interrupted,
             Exit::PatientMismatch,
+            Exit::NotFound,
             Exit::CtrlC,
         ]
         .iter()
         .map(|exit| exit.code())
         .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 130]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 130]);
     }
 
     #[test]

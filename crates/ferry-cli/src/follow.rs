@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use ferry_api::ErrorCode;
 use ferry_core::grant::{GrantClient, GrantError};
+use ferry_core::journal::JournalError;
 use ferry_core::login::{ProfileContext, Session};
 use ferry_core::transfer::{
     Engine, EngineOptions, Progress, TransferError, TransferHandle, TransferOutcome,
@@ -174,8 +175,23 @@ fn finish_message(file_name: &str, result: &Result<TransferOutcome, Arc<Transfer
     }
 }
 
-/// Maps a transfer failure to its exit code and message.
+/// Maps a transfer failure to its exit code and message, naming the flag
+/// that helps where there is one.
 pub fn transfer_error(error: &TransferError) -> CliError {
+    if let TransferError::DestinationExists { path } = error {
+        return CliError::new(
+            transfer_exit(error),
+            format!(
+                "{} already exists; pass --overwrite to replace it, or --to DIR to download into another folder",
+                path.display()
+            ),
+        );
+    }
+    if let TransferError::Journal(JournalError::NotFound(id)) = error {
+        return CliError::not_found(format!(
+            "transfer {id} is not in this profile's journal; run `ferry transfers` to list the transfers"
+        ));
+    }
     CliError::new(transfer_exit(error), error_chain(error))
 }
 
@@ -185,7 +201,8 @@ fn transfer_exit(error: &TransferError) -> Exit {
         TransferError::RetriesExhausted { .. } => Exit::Interrupted,
         TransferError::Interrupted => Exit::Interrupted,
         TransferError::ClaimedElsewhere { .. } => Exit::Failure,
-        TransferError::DestinationExists { .. } => Exit::Failure,
+        TransferError::DestinationExists { .. } => Exit::Usage,
+        TransferError::Journal(JournalError::NotFound(_)) => Exit::NotFound,
         TransferError::Io { .. } | TransferError::Journal(_) | TransferError::Task(_) => {
             Exit::Failure
         }
@@ -198,6 +215,7 @@ fn grant_exit(error: &GrantError) -> Exit {
     match error {
         GrantError::AccessToken { source, .. } if source.sign_in_required => Exit::SignInRequired,
         _ if error.code() == Some(ErrorCode::InvalidToken) => Exit::SignInRequired,
+        _ if error.code() == Some(ErrorCode::NotFound) => Exit::NotFound,
         _ if error.is_retryable() => Exit::Interrupted,
         _ => Exit::TransferFailed,
     }

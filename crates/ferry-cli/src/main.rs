@@ -9,12 +9,12 @@ mod cli;
 mod commands;
 mod context;
 mod exit;
-mod fhir;
 mod follow;
 mod output;
 mod progress;
 mod sandbox;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -54,16 +54,31 @@ fn main() -> ExitCode {
 
 /// Sends `tracing` output to stderr: `warn` by default, `info` with `-v`,
 /// `debug` with `-vv` and more. `RUST_LOG`, when set, replaces the default.
+///
+/// At the default verbosity ERROR events are left out, because every
+/// failure that ends a command reaches the user once, as the `error: …`
+/// line, and the engine's ERROR event for the same failure would repeat it.
+/// `-v` and `RUST_LOG` show them.
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let level = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let hide_errors = verbose == 0 && from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .try_init();
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(move |metadata| {
+            !(hide_errors && *metadata.level() == tracing::Level::ERROR)
+        }));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }

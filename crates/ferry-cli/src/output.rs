@@ -104,6 +104,16 @@ pub fn format_rate(bytes: u64, seconds: f64) -> String {
     format!("{}/s", format_bytes(per_second))
 }
 
+/// Formats a count with the singular or plural noun, e.g. `1 part` and
+/// `3 parts`.
+pub fn count(number: u64, singular: &str, plural: &str) -> String {
+    if number == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{number} {plural}")
+    }
+}
+
 /// Lays out rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
@@ -149,6 +159,13 @@ mod tests {
     fn rate_divides_by_seconds() {
         assert_eq!(format_rate(20 * 1024 * 1024, 2.0), "10.00 MiB/s");
         assert_eq!(format_rate(1, 0.0), "n/a");
+    }
+
+    #[test]
+    fn count_is_singular_for_one() {
+        assert_eq!(count(1, "part", "parts"), "1 part");
+        assert_eq!(count(0, "part", "parts"), "0 parts");
+        assert_eq!(count(12, "entry", "entries"), "12 entries");
     }
 
     #[test]

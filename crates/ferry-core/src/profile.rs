@@ -66,7 +66,7 @@ pub enum ProfileError {
         #[source]
         source: HttpError,
     },
-    #[error("profile '{0}' does not exist; add it with `ferry profile add {0} FHIR_BASE_URL`")]
+    #[error("profile '{0}' does not exist; add it with `ferry profiles add {0} FHIR_BASE_URL`")]
     NotFound(String),
     #[error("profile '{0}' is built in and cannot be removed")]
     BuiltIn(String),

@@ -6,7 +6,9 @@
 //! implement the same trait; every state change that must not race is a
 //! single conditional `UPDATE`, which such a database can also run atomically.
 
-use ferry_api::{Checkpoint, CompletedUpload, UploadGrantRequest, UploadStatus};
+use ferry_api::{
+    Checkpoint, CompleteUploadRequest, CompletedUpload, UploadGrantRequest, UploadStatus,
+};
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension as _, Row, params};
 
@@ -30,6 +32,13 @@ pub const CHECKPOINTS_BY_LOG_MIGRATION: &str = r#"
         SELECT device_id, '', seq, subject, recorded_at, body FROM grant_checkpoints;
     DROP TABLE grant_checkpoints;
     ALTER TABLE grant_checkpoints_by_log RENAME TO grant_checkpoints;
+"#;
+
+/// Migration that keeps the completion request of each upload, stored before
+/// the gateway asks the store to complete it, so that a completion cut short
+/// after the store completed the upload can be finished from it.
+pub const COMPLETION_REQUEST_MIGRATION: &str = r#"
+    ALTER TABLE grant_uploads ADD COLUMN completion_request TEXT;
 "#;
 
 /// Migration that creates the grant API's tables; appended to `db::MIGRATIONS`.
@@ -142,6 +151,18 @@ pub trait GrantRepository: Send + Sync {
     ) -> Result<bool, RepositoryError>;
     /// Stores the completion of an open upload; returns false when it was not open.
     fn complete(&self, id: &str, completion: &CompletedUpload) -> Result<bool, RepositoryError>;
+    /// Stores the part list and whole-file SHA-256 a completion is about to
+    /// send to the store, replacing an earlier one.
+    fn record_completion_request(
+        &self,
+        id: &str,
+        request: &CompleteUploadRequest,
+    ) -> Result<(), RepositoryError>;
+    /// Returns the completion request last stored for an upload, if any.
+    fn completion_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<CompleteUploadRequest>, RepositoryError>;
     /// Open uploads whose lifetime ended before `now`.
     fn expired_uploads(&self, now: Timestamp) -> Result<Vec<UploadRecord>, RepositoryError>;
 
@@ -355,6 +376,41 @@ impl GrantRepository for SqliteRepository {
             params![id, completion.document_id, text],
         )?;
         Ok(changed == 1)
+    }
+
+    fn record_completion_request(
+        &self,
+        id: &str,
+        request: &CompleteUploadRequest,
+    ) -> Result<(), RepositoryError> {
+        let text = serde_json::to_string(request).map_err(|source| RepositoryError::Corrupt {
+            what: "completion request",
+            source,
+        })?;
+        self.db.lock().execute(
+            "UPDATE grant_uploads SET completion_request = ?2 WHERE id = ?1",
+            params![id, text],
+        )?;
+        Ok(())
+    }
+
+    fn completion_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<CompleteUploadRequest>, RepositoryError> {
+        let text: Option<Option<String>> = self
+            .db
+            .lock()
+            .prepare_cached("SELECT completion_request FROM grant_uploads WHERE id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?;
+        text.flatten()
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|source| RepositoryError::Corrupt {
+                what: "completion request",
+                source,
+            })
     }
 
     fn expired_uploads(&self, now: Timestamp) -> Result<Vec<UploadRecord>, RepositoryError> {

@@ -33,7 +33,7 @@ use crate::cli::{DemoArgs, LoginRole};
 use crate::context::{self, login_error, profile_error};
 use crate::exit::{CliError, CliResult, Exit, error_chain};
 use crate::follow::{exit_of, follow, journal_path, open_engine};
-use crate::output::{Output, format_bytes, format_rate};
+use crate::output::{Output, count, format_bytes, format_rate};
 use crate::sandbox::{SandboxProcess, find_gateway_binary};
 
 /// Part size of the demo's upload: the store's minimum, so that the sample
@@ -232,8 +232,9 @@ async fn run(
         log.checkpoint_with(&context, &session, output).await;
     }
     output.status(format!(
-        "    Uploaded {} in {parts} parts at {}; DocumentReference/{document_id}; receipt signed by the gateway and verified",
+        "    Uploaded {} in {} at {}; DocumentReference/{document_id}; receipt signed by the gateway and verified",
         format_bytes(receipt.receipt.size),
+        count(u64::from(parts), "part", "parts"),
         format_rate(receipt.receipt.size, upload_seconds)
     ));
 
@@ -775,9 +776,9 @@ fn print_summary(summary: &Summary<'_>, output: Output) {
             format_bytes(summary.archive_size)
         ),
         format!(
-            "  upload         transfer {}: {} parts of at most {} in {:.1} s ({})",
+            "  upload         transfer {}: {} of at most {} in {:.1} s ({})",
             summary.upload_transfer,
-            summary.parts,
+            count(u64::from(summary.parts), "part", "parts"),
             format_bytes(DEMO_PART_SIZE),
             summary.upload_seconds,
             format_rate(summary.archive_size, summary.upload_seconds)

@@ -1,10 +1,10 @@
 //! `ferry documents` and `ferry patients`: FHIR searches on the profile's server.
 
+use ferry_core::fhir::{self, DocumentSummary};
 use serde_json::{Value, json};
 
-use crate::context;
+use crate::context::{self, fhir_error};
 use crate::exit::{CliError, CliResult};
-use crate::fhir;
 use crate::output::{Output, format_bytes, table};
 
 pub async fn documents(
@@ -20,8 +20,13 @@ pub async fn documents(
     if let Some(patient) = &patient {
         params.push(("patient", patient.as_str()));
     }
-    let resources = fhir::search(&session, "DocumentReference", &params).await?;
-    let documents: Vec<DocumentRow> = resources.iter().map(DocumentRow::from_resource).collect();
+    let resources = fhir::search(&session, "DocumentReference", &params)
+        .await
+        .map_err(fhir_error)?;
+    let documents: Vec<DocumentSummary> = resources
+        .iter()
+        .map(DocumentSummary::from_resource)
+        .collect();
 
     if documents.is_empty() {
         output.status(match &patient {
@@ -36,7 +41,7 @@ pub async fn documents(
                     document.id.clone(),
                     document.file_name.clone(),
                     document.size.map(format_bytes).unwrap_or_default(),
-                    document.patient.clone(),
+                    document.patient.clone().unwrap_or_default(),
                     document.date.clone(),
                 ]
             })
@@ -48,7 +53,7 @@ pub async fn documents(
     }
     output.json_result(&json!({
         "patient": patient,
-        "documents": documents.iter().map(DocumentRow::to_json).collect::<Vec<_>>(),
+        "documents": documents.iter().map(document_json).collect::<Vec<_>>(),
     }));
     Ok(())
 }
@@ -70,7 +75,9 @@ pub async fn patients(
         }
         params.push(("name", name.as_str()));
     }
-    let resources = fhir::search(&session, "Patient", &params).await?;
+    let resources = fhir::search(&session, "Patient", &params)
+        .await
+        .map_err(fhir_error)?;
 
     let rows: Vec<Vec<String>> = resources
         .iter()
@@ -105,102 +112,14 @@ fn first_identifier(patient: &Value) -> String {
         .to_owned()
 }
 
-/// The columns of one `DocumentReference`.
-struct DocumentRow {
-    id: String,
-    file_name: String,
-    size: Option<u64>,
-    media_type: String,
-    patient: String,
-    date: String,
-    sha256: Option<String>,
-}
-
-impl DocumentRow {
-    fn from_resource(resource: &Value) -> DocumentRow {
-        let attachment = &resource["content"][0]["attachment"];
-        let extensions = attachment["extension"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let extension = |suffix: &str| {
-            extensions
-                .iter()
-                .find(|extension| {
-                    extension["url"]
-                        .as_str()
-                        .is_some_and(|url| url.ends_with(suffix))
-                })
-                .cloned()
-        };
-        // `Attachment.size` is a FHIR R4 unsignedInt (below 2^32), so sizes
-        // of 4 GiB and more come from the size extension when present.
-        let size = extension("size")
-            .and_then(|extension| extension["valueDecimal"].as_f64())
-            .map(|size| size as u64)
-            .or_else(|| attachment["size"].as_u64());
-        let sha256 = extension("sha256")
-            .and_then(|extension| extension["valueString"].as_str().map(str::to_owned));
-
-        DocumentRow {
-            id: resource["id"].as_str().unwrap_or_default().to_owned(),
-            file_name: attachment["title"]
-                .as_str()
-                .or_else(|| resource["description"].as_str())
-                .unwrap_or_default()
-                .to_owned(),
-            size,
-            media_type: attachment["contentType"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            patient: resource["subject"]["reference"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            date: resource["date"].as_str().unwrap_or_default().to_owned(),
-            sha256,
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "document_id": self.id,
-            "file_name": self.file_name,
-            "size": self.size,
-            "media_type": self.media_type,
-            "patient": self.patient,
-            "date": self.date,
-            "sha256": self.sha256,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn document_row_reads_size_extension() {
-        let resource = json!({
-            "resourceType": "DocumentReference",
-            "id": "doc-1",
-            "subject": { "reference": "Patient/pat-001" },
-            "date": "2026-12-04T21:52:10Z",
-            "content": [{ "attachment": {
-                "contentType": "application/zip",
-                "title": "ct.zip",
-                "extension": [
-                    { "url": "urn:ferry:fhir:object-size", "valueDecimal": 5368709127u64 },
-                    { "url": "urn:ferry:fhir:object-sha256", "valueString": "ab" }
-                ]
-            }}]
-        });
-        let row = DocumentRow::from_resource(&resource);
-        assert_eq!(row.id, "doc-1");
-        assert_eq!(row.file_name, "ct.zip");
-        assert_eq!(row.size, Some(5_368_709_127));
-        assert_eq!(row.sha256.as_deref(), Some("ab"));
-        assert_eq!(row.patient, "Patient/pat-001");
-    }
+fn document_json(document: &DocumentSummary) -> Value {
+    json!({
+        "document_id": document.id,
+        "file_name": document.file_name,
+        "size": document.size,
+        "media_type": document.media_type,
+        "patient": document.patient.as_deref().unwrap_or_default(),
+        "date": document.date,
+        "sha256": document.sha256,
+    })
 }

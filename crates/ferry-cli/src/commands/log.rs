@@ -15,7 +15,7 @@ use crate::activity::{ActivityLog, grant_client};
 use crate::cli::{ExportFormat, LogAction};
 use crate::context::{self, load_profile};
 use crate::exit::{CliError, CliResult, Exit, error_chain};
-use crate::output::{Output, format_bytes, table};
+use crate::output::{Output, count, format_bytes, table};
 
 /// Suffix of the verification bundle written beside an export.
 const BUNDLE_SUFFIX: &str = ".bundle.json";
@@ -214,9 +214,9 @@ async fn verify(
             .map(|problem| problem.to_string())
             .unwrap_or_else(|| "unknown problem".to_owned());
         return Err(CliError::transfer(format!(
-            "the transfer log {} did not verify: {problem} ({} problem(s) in all)",
+            "the transfer log {} did not verify: {problem} ({} in all)",
             path.display(),
-            report.problems.len()
+            count(report.problems.len() as u64, "problem", "problems")
         )));
     }
 
@@ -224,13 +224,13 @@ async fn verify(
         Some(seq) => format!("last countersigned checkpoint at seq {seq}"),
         None => "no countersigned checkpoint yet".to_owned(),
     };
-    output.status(format!(
-        "OK: {} verified: {} entries in {} records, {} epoch key(s), {checkpoint}, {} record(s) after the last seal{}.",
+    output.text(format!(
+        "OK: {} verified: {} in {}, {}, {checkpoint}, {} after the last seal{}.",
         path.display(),
-        report.entries,
-        report.records,
-        report.epochs.len(),
-        report.unsealed_tail,
+        count(report.entries, "entry", "entries"),
+        count(report.records, "record", "records"),
+        count(report.epochs.len() as u64, "epoch key", "epoch keys"),
+        count(report.unsealed_tail, "record", "records"),
         against
             .map(|bundle| format!(", checked against {}", bundle.display()))
             .unwrap_or_default()
@@ -285,9 +285,9 @@ async fn with_gateway(profile: &Profile, output: Output) -> Result<VerifyOptions
         .filter(|listed| listed.log_id == checkpoint.log_id)
         .collect();
     output.status(format!(
-        "The gateway countersigned seq {}; checking against its {} published key(s) and its checkpoints.",
+        "The gateway countersigned seq {}; checking against its {} and its checkpoints.",
         checkpoint.head_seq,
-        keys.keys.len()
+        count(keys.keys.len() as u64, "published key", "published keys")
     ));
     Ok(VerifyOptions {
         gateway_keys: keys.keys,

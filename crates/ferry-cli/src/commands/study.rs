@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::cli::ScanArgs;
 use crate::context;
 use crate::exit::{CliError, CliResult, Exit, error_chain};
-use crate::fhir;
 use crate::output::{Output, format_bytes, table};
 
 pub async fn scan(profile: Option<&str>, args: ScanArgs, output: Output) -> CliResult<()> {
@@ -57,20 +56,28 @@ pub async fn scan_path(path: &Path) -> CliResult<StudyScan> {
     tokio::task::spawn_blocking(move || study::scan(&owned))
         .await
         .map_err(|error| CliError::failure(format!("the study scan stopped: {error}")))?
-        .map_err(|error| CliError::from_chain(Exit::Failure, &error))
+        .map_err(|error| {
+            let exit = match error {
+                study::ScanError::UnsupportedInput { .. } => Exit::Usage,
+                _ => Exit::Failure,
+            };
+            CliError::from_chain(exit, &error)
+        })
 }
 
 /// Reads the chosen `Patient` from the server for the patient guard.
 pub async fn fetch_patient(session: &Session, patient_id: &str) -> CliResult<FhirPatient> {
-    let resource = fhir::read(session, "Patient", patient_id).await.map_err(|error| {
-        if error.exit == Exit::Usage {
-            CliError::usage(format!(
-                "Patient/{patient_id} was not found on the server; find the id with `ferry patients --name …`"
-            ))
-        } else {
-            error
-        }
-    })?;
+    let resource = ferry_core::fhir::read(session, "Patient", patient_id)
+        .await
+        .map_err(|error| {
+            if error.is_not_found() {
+                CliError::not_found(format!(
+                    "Patient/{patient_id} was not found on the server; find the id with `ferry patients --name …`"
+                ))
+            } else {
+                crate::context::fhir_error(error)
+            }
+        })?;
     FhirPatient::from_json(&resource).map_err(|error| CliError::from_chain(Exit::Failure, &error))
 }
 

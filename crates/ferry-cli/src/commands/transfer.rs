@@ -16,9 +16,9 @@ use super::study::prepare_study;
 use crate::activity::ActivityLog;
 use crate::cli::{DownloadArgs, TransfersAction, UploadArgs};
 use crate::context;
-use crate::exit::{CliError, CliResult};
+use crate::exit::{CliError, CliResult, Exit};
 use crate::follow::{Followed, exit_of, follow, open_engine, transfer_error};
-use crate::output::{Output, format_bytes, format_rate, table};
+use crate::output::{Output, count, format_bytes, format_rate, table};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -246,7 +246,14 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
-    exit_of(&followed)?;
+    exit_of(&followed).map_err(|mut error| {
+        if error.exit == Exit::NotFound {
+            error.message.push_str(
+                "; run `ferry documents` to list the documents the signed-in user can download",
+            );
+        }
+        error
+    })?;
     if args.unpack {
         unpack_downloads(&followed, output).await?;
     }
@@ -484,12 +491,12 @@ fn report(
             }) => {
                 let receipt_body = &receipt.receipt;
                 output.status(format!(
-                    "Uploaded {} ({}) as DocumentReference/{document_id} for Patient/{}: {} parts, \
+                    "Uploaded {} ({}) as DocumentReference/{document_id} for Patient/{}: {}, \
                      SHA-256 {}, receipt verified, correlation id {}, {}.",
                     finished.file_name,
                     format_bytes(receipt_body.size),
                     receipt_body.patient,
-                    receipt_body.part_count,
+                    count(u64::from(receipt_body.part_count), "part", "parts"),
                     receipt_body.sha256,
                     receipt_body.correlation_id,
                     format_rate(receipt_body.size, finished.seconds),

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use super::names::{numbered_name, safe_file_name, temp_path_for};
 use super::retry::{Activity, with_idle_timeout};
+use super::wire::{parse_content_range, read_error_body};
 use super::{ExistingFile, TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
 use crate::grant::parse_retry_after;
 use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
@@ -339,8 +340,8 @@ async fn get_range(
         let whole_object = range.offset == 0 && range.size == grant.size;
         if !(status == StatusCode::PARTIAL_CONTENT || (status == StatusCode::OK && whole_object)) {
             let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(refusal(grant, range, status, &headers, &String::from_utf8_lossy(&body)));
+            let body = read_error_body(response).await;
+            return Err(refusal(grant, range, status, &headers, &body));
         }
         check_response(context, grant, etag, range, status, response.headers())?;
 
@@ -422,8 +423,8 @@ fn check_response(
     let last = range.offset + range.size - 1;
     let header = |name| headers.get(name).and_then(|value: &reqwest::header::HeaderValue| value.to_str().ok());
     if status == StatusCode::PARTIAL_CONTENT {
-        let expected = format!("bytes {}-{last}/", range.offset);
-        if !header(CONTENT_RANGE).is_some_and(|value| value.starts_with(&expected)) {
+        let received = header(CONTENT_RANGE).and_then(|value| parse_content_range(value).ok());
+        if !received.is_some_and(|received| received.first == range.offset && received.last == last) {
             return Err(GetFailure::Retryable {
                 status: Some(status.as_u16()),
                 retry_after: None,

@@ -17,6 +17,7 @@ mod names;
 mod progress;
 mod retry;
 mod upload;
+pub mod wire;
 
 use std::io;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub use engine::{Engine, TransferHandle, TransferResult};
 pub use names::safe_file_name;
 pub use progress::Progress;
 pub use retry::RetryPolicy;
+pub(crate) use wire::{is_expired_url_body, s3_error_summary};
 
 /// Part size an upload proposes by default: 16 MiB.
 pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
@@ -370,42 +372,9 @@ pub(crate) fn guess_media_type(file_name: &str) -> &'static str {
     }
 }
 
-/// Returns a short summary of an S3 error body: its `Code` and `Message`.
-pub(crate) fn s3_error_summary(body: &str) -> String {
-    let element = |name: &str| {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = body.find(&open)? + open.len();
-        let end = body[start..].find(&close)? + start;
-        Some(body[start..end].to_owned())
-    };
-    match (element("Code"), element("Message")) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code,
-        _ => {
-            let excerpt: String = body.chars().take(200).collect();
-            if excerpt.is_empty() { "no response body".to_owned() } else { excerpt }
-        }
-    }
-}
-
-/// Returns true when a store's 403 body reports that the presigned URL expired.
-pub(crate) fn is_expired_url_body(body: &str) -> bool {
-    body.contains("Request has expired") || body.contains("<Code>ExpiredToken</Code>")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn s3_error_summary_keeps_code_and_message() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>\
-                    <Message>Request has expired</Message></Error>";
-        assert_eq!(s3_error_summary(body), "AccessDenied: Request has expired");
-        assert!(is_expired_url_body(body));
-        assert!(!is_expired_url_body("<Error><Code>AccessDenied</Code></Error>"));
-    }
 
     #[test]
     fn media_type_is_guessed_from_extension() {

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::retry::{Activity, with_idle_timeout};
+use super::wire::read_error_body;
 use super::{TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
 use crate::grant::{ExpectedReceipt, parse_retry_after, verify_receipt};
 use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
@@ -517,7 +518,7 @@ async fn put_part(
         let status = response.status();
         let etag = response.headers().get(ETAG).and_then(|value| value.to_str().ok()).map(str::to_owned);
         let retry_after = response.headers().get(RETRY_AFTER).and_then(|value| value.to_str().ok()).and_then(parse_retry_after);
-        let body = response.text().await.unwrap_or_default();
+        let body = read_error_body(response).await;
         Ok::<_, reqwest::Error>((status, etag, retry_after, body))
     };
     let outcome = tokio::select! {

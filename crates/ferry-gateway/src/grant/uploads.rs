@@ -511,8 +511,23 @@ pub async fn state(
                     })
                     .collect();
             }
-            // A completion that crashed after the store completed the upload.
-            Err(error) if error.code() == Some("NoSuchUpload") => {}
+            // A completion cut short after the store completed the upload:
+            // the store lists no parts any more, so a client shown an open
+            // upload would send its parts again into NoSuchUpload. The
+            // gateway finishes that completion from its stored request (or
+            // waits for one still running) and returns the receipt.
+            Err(error) if error.code() == Some("NoSuchUpload") => {
+                let completion = spawn_completion(
+                    service.clone(),
+                    claims.clone(),
+                    upload_id.clone(),
+                    CompletionSource::Recorded,
+                )
+                .await?;
+                tracing::info!(upload_id, correlation_id = %upload.correlation_id, "finished a completion cut short after the store completed the upload");
+                upload.status = UploadStatus::Completed;
+                upload.completion = Some(completion);
+            }
             Err(error) => {
                 return Err(GrantError::store("list the upload's parts", &error)
                     .with_correlation(&upload.correlation_id));
@@ -593,28 +608,88 @@ pub async fn complete(
     validate_completion(&request, upload.part_count)
         .map_err(|error| error.with_correlation(&upload.correlation_id))?;
 
-    let lock = service.completion_lock(&upload_id);
+    let completion = spawn_completion(
+        service,
+        claims,
+        upload_id,
+        CompletionSource::Client(request),
+    )
+    .await?;
+    Ok(Json(completion))
+}
+
+/// The part list and whole-file SHA-256 a completion works from.
+enum CompletionSource {
+    /// The body of `POST /uploads/{upload_id}/complete`.
+    Client(CompleteUploadRequest),
+    /// The request an earlier completion stored before it asked the store
+    /// to complete the upload.
+    Recorded,
+}
+
+/// Runs a completion in its own task, so that a client that disconnects
+/// after the store completed the upload does not cancel the bookkeeping
+/// (read-back check, DocumentReference, receipt) halfway.
+async fn spawn_completion(
+    service: Arc<GrantService>,
+    claims: AccessClaims,
+    upload_id: String,
+    source: CompletionSource,
+) -> Result<CompletedUpload, GrantError> {
+    let task =
+        tokio::spawn(async move { finish_completion(&service, &claims, &upload_id, source).await });
+    match task.await {
+        Ok(result) => result,
+        Err(error) => Err(GrantError::internal("complete the upload", &error)),
+    }
+}
+
+/// Completes an upload under its completion lock, or returns the receipt of
+/// a completion that finished first.
+async fn finish_completion(
+    service: &Arc<GrantService>,
+    claims: &AccessClaims,
+    upload_id: &str,
+    source: CompletionSource,
+) -> Result<CompletedUpload, GrantError> {
+    let lock = service.completion_lock(upload_id);
     let _guard = lock.lock().await;
     // Read again under the lock: a concurrent completion may have finished.
-    let upload = load_upload(&service, &claims, &upload_id)?;
+    let upload = load_upload(service, claims, upload_id)?;
     if let Some(completion) = &upload.completion {
-        if completion.receipt.receipt.sha256 != request.sha256 {
+        if let CompletionSource::Client(request) = &source
+            && completion.receipt.receipt.sha256 != request.sha256
+        {
             return Err(GrantError::conflict(format!(
                 "upload '{upload_id}' was completed with another whole-file sha256"
             ))
             .with_field("sha256")
             .with_correlation(&upload.correlation_id));
         }
-        return Ok(Json(completion.clone()));
+        return Ok(completion.clone());
     }
-    service.check_open(&claims, &upload).await?;
+    service.check_open(claims, &upload).await?;
 
-    match complete_upload(&service, &claims, &upload, &request).await {
-        Ok(completion) => Ok(Json(completion)),
+    let request = match source {
+        CompletionSource::Client(request) => request,
+        CompletionSource::Recorded => service
+            .repository
+            .completion_request(upload_id)?
+            .ok_or_else(|| {
+                GrantError::conflict(format!(
+                    "the store no longer has the multipart upload of '{upload_id}' (NoSuchUpload), and the \
+                     gateway stored no completion request to finish it from; start a new upload"
+                ))
+                .with_correlation(&upload.correlation_id)
+            })?,
+    };
+
+    match complete_upload(service, claims, &upload, &request).await {
+        Ok(completion) => Ok(completion),
         Err(error) => {
             if error.status == StatusCode::CONFLICT {
                 let mut record = service.record_for(
-                    &claims,
+                    claims,
                     Step::CompleteRejected,
                     AuditAction::Create,
                     &upload.correlation_id,
@@ -679,9 +754,20 @@ async fn complete_upload(
             compare_parts(upload, request, &stored)?;
             false
         }
-        // A completion that failed after the store completed the upload
-        // resumes with verification; without an object there is nothing to verify.
+        // A completion cut short after the store completed the upload
+        // resumes with verification, without completing again. The store
+        // built the object from the part list stored before that call, so
+        // another part list cannot describe it.
         Err(error) if error.code() == Some("NoSuchUpload") => {
+            if let Some(recorded) = service.repository.completion_request(&upload.id)?
+                && recorded.parts != request.parts
+            {
+                return Err(GrantError::conflict(format!(
+                    "the store completed upload '{}' with another part list; fetch the upload's state",
+                    upload.id
+                ))
+                .with_field("parts"));
+            }
             match service.store.head_object(key).await {
                 Ok(Some(_)) => true,
                 Ok(None) => {
@@ -700,6 +786,9 @@ async fn complete_upload(
     let parts_sha256 = composite_sha256_hex(request.parts.iter().map(|part| part.sha256.as_str()))
         .expect("part digests were validated as SHA-256 hex");
     if !already_completed {
+        service
+            .repository
+            .record_completion_request(&upload.id, request)?;
         let parts: Vec<CompletePart> = request
             .parts
             .iter()

@@ -86,6 +86,13 @@ pub const MIGRATIONS: &[&str] = &[
     crate::repository::CHECKPOINTS_BY_LOG_MIGRATION,
     // 5: ImagingStudy resources registered by uploads.
     crate::fhir::imaging::MIGRATION,
+    // 6: completion requests kept for completions cut short.
+    crate::repository::COMPLETION_REQUEST_MIGRATION,
+    // 7: refresh token successors, for the grace period after a rotation.
+    r#"
+    ALTER TABLE refresh_tokens ADD COLUMN successor_sha256 TEXT;
+    ALTER TABLE refresh_tokens ADD COLUMN grace_used_at INTEGER;
+    "#,
 ];
 
 /// Errors opening or migrating the database.

@@ -48,6 +48,9 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// The grant API and the embedded store behind it.
     pub grant: Option<sandbox_grant::SandboxGrant>,
+    /// Time after a rotation during which the previous refresh token of a
+    /// family is accepted once more; zero turns it off.
+    pub refresh_token_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {

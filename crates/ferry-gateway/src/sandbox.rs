@@ -188,6 +188,7 @@ pub async fn start_sandbox(config: SandboxConfig) -> Result<SandboxHandle, Start
         urls: urls.clone(),
         auto_login: config.auto_login.clone(),
         data_dir: config.data_dir.clone(),
+        refresh_token_grace: grant.refresh_token_grace,
         grant: Some(grant),
     });
 

@@ -15,6 +15,9 @@
 //!
 //! [policy.lifetimes]
 //! part_url = 900
+//!
+//! [smart]
+//! refresh_token_grace_seconds = 60  # 0 turns the grace period off
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +54,24 @@ struct SandboxGrantFile {
     grant: SandboxGrantSettings,
     #[serde(default)]
     policy: PolicyConfig,
+    #[serde(default)]
+    smart: SandboxSmartSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SandboxSmartSettings {
+    /// Seconds after a refresh token's rotation during which it is accepted
+    /// once more, for a client that lost the rotated token.
+    refresh_token_grace_seconds: u64,
+}
+
+impl Default for SandboxSmartSettings {
+    fn default() -> Self {
+        SandboxSmartSettings {
+            refresh_token_grace_seconds: crate::smart::REFRESH_TOKEN_GRACE.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +126,8 @@ pub struct SandboxGrant {
     pub service: Arc<GrantService>,
     pub store_info: StoreInfo,
     pub store: ferry_store::StoreHandle,
+    /// `[smart] refresh_token_grace_seconds` of `grant.toml`.
+    pub refresh_token_grace: Duration,
     cleanup: tokio::task::JoinHandle<()>,
 }
 
@@ -279,6 +302,7 @@ pub async fn start(
         service,
         store_info,
         store,
+        refresh_token_grace: Duration::from_secs(settings.smart.refresh_token_grace_seconds),
         cleanup,
     })
 }

@@ -266,7 +266,12 @@ async fn refresh_rotates_and_reuse_revokes_family() {
     let second = str_field(&rotated, "refresh_token").to_owned();
     assert_ne!(first, second);
     assert_eq!(str_field(&rotated, "patient"), "pat-001");
-    let new_access = str_field(&rotated, "access_token");
+    // Using the successor proves that the client stored it, which ends the first
+    // token's grace period.
+    let (status, rotated_again) = refresh(&sandbox, &second).await;
+    assert_eq!(status, StatusCode::OK, "{rotated_again}");
+    let third = str_field(&rotated_again, "refresh_token").to_owned();
+    let new_access = str_field(&rotated_again, "access_token");
     let (before, _) = sandbox.get_fhir("/Patient/pat-001", new_access).await;
     assert_eq!(before, StatusCode::OK);
 
@@ -275,10 +280,86 @@ async fn refresh_rotates_and_reuse_revokes_family() {
     assert_eq!(reuse["error"], "invalid_grant");
     assert!(str_field(&reuse, "error_description").contains("already used"), "{reuse}");
 
-    let (second_status, _) = refresh(&sandbox, &second).await;
-    assert_eq!(second_status, StatusCode::BAD_REQUEST, "the family's newest refresh token still works");
+    let (third_status, _) = refresh(&sandbox, &third).await;
+    assert_eq!(third_status, StatusCode::BAD_REQUEST, "the family's newest refresh token still works");
     let (after, _) = sandbox.get_fhir("/Patient/pat-001", new_access).await;
     assert_eq!(after, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn lost_rotation_is_recovered_within_grace() {
+    let sandbox = Sandbox::start().await;
+    let tokens = sandbox.login("dr-rivera:pat-001", CLINICIAN_SCOPE).await;
+    let first = str_field(&tokens, "refresh_token").to_owned();
+    // The client is killed before it stores this response.
+    let (status, lost) = refresh(&sandbox, &first).await;
+    assert_eq!(status, StatusCode::OK, "{lost}");
+
+    let (status, recovered) = refresh(&sandbox, &first).await;
+
+    assert_eq!(status, StatusCode::OK, "{recovered}");
+    let second = str_field(&recovered, "refresh_token").to_owned();
+    assert_ne!(second, first);
+    assert_ne!(second, str_field(&lost, "refresh_token"));
+    assert_eq!(str_field(&recovered, "patient"), "pat-001");
+    let (status, next) = refresh(&sandbox, &second).await;
+    assert_eq!(status, StatusCode::OK, "the recovered token rotates: {next}");
+    let (read, _) = sandbox
+        .get_fhir("/Patient/pat-001", str_field(&next, "access_token"))
+        .await;
+    assert_eq!(read, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn grace_accepts_previous_token_only_once() {
+    let sandbox = Sandbox::start().await;
+    let tokens = sandbox.login("dr-rivera:pat-001", CLINICIAN_SCOPE).await;
+    let first = str_field(&tokens, "refresh_token").to_owned();
+    let (status, _) = refresh(&sandbox, &first).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, recovered) = refresh(&sandbox, &first).await;
+    assert_eq!(status, StatusCode::OK, "{recovered}");
+
+    let (status, third_use) = refresh(&sandbox, &first).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{third_use}");
+    assert!(str_field(&third_use, "error_description").contains("already used"), "{third_use}");
+    let (newest, _) = refresh(&sandbox, str_field(&recovered, "refresh_token")).await;
+    assert_eq!(newest, StatusCode::BAD_REQUEST, "the family was not revoked");
+}
+
+#[tokio::test]
+async fn replaced_successor_revokes_family_when_presented() {
+    let sandbox = Sandbox::start().await;
+    let tokens = sandbox.login("dr-rivera:pat-001", CLINICIAN_SCOPE).await;
+    let first = str_field(&tokens, "refresh_token").to_owned();
+    let (_, lost) = refresh(&sandbox, &first).await;
+    let (status, recovered) = refresh(&sandbox, &first).await;
+    assert_eq!(status, StatusCode::OK, "{recovered}");
+
+    // A holder of the replaced token is not the client that recovered.
+    let (status, stale) = refresh(&sandbox, str_field(&lost, "refresh_token")).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{stale}");
+    assert_eq!(stale["error"], "invalid_grant");
+    let (newest, _) = refresh(&sandbox, str_field(&recovered, "refresh_token")).await;
+    assert_eq!(newest, StatusCode::BAD_REQUEST, "the family was not revoked");
+}
+
+#[tokio::test]
+async fn reuse_outside_grace_revokes_family() {
+    let sandbox = Sandbox::start_with("[smart]\nrefresh_token_grace_seconds = 0\n").await;
+    let tokens = sandbox.login("dr-rivera:pat-001", CLINICIAN_SCOPE).await;
+    let first = str_field(&tokens, "refresh_token").to_owned();
+    let (status, rotated) = refresh(&sandbox, &first).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+
+    let (status, reuse) = refresh(&sandbox, &first).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reuse}");
+    assert!(str_field(&reuse, "error_description").contains("already used"), "{reuse}");
+    let (newest, _) = refresh(&sandbox, str_field(&rotated, "refresh_token")).await;
+    assert_eq!(newest, StatusCode::BAD_REQUEST, "the family was not revoked");
 }
 
 #[tokio::test]

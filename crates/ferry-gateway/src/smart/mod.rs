@@ -33,6 +33,10 @@ pub const CODE_LIFETIME_SECONDS: i64 = 60;
 /// Lifetime of a refresh token. Each use replaces it with a new one.
 pub const REFRESH_TOKEN_LIFETIME_SECONDS: i64 = 30 * 24 * 3600;
 
+/// Default time after a rotation during which the previous refresh token is
+/// accepted once more (see `refresh` in the token endpoint).
+pub const REFRESH_TOKEN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/.well-known/smart-configuration", get(smart_configuration))

@@ -107,7 +107,11 @@ struct CodeGrant {
 
 /// RFC 6749 §4.1.3 with RFC 7636 §4.6.
 fn redeem_code(state: &SharedState, params: &Params) -> Result<serde_json::Value, OAuthError> {
-    let code = Secret::new(params.require("code").map_err(OAuthError::invalid_request)?);
+    let code = Secret::new(
+        params
+            .require("code")
+            .map_err(OAuthError::invalid_request)?,
+    );
     let redirect_uri = params
         .require("redirect_uri")
         .map_err(OAuthError::invalid_request)?;
@@ -221,6 +225,12 @@ fn redeem_code(state: &SharedState, params: &Params) -> Result<serde_json::Value
 /// RFC 6749 §6, with refresh token rotation: each refresh token works once,
 /// and presenting a used one revokes its whole family (OAuth 2.0 Security
 /// BCP, RFC 9700 §4.14.2).
+///
+/// One exception keeps a client that lost a rotated token signed in: within
+/// [`AppState::refresh_token_grace`](crate::AppState) of its rotation, a
+/// used token is accepted once more if the token issued in its place has not
+/// been used yet. That replacement then stops working, so whichever of two
+/// holders presents it later revokes the family.
 fn refresh(state: &SharedState, params: &Params) -> Result<serde_json::Value, OAuthError> {
     let token = Secret::new(
         params
@@ -241,60 +251,55 @@ fn refresh(state: &SharedState, params: &Params) -> Result<serde_json::Value, OA
     let transaction = connection.transaction()?;
     let now = jiff::Timestamp::now().as_second();
     let token_hash = token.sha256_hex();
-    let row = transaction
-        .query_row(
-            "SELECT r.family_id, r.scope, r.patient, r.expires_at, r.rotated_at,
-                    f.subject, f.client_id, f.revoked_at
-             FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id
-             WHERE r.token_sha256 = ?1",
-            [&token_hash],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, Option<i64>>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, Option<i64>>(7)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((family_id, scope, patient, expires_at, rotated_at, subject, client_id, revoked_at)) =
-        row
-    else {
+    let Some(presented) = presented_refresh_token(&transaction, &token_hash)? else {
         return Err(OAuthError::invalid_grant(
             "refresh token is not valid; sign in again",
         ));
     };
+    let family_id = presented.family_id.as_str();
+    let subject = presented.subject.as_str();
 
-    if revoked_at.is_some() {
+    if presented.revoked_at.is_some() {
         return Err(OAuthError::invalid_grant(
             "refresh token has been revoked; sign in again",
         ));
     }
-    if rotated_at.is_some() {
-        revoke_family(&transaction, &family_id, now)?;
-        transaction.commit()?;
-        tracing::warn!(user = %subject, family = %family_id, "refresh token reused; revoked its token family");
-        return Err(OAuthError::invalid_grant(
-            "refresh token was already used; all tokens of this sign-in are revoked, sign in again",
-        ));
+    if let Some(rotated_at) = presented.rotated_at {
+        let grace = i64::try_from(state.refresh_token_grace.as_secs()).unwrap_or(i64::MAX);
+        let in_grace = now - rotated_at < grace
+            && presented.grace_used_at.is_none()
+            && presented.expires_at > now
+            && presented.client_id == CLIENT_ID;
+        let replaced = match &presented.successor_sha256 {
+            Some(successor) if in_grace => retire_unused_successor(&transaction, successor, now)?,
+            _ => false,
+        };
+        if !replaced {
+            revoke_family(&transaction, family_id, now)?;
+            transaction.commit()?;
+            tracing::warn!(user = %subject, family = %family_id, "refresh token reused; revoked its token family");
+            return Err(OAuthError::invalid_grant(
+                "refresh token was already used; all tokens of this sign-in are revoked, sign in again",
+            ));
+        }
+        transaction.execute(
+            "UPDATE refresh_tokens SET grace_used_at = ?2 WHERE token_sha256 = ?1",
+            params![token_hash, now],
+        )?;
+        tracing::info!(user = %subject, family = %family_id, "accepted the previous refresh token within its grace period");
     }
-    if expires_at <= now {
+    if presented.expires_at <= now {
         return Err(OAuthError::invalid_grant(
             "refresh token has expired; sign in again",
         ));
     }
-    if client_id != CLIENT_ID {
+    if presented.client_id != CLIENT_ID {
         return Err(OAuthError::invalid_grant(
             "refresh token was issued to another client",
         ));
     }
 
-    let granted = Scopes::parse(&scope).map_err(OAuthError::server_error)?;
+    let granted = Scopes::parse(&presented.scope).map_err(OAuthError::server_error)?;
     // RFC 6749 §6: a refresh may narrow the scope, never widen it.
     let scopes = match requested {
         Some(requested) => {
@@ -310,25 +315,88 @@ fn refresh(state: &SharedState, params: &Params) -> Result<serde_json::Value, OA
         None => granted,
     };
 
-    transaction.execute(
-        "UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_sha256 = ?1",
-        params![token_hash, now],
-    )?;
     let response = issue_tokens(
         state,
         &transaction,
         &Issue {
-            family_id: &family_id,
-            subject: &subject,
+            family_id,
+            subject,
             scopes: &scopes,
-            patient: patient.as_deref(),
+            patient: presented.patient.as_deref(),
             nonce: None,
             now,
         },
     )?;
+    let successor = response["refresh_token"]
+        .as_str()
+        .map(|issued| Secret::new(issued).sha256_hex());
+    transaction.execute(
+        "UPDATE refresh_tokens SET rotated_at = coalesce(rotated_at, ?2), successor_sha256 = ?3
+         WHERE token_sha256 = ?1",
+        params![token_hash, now, successor],
+    )?;
     transaction.commit()?;
     tracing::info!(user = %subject, family = %family_id, "rotated a refresh token");
     Ok(response)
+}
+
+/// A stored refresh token with its family.
+struct PresentedRefreshToken {
+    family_id: String,
+    scope: String,
+    patient: Option<String>,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+    successor_sha256: Option<String>,
+    grace_used_at: Option<i64>,
+    subject: String,
+    client_id: String,
+    revoked_at: Option<i64>,
+}
+
+fn presented_refresh_token(
+    connection: &Connection,
+    token_hash: &str,
+) -> rusqlite::Result<Option<PresentedRefreshToken>> {
+    connection
+        .query_row(
+            "SELECT r.family_id, r.scope, r.patient, r.expires_at, r.rotated_at,
+                    r.successor_sha256, r.grace_used_at, f.subject, f.client_id, f.revoked_at
+             FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id
+             WHERE r.token_sha256 = ?1",
+            [token_hash],
+            |row| {
+                Ok(PresentedRefreshToken {
+                    family_id: row.get(0)?,
+                    scope: row.get(1)?,
+                    patient: row.get(2)?,
+                    expires_at: row.get(3)?,
+                    rotated_at: row.get(4)?,
+                    successor_sha256: row.get(5)?,
+                    grace_used_at: row.get(6)?,
+                    subject: row.get(7)?,
+                    client_id: row.get(8)?,
+                    revoked_at: row.get(9)?,
+                })
+            },
+        )
+        .optional()
+}
+
+/// Ends a rotated token's successor unless it was already used; returns
+/// whether it did. The retired successor counts as used, with its grace
+/// spent, so presenting it later revokes the family.
+fn retire_unused_successor(
+    connection: &Connection,
+    successor_sha256: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let changed = connection.execute(
+        "UPDATE refresh_tokens SET rotated_at = ?2, grace_used_at = ?2
+         WHERE token_sha256 = ?1 AND rotated_at IS NULL",
+        params![successor_sha256, now],
+    )?;
+    Ok(changed == 1)
 }
 
 struct Issue<'a> {
@@ -447,7 +515,11 @@ pub(super) async fn revoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let params = read_form(&headers, body)?;
-    let token = Secret::new(params.require("token").map_err(OAuthError::invalid_request)?);
+    let token = Secret::new(
+        params
+            .require("token")
+            .map_err(OAuthError::invalid_request)?,
+    );
     let now = jiff::Timestamp::now().as_second();
 
     let connection = state.db.lock();
@@ -461,7 +533,9 @@ pub(super) async fn revoke(
         .optional()?;
     if let Some((family_id, client_id)) = family {
         if client_id != CLIENT_ID {
-            return Err(OAuthError::invalid_request("token was issued to another client"));
+            return Err(OAuthError::invalid_request(
+                "token was issued to another client",
+            ));
         }
         revoke_family(&connection, &family_id, now)?;
         tracing::info!(family = %family_id, "revoked a refresh token and its token family");

@@ -26,7 +26,13 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub async fn start() -> Sandbox {
+        Sandbox::start_with("").await
+    }
+
+    /// Starts a sandbox whose data folder holds `grant_toml` as `grant.toml`.
+    pub async fn start_with(grant_toml: &str) -> Sandbox {
         let data_dir = tempfile::tempdir().expect("temporary data folder");
+        std::fs::write(data_dir.path().join("grant.toml"), grant_toml).unwrap();
         let handle = start_sandbox(SandboxConfig {
             data_dir: data_dir.path().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),

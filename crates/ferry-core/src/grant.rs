@@ -6,6 +6,10 @@
 //! request, because the step before a request (hashing a large file) can
 //! outlast an access token. It does not retry: the transfer engine decides
 //! which calls are safe to repeat.
+//!
+//! Response bodies are read with a bound: success bodies fail past
+//! [`MAX_JSON_BODY_BYTES`], and error bodies are cut at
+//! [`MAX_ERROR_BODY_BYTES`], so an endless body cannot exhaust memory.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::http::{HttpError, MAX_ERROR_BODY_BYTES, MAX_JSON_BODY_BYTES, read_limited, read_prefix};
 use crate::secrets::Secret;
 
 /// Maximum length of an unexpected response body kept in an error message.
@@ -81,6 +86,12 @@ pub enum GrantError {
         body: String,
         retry_after: Option<Duration>,
     },
+    /// The response body was larger than [`MAX_JSON_BODY_BYTES`].
+    #[error(
+        "{stage}: the gateway's response is larger than the limit of {limit} bytes; \
+         check that the grant API URL points at a Ferry gateway"
+    )]
+    BodyTooLarge { stage: &'static str, limit: usize },
     /// No response: connection refused or reset, DNS, TLS, timeout.
     #[error("{stage}: the request to the gateway failed: {source}")]
     Transport {
@@ -116,7 +127,7 @@ impl GrantError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => Some(*status),
-            Self::AccessToken { .. } | Self::Transport { .. } => None,
+            Self::AccessToken { .. } | Self::Transport { .. } | Self::BodyTooLarge { .. } => None,
         }
     }
 
@@ -136,7 +147,7 @@ impl GrantError {
             Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => {
                 *status >= 500 || *status == 429
             }
-            Self::AccessToken { .. } => false,
+            Self::AccessToken { .. } | Self::BodyTooLarge { .. } => false,
         }
     }
 
@@ -226,7 +237,7 @@ impl GrantClient {
         let stage = "aborting the upload";
         let builder = self.http.delete(self.url(&["uploads", upload_id]));
         let response = self.send(stage, builder).await?;
-        let _ = response.bytes().await;
+        let _ = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
         Ok(())
     }
 
@@ -282,10 +293,9 @@ impl GrantClient {
     ) -> Result<T, GrantError> {
         let response = self.send(stage, builder).await?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
+        let body = read_limited(response, MAX_JSON_BODY_BYTES)
             .await
-            .map_err(|source| GrantError::Transport { stage, source })?;
+            .map_err(|error| body_error(stage, error))?;
         serde_json::from_slice(&body).map_err(|error| GrantError::UnexpectedResponse {
             stage,
             status,
@@ -321,10 +331,9 @@ impl GrantClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response
-            .bytes()
+        let (body, _truncated) = read_prefix(response, MAX_ERROR_BODY_BYTES)
             .await
-            .map_err(|source| GrantError::Transport { stage, source })?;
+            .map_err(|error| body_error(stage, error))?;
         Err(match serde_json::from_slice::<ApiError>(&body) {
             Ok(error) => GrantError::Api {
                 stage,
@@ -340,6 +349,16 @@ impl GrantClient {
                 retry_after,
             },
         })
+    }
+}
+
+/// Maps a failure to read a body, which is either a transport error or a
+/// body over its bound.
+fn body_error(stage: &'static str, error: HttpError) -> GrantError {
+    match error {
+        HttpError::Request { source, .. } => GrantError::Transport { stage, source },
+        HttpError::BodyTooLarge { limit, .. } => GrantError::BodyTooLarge { stage, limit },
+        other => unreachable!("reading a body failed with {other}"),
     }
 }
 

@@ -12,7 +12,9 @@
 //! - Plain `http://` is accepted for loopback hosts only ([`require_secure`]).
 //! - Redirects are not followed, so a bearer token is never replayed to
 //!   another host.
-//! - JSON bodies are read with a size bound ([`read_json`]).
+//! - Every body read from a server has a size bound: JSON bodies fail past
+//!   [`MAX_JSON_BODY_BYTES`] ([`read_json`]), and error bodies are cut at
+//!   [`MAX_ERROR_BODY_BYTES`] ([`read_prefix`]).
 //!
 //! Not covered: proxy settings stored outside the environment (the macOS and
 //! Windows system proxy configuration, PAC files).
@@ -28,6 +30,11 @@ use url::{Host, Url};
 /// Default maximum size of a JSON response body: discovery documents, token
 /// responses and grant API replies are a few KiB.
 pub const MAX_JSON_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Maximum part of an error response body that is read, for example an S3
+/// XML error or a grant API error. Such bodies are typically under 1 KiB,
+/// and only their first few hundred characters reach a message.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Hosts that never go through a proxy, added to whatever `NO_PROXY` lists.
 const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
@@ -258,6 +265,31 @@ pub async fn read_limited(response: reqwest::Response, limit: usize) -> Result<B
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// Reads at most `limit` bytes of a response body and drops the rest,
+/// returning the bytes read and whether the body was longer. Meant for error
+/// bodies, where the status matters more than the whole text.
+pub async fn read_prefix(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<(Bytes, bool), HttpError> {
+    let url = display_url(response.url());
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| HttpError::Request {
+            url: url.clone(),
+            source,
+        })?;
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
 }
 
 /// Reads and parses a JSON body of at most [`MAX_JSON_BODY_BYTES`].

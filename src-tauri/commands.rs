@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_core::fhir::{self, DocumentSummary, PatientSummary};
 use ferry_core::log::{Event, NewEntry, Record, VerifyOptions};
 use ferry_core::login::{self, BrowserLauncher, LoginOptions, LoginPrompt, Session, SignInKind, SystemBrowser};
 use ferry_core::profile::{Profile, Profiles};
@@ -12,7 +13,6 @@ use serde::Serialize;
 use tauri::{AppHandle, Emitter, State};
 
 use crate::error::{CommandError, CommandResult};
-use crate::fhir::{self, DocumentView, PatientView};
 use crate::settings::Settings;
 use crate::state::{AppState, Connection, SessionView, lock};
 use crate::study::{self, Inspection};
@@ -113,6 +113,7 @@ pub async fn sign_in(app: AppHandle, state: State<'_, AppState>, kind: SignInKin
     let session = login::login(&context, options).await?;
     let connection = connect(&app, &state, session).await?;
     connection.append_log(NewEntry::new(Event::SignedIn)).await;
+    connection.checkpoint_log().await;
     Ok(connection.session.info().into())
 }
 
@@ -125,7 +126,7 @@ pub async fn connect(app: &AppHandle, state: &AppState, session: Session) -> Com
 
     if let Some(patient) = connection.session.info().patient {
         match fhir::read(&connection.session, "Patient", &patient).await {
-            Ok(resource) => *lock(&state.patient) = Some(PatientView::from_resource(&resource)),
+            Ok(resource) => *lock(&state.patient) = Some(PatientSummary::from_resource(&resource)),
             Err(error) => tracing::warn!(patient, error = %error, "failed to read the patient in context"),
         }
     }
@@ -162,18 +163,18 @@ pub async fn sign_out(app: AppHandle, state: State<'_, AppState>) -> CommandResu
 
 /// Searches the server's `Patient` resources by name; an empty query lists them.
 #[tauri::command]
-pub async fn patient_search(state: State<'_, AppState>, query: String) -> CommandResult<Vec<PatientView>> {
+pub async fn patient_search(state: State<'_, AppState>, query: String) -> CommandResult<Vec<PatientSummary>> {
     let connection = state.connection().await?;
     let query = query.trim();
     let params: Vec<(&str, &str)> = if query.is_empty() { Vec::new() } else { vec![("name", query)] };
     let resources = fhir::search(&connection.session, "Patient", &params).await?;
-    Ok(resources.iter().map(PatientView::from_resource).collect())
+    Ok(resources.iter().map(PatientSummary::from_resource).collect())
 }
 
 /// Chooses the patient that uploads and downloads act on. A clinician
 /// sign-in allows only its patient in context.
 #[tauri::command]
-pub async fn patient_choose(state: State<'_, AppState>, id: String) -> CommandResult<PatientView> {
+pub async fn patient_choose(state: State<'_, AppState>, id: String) -> CommandResult<PatientSummary> {
     let connection = state.connection().await?;
     if let Some(context) = connection.session.info().patient
         && context != id
@@ -183,13 +184,13 @@ pub async fn patient_choose(state: State<'_, AppState>, id: String) -> CommandRe
         )));
     }
     let resource = fhir::read(&connection.session, "Patient", &id).await?;
-    let patient = PatientView::from_resource(&resource);
+    let patient = PatientSummary::from_resource(&resource);
     *lock(&state.patient) = Some(patient.clone());
     Ok(patient)
 }
 
 #[tauri::command]
-pub fn patient_get(state: State<'_, AppState>) -> Option<PatientView> {
+pub fn patient_get(state: State<'_, AppState>) -> Option<PatientSummary> {
     lock(&state.patient).clone()
 }
 
@@ -253,12 +254,12 @@ fn started(app: &AppHandle, connection: &Arc<Connection>, handle: TransferHandle
 
 /// Lists the chosen patient's current `DocumentReference`s.
 #[tauri::command]
-pub async fn documents_list(state: State<'_, AppState>) -> CommandResult<Vec<DocumentView>> {
+pub async fn documents_list(state: State<'_, AppState>) -> CommandResult<Vec<DocumentSummary>> {
     let connection = state.connection().await?;
     let patient = state.chosen_patient()?;
     let params = [("patient", patient.id.as_str())];
     let resources = fhir::search(&connection.session, "DocumentReference", &params).await?;
-    Ok(resources.iter().map(DocumentView::from_resource).collect())
+    Ok(resources.iter().map(DocumentSummary::from_resource).collect())
 }
 
 /// Starts downloads of documents into `folder`, or into the default
@@ -397,6 +398,7 @@ pub async fn log_verify(state: State<'_, AppState>) -> CommandResult<LogVerifyVi
         .await
         .map_err(|error| CommandError::new(format!("verifying the transfer log stopped: {error}")))??;
     connection.append_log(NewEntry::new(Event::LogVerified)).await;
+    connection.checkpoint_log().await;
     Ok(LogVerifyView {
         ok: report.ok,
         entries: report.entries,

@@ -56,6 +56,7 @@ macro_rules! from_error {
 
 from_error!(
     ferry_core::login::LoginError,
+    ferry_core::fhir::FhirError,
     ferry_core::profile::ProfileError,
     ferry_core::secrets::SecretStoreError,
     ferry_core::http::HttpError,

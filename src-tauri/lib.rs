@@ -6,7 +6,6 @@
 
 mod commands;
 mod error;
-mod fhir;
 mod settings;
 mod state;
 mod study;

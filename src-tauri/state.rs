@@ -6,21 +6,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ferry_core::activity::ProfileLog;
+use ferry_core::fhir::PatientSummary;
 use ferry_core::grant::GrantClient;
-use ferry_core::log::{Actor, NewEntry, OpenOptions, TransferLog};
+use ferry_core::log::{Event, NewEntry};
 use ferry_core::login::{ProfileContext, Session, SessionInfo, SignInKind};
 use ferry_core::profile::{FerryDirs, Profile, Profiles};
 use ferry_core::transfer::{Engine, EngineOptions, Progress};
 use serde::Serialize;
 
 use crate::error::{CommandError, CommandResult};
-use crate::fhir::PatientView;
 use crate::settings::Settings;
-
-/// File name of a profile's transfer journal, shared with the `ferry` CLI.
-pub const JOURNAL_FILE: &str = "journal.sqlite";
-/// File name of a profile's signed transfer log.
-pub const LOG_FILE: &str = "transfer-log.ndjson";
 
 /// Locks a mutex, going on with the data of a poisoned one: every value
 /// behind these mutexes is replaced whole, so none is left half-written.
@@ -44,7 +40,7 @@ pub struct AppState {
     /// Name of the profile the Sign-in screen acts on.
     pub profile: Mutex<String>,
     pub connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    pub patient: Mutex<Option<PatientView>>,
+    pub patient: Mutex<Option<PatientSummary>>,
     /// The last progress report of each transfer followed since start-up.
     pub progress: Mutex<HashMap<String, Progress>>,
     pub finished: Mutex<HashMap<String, Finished>>,
@@ -98,7 +94,7 @@ impl AppState {
 
     /// Returns the chosen patient: the one picked on the Patient screen, else
     /// the patient context of a clinician sign-in.
-    pub fn chosen_patient(&self) -> CommandResult<PatientView> {
+    pub fn chosen_patient(&self) -> CommandResult<PatientSummary> {
         lock(&self.patient)
             .clone()
             .ok_or_else(|| CommandError::new("no patient chosen; choose one on the Patient screen first"))
@@ -109,6 +105,7 @@ impl AppState {
         EngineOptions {
             parts_in_flight: settings.parts_in_flight,
             ranges_in_flight: settings.parts_in_flight,
+            rate_limit: settings.bandwidth_cap_kib.map_or(0, |kib| kib.saturating_mul(1024)),
             ..EngineOptions::default()
         }
     }
@@ -119,86 +116,87 @@ pub struct Connection {
     pub context: ProfileContext,
     pub session: Session,
     pub engine: Engine,
-    pub log: Arc<Mutex<TransferLog>>,
+    /// The profile's signed log, the same file and key as the `ferry` CLI's
+    /// (see [`ProfileLog`]). Its appends lock the file, so the app and the
+    /// CLI may append at the same time.
+    pub log: Arc<tokio::sync::Mutex<ProfileLog>>,
 }
 
 impl Connection {
-    /// Opens the profile's journal (`journal.sqlite`, shared with the CLI)
-    /// and transfer log in its data folder.
+    /// Opens the profile's journal and signed transfer log, the files that
+    /// the `ferry` CLI uses for the same profile.
     pub async fn open(session: Session, options: EngineOptions) -> CommandResult<Connection> {
         let context = session.context().clone();
         let data_dir = context.dirs.profile_data_dir(&context.profile.name);
         std::fs::create_dir_all(&data_dir)
             .map_err(|error| CommandError::new(format!("failed to create {}: {error}", data_dir.display())))?;
 
-        let grants = GrantClient::new(session.grant_api()?, context.http.clone(), Arc::new(session.clone()));
-        let engine = Engine::new(data_dir.join(JOURNAL_FILE), grants, options)?;
+        let engine = open_engine(&context, &session, options)?;
 
-        let log_path = data_dir.join(LOG_FILE);
-        let store = context.store.clone();
-        let log_options = OpenOptions::new(device_name(), format!("profile/{}/transfer-log-key", context.profile.name));
-        let log = tokio::task::spawn_blocking(move || TransferLog::open(log_path, store, log_options))
+        let (dirs, name, store, info) =
+            (context.dirs.clone(), context.profile.name.clone(), context.store.clone(), session.info());
+        let log = tokio::task::spawn_blocking(move || ProfileLog::open(&dirs, &name, store, Some(&info)))
             .await
-            .map_err(|error| CommandError::new(format!("opening the transfer log stopped: {error}")))??;
+            .map_err(|error| CommandError::new(format!("opening the transfer log stopped: {error}")))?
+            .map_err(|error| CommandError::from_chain(&error))?;
 
-        Ok(Connection { context, session, engine, log: Arc::new(Mutex::new(log)) })
+        Ok(Connection { context, session, engine, log: Arc::new(tokio::sync::Mutex::new(log)) })
     }
 
     /// Returns a connection with the same session and log and a new engine
     /// with `options`. Transfers that the old engine runs stop where they are.
     pub fn with_engine_options(&self, options: EngineOptions) -> CommandResult<Connection> {
-        let data_dir = self.context.dirs.profile_data_dir(&self.context.profile.name);
-        let grants = GrantClient::new(self.session.grant_api()?, self.context.http.clone(), Arc::new(self.session.clone()));
-        let engine = Engine::new(data_dir.join(JOURNAL_FILE), grants, options)?;
         Ok(Connection {
             context: self.context.clone(),
             session: self.session.clone(),
-            engine,
+            engine: open_engine(&self.context, &self.session, options)?,
             log: self.log.clone(),
         })
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.context.dirs.profile_data_dir(&self.context.profile.name).join(LOG_FILE)
+        self.context.dirs.transfer_log_path(&self.context.profile.name)
     }
 
-    /// The signed-in user as the log records it.
-    pub fn actor(&self) -> Actor {
-        let info = self.session.info();
-        let subject = info
-            .fhir_user
-            .as_deref()
-            .and_then(|reference| reference.rsplit('/').next())
-            .unwrap_or("unknown")
-            .to_owned();
-        Actor { fhir_user: info.fhir_user, subject }
-    }
-
-    /// Appends an entry to the signed log on a blocking thread. A failure is
-    /// logged, not returned: the transfer it describes has already happened.
-    pub async fn append_log(&self, mut entry: NewEntry) {
-        if entry.actor.is_none() {
-            entry.actor = Some(self.actor());
-        }
+    /// Appends an entry to the signed log on a blocking thread; an entry
+    /// without an actor gets the signed-in user. After a `completed` entry
+    /// the head is checkpointed at the gateway. A failure is logged, not
+    /// returned: the transfer it describes has already happened.
+    pub async fn append_log(&self, entry: NewEntry) {
         let log = self.log.clone();
         let event = entry.event.name();
-        let result = tokio::task::spawn_blocking(move || lock(&log).append(entry)).await;
+        let completed = matches!(entry.event, Event::Completed);
+        let result = tokio::task::spawn_blocking(move || log.blocking_lock().append(entry)).await;
         match result {
+            Ok(Ok(_)) if completed => self.checkpoint_log().await,
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(event, error = %crate::error::error_chain(&error), "appending to the transfer log failed"),
             Err(error) => tracing::error!(event, %error, "the transfer log append stopped"),
         }
     }
+
+    /// Sends the log's head to the gateway for countersigning and records
+    /// the checkpoint, as the CLI does at sign-in, after a completed transfer
+    /// and when the log is verified. A failure is logged, not returned: the
+    /// next checkpoint covers the same entries.
+    pub async fn checkpoint_log(&self) {
+        let grants = match self.session.grant_api() {
+            Ok(grant_api) => GrantClient::new(grant_api, self.context.http.clone(), Arc::new(self.session.clone())),
+            Err(error) => {
+                tracing::warn!(error = %crate::error::error_chain(&error), "the transfer log was not checkpointed");
+                return;
+            }
+        };
+        if let Err(error) = self.log.lock().await.checkpoint(&grants).await {
+            tracing::warn!(error = %crate::error::error_chain(&error), "the gateway did not countersign the transfer log's head");
+        }
+    }
 }
 
-/// Name of this workstation in log entries: the host name, else `workstation`.
-fn device_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| "workstation".to_owned())
+/// Builds the transfer engine of a session over the profile's journal.
+fn open_engine(context: &ProfileContext, session: &Session, options: EngineOptions) -> CommandResult<Engine> {
+    let grants = GrantClient::new(session.grant_api()?, context.http.clone(), Arc::new(session.clone()));
+    Ok(Engine::new(context.dirs.journal_path(&context.profile.name), grants, options)?)
 }
 
 /// Who is signed in, as the UI shows it.

@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use ferry_api::{PatientMismatchConfirmation, SeriesSummary, StudySummary};
+use ferry_core::fhir;
 use ferry_core::login::Session;
 use ferry_core::study::{self, FhirPatient, ScanSource, StudyScan, Verdict};
 use ferry_core::transfer::UploadOptions;
 use serde::Serialize;
 
 use crate::error::{CommandError, CommandResult};
-use crate::fhir;
 
 /// What the Upload screen shows for one path.
 #[derive(Debug, Serialize)]

@@ -8,8 +8,9 @@ Each layout is a folder under OUT_DIR:
                    copied from CT_small.dcm with new UIDs and instance numbers
   disc/            a small CT study written as a DICOM file-set with a DICOMDIR
   mixed-patients/  a CT study of patient FERRY-0001 and an MR study of FERRY-0002
-  charsets/        non-ASCII patient and file names: ISO_IR 100, ISO_IR 192 and
-                   Japanese in ISO 2022 IR 87
+  charsets/        non-ASCII patient and file names: ISO_IR 100, ISO_IR 192,
+                   GB18030, and ISO 2022 code extensions for Japanese (IR 87),
+                   Korean (IR 149) and simplified Chinese (IR 58)
   invalid/         two valid instances beside a zero-byte file, a .dcm without
                    preamble, a PDF, a text file, a private SOP class, an instance
                    without Series Instance UID, and a duplicate SOP Instance UID
@@ -121,6 +122,15 @@ def make_mixed(out):
         write(ds, os.path.join(out, "mixed-patients", "mr", f"MR{n + 1:03d}.dcm"))
 
 
+# Person names of PS3.5 as the standard encodes them. pydicom 3.0.2 drops
+# the escape sequences of ISO 2022 IR 58 and re-encodes byte values, so
+# write_with_raw_name() puts these bytes into the written file.
+KOREAN_ANNEX_I = (b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7="
+                  b"\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf")
+CHINESE_ANNEX_K = b"Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab="
+CHINESE_ANNEX_J_GB18030 = b"Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab="
+
+
 def make_charsets(out):
     base = template("CT_small.dcm")
     cases = [
@@ -131,11 +141,45 @@ def make_charsets(out):
         (["", "ISO 2022 IR 87"], {"id": "CS-87", "name": "Yamada^Tarou=山田^太郎=やまだ^たろう",
                                   "birth_date": "19600505", "sex": "M"},
          "日本語/山田太郎.dcm"),
+        (["", "ISO 2022 IR 149"], {"id": "CS-149", "name": KOREAN_ANNEX_I,
+                                   "birth_date": "19650707", "sex": "M"},
+         "한국어/홍길동.dcm"),
+        (["", "ISO 2022 IR 58"], {"id": "CS-58", "name": CHINESE_ANNEX_K,
+                                  "birth_date": "19750808", "sex": "M"},
+         "中文/张小东.dcm"),
+        ("GB18030", {"id": "CS-GB18030", "name": CHINESE_ANNEX_J_GB18030,
+                     "birth_date": "19800909", "sex": "M"},
+         "中文/王小东.dcm"),
+        ("ISO_IR 192", {"id": "CS-192-ZH", "name": "Wang^XiaoDong=王^小東=".encode("utf-8"),
+                        "birth_date": "19800909", "sex": "M"},
+         "utf8/王小東.dcm"),
     ]
     for index, (charset, patient, path) in enumerate(cases):
+        name = patient["name"]
+        if isinstance(name, bytes):
+            patient = dict(patient, name="")
         ds = make_instance(base, patient, f"charset-{index}", 1, 1, "CT", "Charset")
         ds.SpecificCharacterSet = charset
-        write(ds, os.path.join(out, "charsets", path))
+        target = os.path.join(out, "charsets", path)
+        if isinstance(name, bytes):
+            write_with_raw_name(ds, target, name)
+        else:
+            write(ds, target)
+
+
+def write_with_raw_name(ds, path, name):
+    """Write `ds` with Patient's Name set to the bytes `name`, padded with a
+    space to an even length as PS3.5 section 6.2 requires."""
+    padded = name + b" " * (len(name) % 2)
+    placeholder = (b"RAW-PATIENT-NAME" + b"X" * len(padded))[:len(padded)]
+    ds.PatientName = placeholder.decode("ascii")
+    write(ds, path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.count(placeholder) != 1:
+        sys.exit(f"{path}: the Patient's Name placeholder is not unique")
+    with open(path, "wb") as f:
+        f.write(data.replace(placeholder, padded))
 
 
 def make_invalid(out):

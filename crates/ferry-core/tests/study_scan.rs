@@ -159,6 +159,14 @@ fn non_ascii_names_decode_per_character_set() {
     assert_eq!(names["CS-100"], "Müller^Jürgen");
     assert_eq!(names["CS-192"], "Øster^Zoë");
     assert_eq!(names["CS-87"], "Yamada^Tarou=山田^太郎=やまだ^たろう");
+    // PS3.5 section I.2: ISO 2022 IR 149.
+    assert_eq!(names["CS-149"], "Hong^Gildong=洪^吉洞=홍^길동");
+    // PS3.5 section K.2: ISO 2022 IR 58.
+    assert_eq!(names["CS-58"], "Zhang^XiaoDong=张^小东=");
+    // PS3.5 Annex J: the same name in GB18030, whose bytes D0A1 B6AB are
+    // the simplified 小东, and in UTF-8 with the traditional 東.
+    assert_eq!(names["CS-GB18030"], "Wang^XiaoDong=王^小东=");
+    assert_eq!(names["CS-192-ZH"], "Wang^XiaoDong=王^小東=");
 
     let paths: Vec<&str> = scan.instances.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(
@@ -166,7 +174,11 @@ fn non_ascii_names_decode_per_character_set() {
         vec![
             "latin1/Müller_Jürgen.dcm",
             "utf8/Øster-Zoë.dcm",
-            "日本語/山田太郎.dcm"
+            "utf8/王小東.dcm",
+            "中文/张小东.dcm",
+            "中文/王小东.dcm",
+            "日本語/山田太郎.dcm",
+            "한국어/홍길동.dcm",
         ]
     );
 }

@@ -13,6 +13,7 @@
 //! pixel data is never decoded.
 
 mod guard;
+mod iso2022;
 mod pack;
 mod scan;
 mod text;

@@ -1,23 +1,31 @@
 //! Text values of DICOM headers: specific character sets, dates, and the
 //! folding used to compare person names.
 
-use dicom_core::Tag;
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 use dicom_object::DefaultDicomObject;
 use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
+
+use super::iso2022::Iso2022;
 
 /// How to repair text that dicom-object decoded with the wrong codec.
 ///
 /// dicom-object 0.10 picks a codec from the first value of Specific Character
-/// Set (0008,0005) only. Japanese data sets declare `\ISO 2022 IR 87` (an
-/// empty first value, then the JIS X 0208 code extension of PS3.3 section
-/// C.12.1.1.2), so their text is decoded as ISO 8859-1. That decoding maps
-/// every byte to one char, so the bytes can be restored and decoded again as
-/// ISO 2022 with escape sequences.
+/// Set (0008,0005) only. Data sets that switch sets with ISO 2022 escape
+/// sequences declare a single-byte first value, often empty for ISO-IR 6.
+/// The other sets follow it as code extensions (PS3.3 section C.12.1.1.2):
+/// `\ISO 2022 IR 87` for Japanese, `\ISO 2022 IR 149` for Korean,
+/// `\ISO 2022 IR 58` for simplified Chinese. Their text is then
+/// decoded as ISO 8859-1. That decoding maps every byte to one char, so the
+/// bytes can be restored and decoded again with the escape sequences.
+///
+/// NOTE: text under any other first value stays as dicom-object decoded it.
+/// That is correct for single-value sets, but wrong for the JIS X 0201
+/// first value `ISO 2022 IR 13` with code extensions, which dicom-object
+/// decodes as Shift_JIS, losing the escape sequences' bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Charset {
-    iso_2022_jp: bool,
+    code_extensions: Option<Iso2022>,
 }
 
 impl Charset {
@@ -29,21 +37,20 @@ impl Charset {
             return Charset::default();
         };
 
-        let values: Vec<&str> = values.split('\\').map(str::trim).collect();
-        let first_is_default = matches!(values.first(), Some(&"") | Some(&"ISO 2022 IR 6"));
-        let declares_jis_x_0208 = values
-            .iter()
-            .skip(1)
-            .any(|value| *value == "ISO 2022 IR 87");
-        // TODO: other ISO 2022 code extensions (IR 149 Korean, IR 58 Chinese
-        // after an empty first value) are still decoded as ISO 8859-1.
+        let first_value = values.split('\\').next().unwrap_or_default().trim();
         Charset {
-            iso_2022_jp: first_is_default && declares_jis_x_0208,
+            code_extensions: Iso2022::for_first_value(first_value),
         }
     }
 
-    fn repair(&self, text: String) -> String {
-        if !self.iso_2022_jp || !text.contains('\u{1b}') {
+    /// Decodes `text` again with escape sequences when it contains any.
+    /// `delimiters` are the characters that return to the initial sets
+    /// besides control characters: `\`, and `^` and `=` in person names.
+    fn repair(&self, text: String, delimiters: &[u8]) -> String {
+        let Some(decoder) = self.code_extensions else {
+            return text;
+        };
+        if !text.contains('\u{1b}') {
             return text;
         }
         let Some(bytes) = text
@@ -53,9 +60,7 @@ impl Charset {
         else {
             return text;
         };
-        let codec = SpecificCharacterSet::from_code("ISO 2022 IR 87")
-            .expect("dicom-encoding supports ISO 2022 IR 87");
-        codec.decode(&bytes).unwrap_or(text)
+        decoder.decode(&bytes, delimiters).unwrap_or(text)
     }
 }
 
@@ -66,12 +71,19 @@ pub(crate) fn element_string(
     tag: Tag,
     charset: &Charset,
 ) -> Option<String> {
-    let value = object.get(tag)?.to_str().ok()?;
+    let element = object.get(tag)?;
+    let value = element.to_str().ok()?;
     let trimmed = value.trim_matches(|c: char| c == '\0' || c == ' ');
     if trimmed.is_empty() {
         return None;
     }
-    Some(charset.repair(trimmed.to_owned()))
+
+    let delimiters: &[u8] = if element.vr() == VR::PN {
+        b"\\^="
+    } else {
+        b"\\"
+    };
+    Some(charset.repair(trimmed.to_owned(), delimiters))
 }
 
 /// Converts a DA value `YYYYMMDD` (or the ACR-NEMA form `YYYY.MM.DD`) to
@@ -136,11 +148,19 @@ mod tests {
     }
 
     #[test]
-    fn iso_2022_jp_text_is_repaired() {
-        let codec = SpecificCharacterSet::from_code("ISO 2022 IR 87").unwrap();
-        let bytes = codec.encode("山田^太郎").unwrap();
+    fn iso_2022_text_is_repaired() {
+        let bytes = b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7";
         let latin1: String = bytes.iter().map(|b| char::from(*b)).collect();
-        let charset = Charset { iso_2022_jp: true };
-        assert_eq!(charset.repair(latin1), "山田^太郎");
+        let charset = Charset {
+            code_extensions: Iso2022::for_first_value(""),
+        };
+        assert_eq!(charset.repair(latin1, b"\\^="), "Hong^Gildong=洪^吉洞");
+    }
+
+    #[test]
+    fn text_without_code_extensions_is_kept() {
+        let charset = Charset::default();
+        let text = "Hong^\u{1b}$)C\u{fb}\u{f3}".to_owned();
+        assert_eq!(charset.repair(text.clone(), b"\\^="), text);
     }
 }

@@ -79,7 +79,10 @@ pub enum Command {
         action: Option<TransfersAction>,
     },
     /// Finish every interrupted transfer in the journal.
-    Resume,
+    Resume {
+        #[command(flatten)]
+        rate: RateArgs,
+    },
     /// Scan a DICOM folder or zip archive and check its patient, without uploading.
     Scan(ScanArgs),
     /// Show, verify or export the signed transfer log.
@@ -146,6 +149,19 @@ pub struct UploadArgs {
     /// the gateway's audit.
     #[arg(long, value_name = "REASON")]
     pub confirm_patient_mismatch: Option<String>,
+
+    #[command(flatten)]
+    pub rate: RateArgs,
+}
+
+/// The bandwidth cap of one command's transfers.
+#[derive(Debug, Args)]
+pub struct RateArgs {
+    /// Bandwidth cap shared by all transfers of this command, in bytes per
+    /// second; the suffixes K, M and G multiply by 1024, 1024² and 1024³
+    /// (20M is 20 MiB/s). 0 means no cap, the default.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +182,9 @@ pub struct DownloadArgs {
     /// named after it, checking every file against the archive's manifest.
     #[arg(long)]
     pub unpack: bool,
+
+    #[command(flatten)]
+    pub rate: RateArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +269,23 @@ pub struct DemoArgs {
     pub work_dir: Option<PathBuf>,
 }
 
+/// Parses a rate such as `500K`, `20M` or `1G` into bytes per second.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, multiplier) = match trimmed.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&trimmed[..at], 1024),
+        Some((at, 'm' | 'M')) => (&trimmed[..at], 1024 * 1024),
+        Some((at, 'g' | 'G')) => (&trimmed[..at], 1024 * 1024 * 1024),
+        _ => (trimmed, 1),
+    };
+    let value: u64 = digits.parse().map_err(|_| {
+        format!("'{text}' is not a rate; give bytes per second with an optional K, M or G suffix, e.g. 20M")
+    })?;
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is too large a rate; give at most 16000000G"))
+}
+
 fn parse_parallel(text: &str) -> Result<NonZeroUsize, String> {
     let value: usize = text
         .parse()
@@ -307,6 +343,52 @@ mod tests {
         assert_eq!(upload.patient.as_deref(), Some("pat-001"));
         assert_eq!(upload.part_size, Some(8));
         assert_eq!(upload.parallel.map(NonZeroUsize::get), Some(6));
+    }
+
+    #[test]
+    fn limit_rate_takes_binary_suffixes() {
+        assert_eq!(parse_rate("20M"), Ok(20 * 1024 * 1024));
+        assert_eq!(parse_rate("512k"), Ok(512 * 1024));
+        assert_eq!(parse_rate("1G"), Ok(1024 * 1024 * 1024));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("0"), Ok(0));
+    }
+
+    #[test]
+    fn limit_rate_rejects_other_text() {
+        for text in ["", "M", "20 MB", "-1M", "1.5M", "99999999999999999999G"] {
+            assert!(parse_rate(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn limit_rate_parses_on_upload_download_and_resume() {
+        let Command::Upload(upload) =
+            Cli::try_parse_from(["ferry", "upload", "a.zip", "--limit-rate", "20M"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected upload");
+        };
+        assert_eq!(upload.rate.limit_rate, Some(20 * 1024 * 1024));
+
+        let Command::Download(download) =
+            Cli::try_parse_from(["ferry", "download", "doc-1", "--limit-rate", "1K"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected download");
+        };
+        assert_eq!(download.rate.limit_rate, Some(1024));
+
+        let Command::Resume { rate } =
+            Cli::try_parse_from(["ferry", "resume", "--limit-rate", "5M"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected resume");
+        };
+        assert_eq!(rate.limit_rate, Some(5 * 1024 * 1024));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ferry_core::log::{Direction as LogDirection, Event, NewEntry};
 
 use super::study::prepare_study;
 use crate::activity::ActivityLog;
-use crate::cli::{DownloadArgs, TransfersAction, UploadArgs};
+use crate::cli::{DownloadArgs, RateArgs, TransfersAction, UploadArgs};
 use crate::context;
 use crate::exit::{CliError, CliResult, Exit};
 use crate::follow::{Followed, exit_of, follow, open_engine, transfer_error};
@@ -91,6 +91,7 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
         options.parts_in_flight = parallel.get();
         options.ranges_in_flight = parallel.get();
     }
+    options.rate_limit = args.rate.limit_rate.unwrap_or(0);
     let engine = open_engine(&context, &session, options)?;
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
 
@@ -215,7 +216,11 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
 
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
-    let engine = open_engine(&context, &session, EngineOptions::default())?;
+    let options = EngineOptions {
+        rate_limit: args.rate.limit_rate.unwrap_or(0),
+        ..EngineOptions::default()
+    };
+    let engine = open_engine(&context, &session, options)?;
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
     let existing_file = if args.overwrite {
         ExistingFile::Overwrite
@@ -350,10 +355,14 @@ pub async fn transfers(
     }
 }
 
-pub async fn resume(profile: Option<&str>, output: Output) -> CliResult<()> {
+pub async fn resume(profile: Option<&str>, rate: RateArgs, output: Output) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
-    let engine = open_engine(&context, &session, EngineOptions::default())?;
+    let options = EngineOptions {
+        rate_limit: rate.limit_rate.unwrap_or(0),
+        ..EngineOptions::default()
+    };
+    let engine = open_engine(&context, &session, options)?;
 
     // Interrupted transfers (a crash, a lost network) and paused ones, such
     // as those paused by Ctrl-C. Failed transfers stay failed: they are

@@ -349,6 +349,7 @@ async fn get_range(
         let mut written = 0u64;
         while let Some(chunk) = response.chunk().await.map_err(network)? {
             activity.touch();
+            context.throttle(chunk.len() as u64, &activity).await;
             context.add_bytes(chunk.len() as u64);
             counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if written + (pending.len() + chunk.len()) as u64 > range.size {

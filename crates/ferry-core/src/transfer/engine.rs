@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::progress::{Progress, REPORT_INTERVAL, SpeedMeter};
+use super::rate::RateLimiter;
 use super::{
     Control, DownloadOptions, EngineOptions, TransferContext, TransferError, TransferOutcome, UploadOptions, download,
     guess_media_type, upload,
@@ -67,6 +68,7 @@ struct EngineInner {
     grants: GrantClient,
     store: reqwest::Client,
     options: EngineOptions,
+    rate: Arc<RateLimiter>,
     claimant: Claimant,
     running: Mutex<HashMap<String, Running>>,
 }
@@ -114,6 +116,7 @@ impl Engine {
                 journal,
                 grants,
                 store,
+                rate: Arc::new(RateLimiter::new(options.rate_limit)),
                 options,
                 claimant: Claimant::current(),
                 running: Mutex::new(HashMap::new()),
@@ -123,6 +126,18 @@ impl Engine {
 
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
+    }
+
+    /// Changes the bandwidth cap, in bytes per second (0 for none), of
+    /// running and later transfers.
+    pub fn set_rate_limit(&self, bytes_per_second: u64) {
+        self.inner.rate.set_rate(bytes_per_second);
+        tracing::info!(bytes_per_second, "bandwidth cap changed");
+    }
+
+    /// The bandwidth cap in bytes per second; 0 when there is none.
+    pub fn rate_limit(&self) -> u64 {
+        self.inner.rate.rate()
     }
 
     /// Records and starts the upload of the file at `path` for FHIR
@@ -317,6 +332,7 @@ impl Engine {
             self.inner.grants.clone(),
             self.inner.store.clone(),
             self.inner.options.clone(),
+            self.inner.rate.clone(),
             control,
             record.state,
         ));

@@ -15,6 +15,7 @@ mod download;
 mod engine;
 mod names;
 mod progress;
+mod rate;
 mod retry;
 mod upload;
 pub mod wire;
@@ -65,6 +66,9 @@ pub struct EngineOptions {
     /// arrives and a 403 for an expired URL also leads to a renewal.
     pub url_expiry_margin: Duration,
     pub retry: RetryPolicy,
+    /// Bandwidth cap in bytes per second, shared by every part and range of
+    /// every transfer of the engine; 0 means no cap.
+    pub rate_limit: u64,
     /// Client for requests to the store, for example one configured for a
     /// proxy or a private CA. It must not add an `Authorization` header.
     /// `None` builds a plain client.
@@ -82,6 +86,7 @@ impl Default for EngineOptions {
             connect_timeout: Duration::from_secs(10),
             url_expiry_margin: Duration::ZERO,
             retry: RetryPolicy::default(),
+            rate_limit: 0,
             store_client: None,
         }
     }
@@ -223,6 +228,7 @@ pub(crate) struct TransferContext {
     pub(crate) grants: GrantClient,
     pub(crate) store: reqwest::Client,
     pub(crate) options: EngineOptions,
+    rate: Arc<rate::RateLimiter>,
     control: watch::Receiver<Control>,
     state: Mutex<TransferState>,
     /// Bytes sent or received so far, including those of parts in flight.
@@ -237,6 +243,7 @@ impl TransferContext {
         grants: GrantClient,
         store: reqwest::Client,
         options: EngineOptions,
+        rate: Arc<rate::RateLimiter>,
         control: watch::Receiver<Control>,
         state: TransferState,
     ) -> Self {
@@ -246,6 +253,7 @@ impl TransferContext {
             grants,
             store,
             options,
+            rate,
             control,
             state: Mutex::new(state),
             bytes_done: AtomicU64::new(0),
@@ -289,6 +297,13 @@ impl TransferContext {
 
     pub(crate) fn remove_bytes(&self, bytes: u64) {
         self.bytes_done.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Waits until `bytes` fit under the engine's bandwidth cap. The wait
+    /// counts as activity for the idle timeout, which measures a stalled
+    /// connection, not a capped one.
+    pub(crate) async fn throttle(&self, bytes: u64, activity: &retry::Activity) {
+        self.rate.acquire(bytes, || activity.touch()).await;
     }
 
     /// Resolves once the transfer is cancelled.

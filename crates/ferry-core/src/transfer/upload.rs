@@ -503,7 +503,7 @@ async fn put_part(
     let method = reqwest::Method::from_bytes(url.method.as_bytes()).map_err(|_| {
         PutFailure::Fatal(TransferError::InconsistentGrant(format!("part URL method {:?} is not an HTTP method", url.method)))
     })?;
-    let activity = Activity::new();
+    let activity = Activity::for_body(part.bytes.len() as u64);
     let body = sliced_body(part.bytes.clone(), activity.clone(), context.clone(), counted.clone());
     let mut request = context
         .store
@@ -570,11 +570,17 @@ fn sliced_body(bytes: Bytes, activity: Activity, context: Arc<TransferContext>, 
         .step_by(BODY_SLICE)
         .map(|start| bytes.slice(start..(start + BODY_SLICE).min(bytes.len())))
         .collect();
-    let stream = futures::stream::iter(slices).map(move |slice| {
-        activity.touch();
-        context.add_bytes(slice.len() as u64);
-        counted.fetch_add(slice.len() as u64, Ordering::Relaxed);
-        Ok::<_, std::io::Error>(slice)
+    let stream = futures::stream::iter(slices).then(move |slice| {
+        let activity = activity.clone();
+        let context = context.clone();
+        let counted = counted.clone();
+        async move {
+            context.throttle(slice.len() as u64, &activity).await;
+            activity.handed_over(slice.len() as u64);
+            context.add_bytes(slice.len() as u64);
+            counted.fetch_add(slice.len() as u64, Ordering::Relaxed);
+            Ok::<_, std::io::Error>(slice)
+        }
     });
     reqwest::Body::wrap_stream(stream)
 }

@@ -51,7 +51,9 @@ impl ProfileLog {
         store: Arc<dyn SecretStore>,
         session: Option<&SessionInfo>,
     ) -> Result<ProfileLog, ActivityError> {
-        let options = OpenOptions::new(dirs.device_id()?, dirs.transfer_log_key_entry(name)?);
+        let key_entry = dirs.transfer_log_key_entry(name)?;
+        adopt_legacy_key(store.as_ref(), name, &key_entry)?;
+        let options = OpenOptions::new(dirs.device_id()?, key_entry);
         let log = TransferLog::open(dirs.transfer_log_path(name), store, options)?;
         Ok(ProfileLog { log, actor: session.map(actor_of) })
     }
@@ -87,6 +89,31 @@ impl ProfileLog {
     pub fn close(self) -> Result<Head, LogError> {
         self.log.close()
     }
+}
+
+/// Moves the log key that earlier desktop app versions kept under
+/// `profile/{name}/transfer-log-key` (and its pending next key) to the
+/// device-scoped entry, when only the old entry exists. Without this, the
+/// log those versions wrote could not be opened, because its key would not
+/// be found.
+fn adopt_legacy_key(store: &dyn SecretStore, name: &ProfileName, key_entry: &str) -> Result<(), LogError> {
+    let legacy_entry = format!("profile/{name}/transfer-log-key");
+    if legacy_entry == key_entry || store.get(key_entry)?.is_some() {
+        return Ok(());
+    }
+    let Some(key) = store.get(&legacy_entry)? else {
+        return Ok(());
+    };
+
+    store.set(key_entry, &key)?;
+    let legacy_next = format!("{legacy_entry}/next");
+    if let Some(next) = store.get(&legacy_next)? {
+        store.set(&format!("{key_entry}/next"), &next)?;
+        store.delete(&legacy_next)?;
+    }
+    store.delete(&legacy_entry)?;
+    tracing::info!(profile = %name, entry = key_entry, "moved the transfer log key to its device-scoped entry");
+    Ok(())
 }
 
 /// Returns the actor of a session: its `fhirUser`, which is also the subject

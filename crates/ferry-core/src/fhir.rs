@@ -60,8 +60,8 @@ impl FhirError {
         matches!(self, FhirError::Status { status, .. } if *status == reqwest::StatusCode::NOT_FOUND)
     }
 
-    /// Returns whether only a new sign-in helps: the server answered 401, or
-    /// no access token could be had.
+    /// Returns whether only a new sign-in helps: the server returned 401, or
+    /// no access token was available.
     pub fn is_sign_in_required(&self) -> bool {
         match self {
             FhirError::SignIn(error) => matches!(

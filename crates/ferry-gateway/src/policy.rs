@@ -123,6 +123,8 @@ pub struct PolicyConfig {
     /// Per-user allow-list of patients for `user/` scopes, keyed by `sub`.
     pub user_patients: BTreeMap<String, PatientSet>,
     pub lifetimes: Lifetimes,
+    /// Requests per user on the grant API.
+    pub rate_limit: crate::grant::RateLimitConfig,
 }
 
 impl Default for PolicyConfig {
@@ -144,6 +146,7 @@ impl Default for PolicyConfig {
             default_user_patients: PatientSet::All(AllPatients::All),
             user_patients: BTreeMap::new(),
             lifetimes: Lifetimes::default(),
+            rate_limit: crate::grant::RateLimitConfig::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod documents;
 mod downloads;
 mod error;
 mod input;
+mod rate_limit;
 mod uploads;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub use documents::{
 };
 pub use error::GrantError;
 pub use input::MAX_BODY;
+pub use rate_limit::{RateLimitConfig, RateLimiter};
 
 /// Path prefix of the grant API.
 pub const BASE_PATH: &str = "/grant/v1";
@@ -82,6 +84,8 @@ pub struct GrantService {
     completion_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Live download grants, shared with the embedded store's access hook.
     pub issued_downloads: Arc<IssuedDownloads>,
+    /// Token buckets of `config.policy.rate_limit`.
+    pub rate_limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for GrantService {
@@ -107,6 +111,7 @@ impl GrantService {
             repository,
             store,
             policy: Policy::new(config.policy.clone()),
+            rate_limiter: RateLimiter::new(config.policy.rate_limit),
             audit,
             signing_key,
             documents,
@@ -237,6 +242,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     service: Arc<GrantService>,
     verifier: SharedVerifier,
 ) -> Router<S> {
+    let state = GrantState { service, verifier };
     let api = Router::new()
         .route("/uploads", post(uploads::create))
         .route(
@@ -253,7 +259,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         )
         .route("/audit", get(downloads::audit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(GrantState { service, verifier });
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .with_state(state);
     Router::new().nest(BASE_PATH, api)
 }
 

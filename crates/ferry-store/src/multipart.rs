@@ -3,9 +3,11 @@
 //! Each part is stored as its own data file with its MD5 (the part ETag) and
 //! SHA-256, both computed while the part was received. Completion checks the
 //! client's part list against the stored parts. It concatenates the part files
-//! into a new object file with `std::io::copy`, which uses `copy_file_range` on
-//! Linux. The object's ETag and composite checksum come from the stored part
-//! digests, so no part is read twice or hashed again.
+//! into a new object file in large reads and writes, while a second thread
+//! computes the SHA-256 of the bytes written. The object's ETag and composite
+//! checksum come from the stored part digests. Its whole-object SHA-256 is
+//! recorded as [`ObjectInfo::sha256`], so a caller that checks an upload's
+//! whole-file SHA-256 needs no second read of the object.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -310,7 +312,9 @@ impl Store {
         let store = self.clone();
         let upload_id = upload_id.to_owned();
         let assembly = tokio::spawn(async move {
-            let result = store.assemble_and_commit(&upload, &stored, &part_list).await;
+            let result = store
+                .assemble_and_commit(&upload, &stored, &part_list)
+                .await;
             if result.is_err() {
                 let reopened = store.db().execute(
                     "UPDATE uploads SET state = ?1 WHERE upload_id = ?2",
@@ -439,15 +443,16 @@ impl Store {
         let expected_size: u64 = parts.iter().map(|(part, _)| part.size).sum();
 
         let assemble_path = tmp_path.clone();
-        let size = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
-            let result = concatenate(&sources, &assemble_path);
-            if result.is_err() {
-                let _ = std::fs::remove_file(&assemble_path);
-            }
-            result
-        })
-        .await
-        .map_err(StoreError::Worker)??;
+        let (size, sha256) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32]), StoreError> {
+                let result = concatenate(&sources, &assemble_path);
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&assemble_path);
+                }
+                result
+            })
+            .await
+            .map_err(StoreError::Worker)??;
         if size != expected_size {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(StoreError::Io {
@@ -474,7 +479,7 @@ impl Store {
             size,
             etag: etag.clone(),
             checksum_sha256: checksum_sha256.clone(),
-            sha256: None,
+            sha256: Some(sha256),
             content_type: upload.content_type.clone(),
             metadata: self.upload_metadata(&upload.upload_id),
             parts_count: Some(parts_count),
@@ -720,24 +725,97 @@ fn composite_digests(parts: &[(PartInfo, String)]) -> Result<(String, String), S
     ))
 }
 
+/// Size of one read and write while assembling an object.
+const ASSEMBLY_BUFFER_SIZE: usize = 4 * 1024 * 1024;
+/// Buffers that move between the copying and the hashing thread, so that one
+/// is hashed while the next is read and written.
+const ASSEMBLY_BUFFERS: usize = 3;
+
+/// Concatenates the part files into a new file at `destination`, flushes it,
+/// and returns its size and the SHA-256 of the bytes written to it.
+///
+/// This thread reads and writes. A second thread hashes each buffer after it
+/// was written, so hashing overlaps the I/O of the next buffer.
 fn concatenate(
     sources: &[std::path::PathBuf],
     destination: &std::path::Path,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, [u8; 32]), StoreError> {
+    use std::io::Write as _;
+    use std::sync::mpsc::sync_channel;
+
     let mut out = std::fs::File::create_new(destination)
         .map_err(StoreError::io("create object file", destination))?;
-    let mut total = 0u64;
-    for source in sources {
-        let mut part =
-            std::fs::File::open(source).map_err(StoreError::io("open part data", source))?;
-        // File to file, `std::io::copy` uses copy_file_range (in-kernel, no user-space buffer)
-        // on Linux and falls back to a buffered copy elsewhere.
-        total += std::io::copy(&mut part, &mut out)
-            .map_err(StoreError::io("copy part data into", destination))?;
+    let (written_sender, written) = sync_channel::<Vec<u8>>(ASSEMBLY_BUFFERS);
+    let (free_sender, free) = sync_channel::<Vec<u8>>(ASSEMBLY_BUFFERS);
+    for _ in 0..ASSEMBLY_BUFFERS {
+        free_sender
+            .send(vec![0; ASSEMBLY_BUFFER_SIZE])
+            .expect("the channel has room for every buffer");
     }
+    let hasher = std::thread::spawn(move || {
+        let mut sha256 = Sha256::new();
+        for buffer in written {
+            sha256.update(&buffer);
+            // The copying thread may have stopped on an error, and then the
+            // buffer is not needed any more.
+            let _ = free_sender.send(buffer);
+        }
+        sha256.finalize()
+    });
+
+    let copied = (|| -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for source in sources {
+            let mut part =
+                std::fs::File::open(source).map_err(StoreError::io("open part data", source))?;
+            loop {
+                let mut buffer = free
+                    .recv()
+                    .expect("the hashing thread returns every buffer");
+                buffer.resize(ASSEMBLY_BUFFER_SIZE, 0);
+                let read = read_full(&mut part, &mut buffer)
+                    .map_err(StoreError::io("read part data", source))?;
+                if read == 0 {
+                    break;
+                }
+                buffer.truncate(read);
+                out.write_all(&buffer)
+                    .map_err(StoreError::io("write object file", destination))?;
+                total += read as u64;
+                written_sender
+                    .send(buffer)
+                    .expect("the hashing thread runs until the channel closes");
+            }
+        }
+        Ok(total)
+    })();
+    drop(written_sender);
+    let sha256 = hasher.join().map_err(|_| StoreError::Io {
+        stage: "hash object file",
+        path: destination.to_owned(),
+        source: std::io::Error::other("the hashing thread panicked"),
+    })?;
+    let total = copied?;
+
     out.sync_all()
         .map_err(StoreError::io("flush object file", destination))?;
-    Ok(total)
+    Ok((total, sha256))
+}
+
+/// Reads until `buffer` is full or the file ends, and returns the bytes read.
+fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
 }
 
 fn part_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartInfo> {

@@ -73,9 +73,10 @@ pub struct ObjectInfo {
     /// body for `PutObject`, or the composite `<base64 SHA-256 of the part SHA-256s>-<part count>`
     /// for a multipart upload.
     pub checksum_sha256: String,
-    /// SHA-256 of the whole object, when the store computed it while receiving
-    /// it (`PutObject`). `None` for multipart objects, which are assembled
-    /// without re-reading; [`Store::read_object_sha256`] computes it.
+    /// SHA-256 of the whole object, computed from the bytes the store wrote:
+    /// while receiving a `PutObject` body, or while assembling a multipart
+    /// upload. `None` for multipart objects completed by store versions that
+    /// did not compute it. [`Store::read_object_sha256`] reads any object back.
     pub sha256: Option<[u8; 32]>,
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*` headers, without the prefix).

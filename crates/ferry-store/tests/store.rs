@@ -75,6 +75,44 @@ async fn multipart_round_trip_with_sha256_parts() {
 }
 
 #[tokio::test]
+async fn completion_records_whole_object_sha256() {
+    let s3 = store().start().await;
+    let key = "studies/large.zip";
+    // Larger than one assembly buffer (4 MiB), so a part is copied and
+    // hashed in several pieces.
+    let part1 = pattern(MIN_PART_SIZE as usize + 3, 7);
+    let part2 = pattern(MIN_PART_SIZE as usize, 8);
+    let part3 = pattern(1, 9);
+
+    let upload_id = s3.create_upload(key).await;
+    let etag1 = s3.upload_part(key, &upload_id, 1, &part1).await;
+    let etag2 = s3.upload_part(key, &upload_id, 2, &part2).await;
+    let etag3 = s3.upload_part(key, &upload_id, 3, &part3).await;
+    let completed = s3
+        .complete(key, &upload_id, &[(1, &etag1), (2, &etag2), (3, &etag3)])
+        .await;
+    assert_eq!(completed.status, 200, "{}", completed.text());
+
+    let mut whole = part1;
+    whole.extend(&part2);
+    whole.extend(&part3);
+    let expected = Sha256::digest(&whole);
+    let info = s3.handle.store().head_object(BUCKET, key).unwrap();
+    assert_eq!(info.size, whole.len() as u64);
+    assert_eq!(
+        info.sha256.map(|digest| digest.to_vec()),
+        Some(expected.to_vec())
+    );
+    let read_back = s3
+        .handle
+        .store()
+        .read_object_sha256(BUCKET, key)
+        .await
+        .unwrap();
+    assert_eq!(read_back.as_slice(), expected.as_slice());
+}
+
+#[tokio::test]
 async fn part_with_wrong_checksum_is_rejected() {
     let s3 = store().start().await;
     let key = "scan.dcm";

@@ -175,6 +175,13 @@ pub trait GrantRepository: Send + Sync {
     /// Stores a checkpoint. Recording the same checkpoint again returns the
     /// stored one; different content under the same sequence number is a conflict.
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RepositoryError>;
+    /// Returns the checkpoint with the highest sequence number recorded for
+    /// one log of a device, of any subject.
+    fn latest_checkpoint(
+        &self,
+        device_id: &str,
+        log_id: &str,
+    ) -> Result<Option<Checkpoint>, RepositoryError>;
     /// A device's checkpoints recorded for `subject`, of all its logs, in
     /// sequence order.
     fn checkpoints(
@@ -501,6 +508,28 @@ impl GrantRepository for SqliteRepository {
             ],
         )?;
         Ok(checkpoint.clone())
+    }
+
+    fn latest_checkpoint(
+        &self,
+        device_id: &str,
+        log_id: &str,
+    ) -> Result<Option<Checkpoint>, RepositoryError> {
+        let body: Option<String> = self
+            .db
+            .lock()
+            .prepare_cached(
+                "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND log_id = ?2
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![device_id, log_id], |row| row.get(0))
+            .optional()?;
+        body.map(|body| serde_json::from_str(&body))
+            .transpose()
+            .map_err(|source| RepositoryError::Corrupt {
+                what: "checkpoint",
+                source,
+            })
     }
 
     fn checkpoints(

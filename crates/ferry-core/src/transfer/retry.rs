@@ -13,8 +13,8 @@
 //! limit, the delay capped by [`RetryPolicy::max_delay`], until the transfer
 //! is paused or cancelled. Other client errors are not retried.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -62,16 +62,114 @@ impl RetryPolicy {
     }
 }
 
+/// Pause between two slices of a request body after which the connection
+/// counts as full: slices that the socket buffers accept at once follow
+/// each other within microseconds.
+const BUFFERS_FULL_GAP: Duration = Duration::from_millis(100);
+
+/// Maximum extra wait for the bytes still buffered after a body's last
+/// slice, whatever the measured rate.
+const MAX_DRAIN_ALLOWANCE: Duration = Duration::from_secs(600);
+
 /// Time of the last progress of one request, read by an idle-timeout watchdog.
 #[derive(Debug, Clone)]
 pub(crate) struct Activity {
     origin: Instant,
     last_millis: Arc<AtomicU64>,
+    body: Option<Arc<Mutex<BodyDrain>>>,
+}
+
+/// Hand-over history of one request body.
+///
+/// A body slice is handed to the socket long before the peer consumes it.
+/// The kernel's send buffer (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by
+/// default on Linux), the bytes in flight and the peer's receive buffer
+/// take the first megabytes at memory speed. While the body is being handed
+/// over, a hand-over means that the buffers drained, so it counts as
+/// progress. After the last slice, though, the buffers still hold about
+/// what they took in the first burst, and those bytes drain at the rate the
+/// connection showed once they were full. The idle timeout after the body
+/// is extended by that drain time, so a slow but moving part is not cut
+/// off, while a connection where nothing moves still fails once the drain
+/// time and the idle timeout have both passed.
+#[derive(Debug)]
+struct BodyDrain {
+    length: u64,
+    handed: u64,
+    last_slice: Option<Instant>,
+    /// Bytes handed over, and the time of the last one, before the first
+    /// pause of at least [`BUFFERS_FULL_GAP`]: an estimate of the buffers'
+    /// capacity.
+    burst: Option<(u64, Instant)>,
+    /// Extra time allowed after the last slice, once every slice was handed over.
+    allowance: Option<Duration>,
+}
+
+impl BodyDrain {
+    fn record(&mut self, bytes: u64, now: Instant) {
+        if let Some(last) = self.last_slice
+            && self.burst.is_none()
+            && now.duration_since(last) >= BUFFERS_FULL_GAP
+        {
+            self.burst = Some((self.handed, last));
+        }
+        self.handed += bytes;
+        self.last_slice = Some(now);
+        if self.handed >= self.length && self.allowance.is_none() {
+            self.allowance = Some(self.drain_allowance(now));
+        }
+    }
+
+    /// Returns the time the buffered bytes need at the rate measured after
+    /// the buffers filled: burst bytes × time after the burst ÷ bytes after
+    /// the burst.
+    fn drain_allowance(&self, end: Instant) -> Duration {
+        // NOTE: a body that the buffers took whole shows no rate, so it gets
+        // no extra time. When such a part needs longer than the idle timeout
+        // to drain from the buffers, it is cut off and sent again.
+        let Some((burst_bytes, burst_end)) = self.burst else {
+            return Duration::ZERO;
+        };
+        let after_bytes = self.handed - burst_bytes;
+        let after_time = end.duration_since(burst_end);
+        if after_bytes == 0 {
+            return Duration::ZERO;
+        }
+        let seconds = burst_bytes as f64 * after_time.as_secs_f64() / after_bytes as f64;
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_DRAIN_ALLOWANCE)
+            .min(MAX_DRAIN_ALLOWANCE)
+    }
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        Self { origin: Instant::now(), last_millis: Arc::new(AtomicU64::new(0)) }
+        Self { origin: Instant::now(), last_millis: Arc::new(AtomicU64::new(0)), body: None }
+    }
+
+    /// Creates the activity of a request that sends a body of `length`
+    /// bytes, whose slices are reported with [`Activity::handed_over`].
+    pub(crate) fn for_body(length: u64) -> Self {
+        let body = BodyDrain { length, handed: 0, last_slice: None, burst: None, allowance: None };
+        Self { body: Some(Arc::new(Mutex::new(body))), ..Self::new() }
+    }
+
+    /// Records that a slice of `bytes` of the request body was handed to the
+    /// connection now.
+    pub(crate) fn handed_over(&self, bytes: u64) {
+        self.touch();
+        if let Some(body) = &self.body {
+            let mut body = body.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            body.record(bytes, Instant::now());
+        }
+    }
+
+    /// Returns the extra idle time allowed for buffered body bytes, zero
+    /// while the body is still being handed over.
+    fn drain_allowance(&self) -> Duration {
+        let Some(body) = &self.body else { return Duration::ZERO };
+        let body = body.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        body.allowance.unwrap_or(Duration::ZERO)
     }
 
     /// Records that bytes moved now.
@@ -85,14 +183,16 @@ impl Activity {
         self.origin.elapsed().saturating_sub(last)
     }
 
-    /// Resolves once no bytes moved for `idle`.
+    /// Resolves once no bytes moved for `idle`, plus the drain time of a
+    /// request body's buffered bytes after its last slice.
     pub(crate) async fn idle_elapsed(&self, idle: Duration) {
         loop {
+            let allowed = idle + self.drain_allowance();
             let idle_for = self.idle_for();
-            if idle_for >= idle {
+            if idle_for >= allowed {
                 return;
             }
-            tokio::time::sleep(idle - idle_for).await;
+            tokio::time::sleep(allowed - idle_for).await;
         }
     }
 }
@@ -150,5 +250,57 @@ mod tests {
 
         let silent = tokio::time::sleep(Duration::from_secs(60));
         assert_eq!(with_idle_timeout(silent, &activity, Duration::from_secs(5)).await, None);
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[tokio::test(start_paused = true)]
+    async fn buffered_body_gets_drain_time_at_measured_rate() {
+        let activity = Activity::for_body(10 * MIB);
+        // The buffers take 4 MiB at once, then 1 MiB per second moves.
+        for _ in 0..16 {
+            activity.handed_over(MIB / 4);
+        }
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            activity.handed_over(MIB);
+        }
+        assert_eq!(activity.drain_allowance(), Duration::from_secs(4));
+
+        let idle = Duration::from_secs(5);
+        let early = tokio::time::timeout(Duration::from_millis(8_900), activity.idle_elapsed(idle)).await;
+        assert!(early.is_err(), "the idle timeout fired while 4 MiB were still draining");
+        let late = tokio::time::timeout(Duration::from_millis(200), activity.idle_elapsed(idle)).await;
+        assert!(late.is_ok(), "the idle timeout did not fire after the drain time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_still_being_sent_gets_no_drain_time() {
+        let activity = Activity::for_body(10 * MIB);
+        activity.handed_over(4 * MIB);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        activity.handed_over(MIB);
+        assert_eq!(activity.drain_allowance(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_taken_in_one_burst_gets_no_drain_time() {
+        let activity = Activity::for_body(4 * MIB);
+        for _ in 0..16 {
+            activity.handed_over(MIB / 4);
+        }
+        assert_eq!(activity.drain_allowance(), Duration::ZERO);
+
+        let silent = tokio::time::sleep(Duration::from_secs(60));
+        assert_eq!(with_idle_timeout(silent, &activity, Duration::from_secs(5)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_time_is_capped() {
+        let activity = Activity::for_body(4 * MIB + 1);
+        activity.handed_over(4 * MIB);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        activity.handed_over(1);
+        assert_eq!(activity.drain_allowance(), MAX_DRAIN_ALLOWANCE);
     }
 }

@@ -109,9 +109,6 @@ fn resume(env: &FaultSandbox) -> Output {
 }
 
 #[test]
-#[ignore = "defect: a kill after the store completed an upload but before the gateway recorded it \
-            leaves the gateway reporting the upload open; the resumed upload then re-sends a part into \
-            NoSuchUpload"]
 fn killed_uploads_resume_without_lost_or_duplicate_objects() {
     if skip_without_credential_store() {
         return;
@@ -217,9 +214,6 @@ fn killed_uploads_resume_without_lost_or_duplicate_objects() {
 }
 
 #[test]
-#[ignore = "defect: a kill while ferry refreshes its access token loses the rotated refresh token; \
-            the next run presents the old one, reuse detection revokes the family, and the user must \
-            sign in again"]
 fn killed_downloads_resume_without_partial_files() {
     if skip_without_credential_store() {
         return;

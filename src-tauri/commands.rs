@@ -238,12 +238,24 @@ pub async fn upload_start(
         connection.append_log(entry).await;
         if let Some(reason) = upload.confirmed_reason {
             let mut entry = NewEntry::new(Event::PatientMismatchConfirmed { reason });
+            entry.direction = Some(ferry_core::log::Direction::Upload);
             entry.patient = Some(format!("Patient/{}", patient.id));
-            connection.append_log(entry).await;
+            entry.file_name = upload.file.file_name().map(|name| name.to_string_lossy().into_owned());
+            append_with_correlation_id(connection.clone(), handle.clone(), entry);
         }
         ids.push(started(&app, &connection, handle));
     }
     Ok(ids)
+}
+
+/// Appends `entry` once the upload's grant is issued, with the grant's
+/// correlation id, so that it joins the gateway's audit record; without one
+/// when the grant request failed.
+fn append_with_correlation_id(connection: Arc<Connection>, handle: TransferHandle, mut entry: NewEntry) {
+    tauri::async_runtime::spawn(async move {
+        entry.correlation_id = ferry_core::activity::grant_correlation_id(&connection.engine, &handle).await;
+        connection.append_log(entry).await;
+    });
 }
 
 fn started(app: &AppHandle, connection: &Arc<Connection>, handle: TransferHandle) -> String {

@@ -1,7 +1,43 @@
 //! `ferry` as a binary: help text, exit codes and messages for bad input.
-//! These tests need no gateway.
+//! The tests up to `json_error_is_one_document_on_stdout` need no gateway.
+//! The ones after it sign in to a sandbox gateway started by the test and
+//! need a Secret Service for the refresh token, which scripts/test
+//! provides; without one they are skipped with a message.
 
-use ferry_tests::cli::{describe, ferry, run};
+use std::process::Output;
+
+use ferry_tests::cli::{
+    SignedIn, describe, events, ferry, has_credential_store, run, write_pattern_file,
+};
+
+fn skip_without_credential_store() -> bool {
+    if has_credential_store() {
+        return false;
+    }
+    eprintln!(
+        "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
+    );
+    true
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Uploads a small file for pat-001 and returns its DocumentReference id.
+fn upload_small_file(env: &SignedIn) -> (String, Output) {
+    let source = env.home.path().join("report.bin");
+    write_pattern_file(&source, 1000);
+    let upload = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", "pat-001"])
+        .arg(&source));
+    assert!(upload.status.success(), "{}", describe(&upload));
+    let uploaded = events(&upload.stdout, "uploaded");
+    assert_eq!(uploaded.len(), 1, "{}", describe(&upload));
+    let document_id = uploaded[0]["document_id"].as_str().unwrap().to_owned();
+    (document_id, upload)
+}
 
 #[test]
 fn help_lists_commands_and_exit_codes() {
@@ -31,7 +67,7 @@ fn help_lists_commands_and_exit_codes() {
             "`{command}` is missing from --help:\n{help}"
         );
     }
-    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130 "] {
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "130 "] {
         assert!(
             help.lines().any(|line| line.trim_start().starts_with(code)),
             "exit code {code}is missing from --help:\n{help}"
@@ -71,6 +107,10 @@ fn unknown_profile_is_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("profile 'nowhere' does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`ferry profiles add nowhere FHIR_BASE_URL`"),
         "{stderr}"
     );
 }
@@ -126,4 +166,134 @@ fn json_error_is_one_document_on_stdout() {
             .unwrap()
             .contains("nowhere")
     );
+}
+
+#[test]
+fn unknown_document_is_not_found() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let folder = env.home.path().join("downloads");
+
+    let download = run(env
+        .ferry()
+        .args(["download", "no-such-document", "--to"])
+        .arg(&folder));
+
+    assert_eq!(download.status.code(), Some(7), "{}", describe(&download));
+    let stderr = stderr_of(&download);
+    assert!(stderr.contains("no-such-document"), "{stderr}");
+    assert!(stderr.contains("`ferry documents`"), "{stderr}");
+}
+
+#[test]
+fn error_is_printed_once() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let folder = env.home.path().join("downloads");
+
+    let download = run(env
+        .ferry()
+        .args(["download", "no-such-document", "--to"])
+        .arg(&folder));
+
+    assert!(!download.status.success(), "{}", describe(&download));
+    let stderr = stderr_of(&download);
+    let mentions = stderr.matches("no document 'no-such-document'").count();
+    assert_eq!(mentions, 1, "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {stderr:?}");
+}
+
+#[test]
+fn unknown_transfer_is_not_found() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+
+    let resume = run(env.ferry().args(["transfers", "resume", "tr_unknown"]));
+
+    assert_eq!(resume.status.code(), Some(7), "{}", describe(&resume));
+    let stderr = stderr_of(&resume);
+    assert!(stderr.contains("tr_unknown"), "{stderr}");
+    assert!(stderr.contains("`ferry transfers`"), "{stderr}");
+}
+
+#[test]
+fn existing_destination_names_overwrite() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let (document_id, _) = upload_small_file(&env);
+    let folder = env.home.path().join("downloads");
+    let first = run(env.ferry().args(["download", &document_id, "--to"]).arg(&folder));
+    assert!(first.status.success(), "{}", describe(&first));
+
+    let second = run(env.ferry().args(["download", &document_id, "--to"]).arg(&folder));
+
+    assert_eq!(second.status.code(), Some(2), "{}", describe(&second));
+    let stderr = stderr_of(&second);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    let replaced = run(env
+        .ferry()
+        .args(["download", &document_id, "--overwrite", "--to"])
+        .arg(&folder));
+    assert!(replaced.status.success(), "{}", describe(&replaced));
+}
+
+#[test]
+fn one_part_upload_says_part() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let source = env.home.path().join("report.bin");
+    write_pattern_file(&source, 1000);
+
+    let upload = run(env.ferry().args(["upload", "--patient", "pat-001"]).arg(&source));
+
+    assert!(upload.status.success(), "{}", describe(&upload));
+    let stderr = stderr_of(&upload);
+    assert!(stderr.contains(": 1 part,"), "{stderr}");
+    assert!(!stderr.contains("1 parts"), "{stderr}");
+}
+
+#[test]
+fn log_verify_result_is_on_stdout() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    upload_small_file(&env);
+
+    let verify = run(env.ferry().args(["log", "verify"]));
+
+    assert!(verify.status.success(), "{}", describe(&verify));
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(stdout.starts_with("OK: "), "{}", describe(&verify));
+    assert!(stdout.contains(" verified: "), "{stdout}");
+    assert!(!stderr_of(&verify).contains("OK: "), "{}", describe(&verify));
+}
+
+#[test]
+fn unknown_patient_is_not_found() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let source = env.home.path().join("report.bin");
+    write_pattern_file(&source, 10);
+
+    let upload = run(env.ferry().args(["upload", "--patient", "pat-404"]).arg(&source));
+
+    assert_eq!(upload.status.code(), Some(7), "{}", describe(&upload));
+    let stderr = stderr_of(&upload);
+    assert!(stderr.contains("Patient/pat-404 does not exist"), "{stderr}");
+    assert!(stderr.contains("ferry patients"), "{stderr}");
 }

@@ -247,6 +247,8 @@ fn confirmed_mismatch_is_in_both_logs() {
         .unwrap_or_else(|| panic!("no confirmation in the client log: {entries:#?}"));
     assert_eq!(confirmed["event"]["reason"], reason);
     assert_eq!(confirmed["patient"], "Patient/pat-002");
+    // Written once the grant exists, so an auditor joins it to the gateway's record.
+    assert_eq!(confirmed["correlation_id"], correlation_id.as_str());
     assert_eq!(confirmed["actor"]["fhir_user"].as_str().map(|user| user.ends_with("Practitioner/tech-okafor")), Some(true));
 
     let audit = run(env.ferry().args(["--json", "log", "audit", &correlation_id]));

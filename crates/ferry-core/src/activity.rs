@@ -19,7 +19,7 @@ use crate::log::{
 use crate::login::SessionInfo;
 use crate::profile::{FerryDirs, ProfileError, ProfileName};
 use crate::secrets::SecretStore;
-use crate::transfer::{TransferError, TransferOutcome};
+use crate::transfer::{Engine, TransferError, TransferHandle, TransferOutcome};
 
 /// Failure to open a profile's log or to checkpoint it.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,32 @@ pub fn outcome_entries(
         Ok(TransferOutcome::Cancelled) => vec![transfer_entry(Event::Cancelled, record)],
         Err(error) => vec![transfer_entry(Event::Failed { reason: error_chain(error.as_ref()) }, record)],
     }
+}
+
+/// Waits until the upload's grant has been issued and returns its
+/// correlation id, or `None` when the transfer ends without one (the grant
+/// request failed). Entries written before the grant exists, such as a
+/// confirmed patient mismatch, take the id from here so that an auditor can
+/// join them to the gateway's audit records. The journal is read again at
+/// each progress report, because the grant's id is stored there before the
+/// first part is sent.
+pub async fn grant_correlation_id(engine: &Engine, handle: &TransferHandle) -> Option<String> {
+    let recorded = || engine.get(handle.id()).ok().and_then(|record| record.correlation_id);
+    let mut progress = handle.progress();
+    loop {
+        if let Some(correlation_id) = recorded() {
+            return Some(correlation_id);
+        }
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = handle.wait() => break,
+        }
+    }
+    recorded()
 }
 
 /// Returns whether a transfer completed, after which the client checkpoints.

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_core::activity;
 use ferry_core::journal::{PartState, TransferRecord, TransferState};
 use ferry_core::login::{ProfileContext, Session};
 use ferry_core::transfer::{
@@ -96,8 +97,9 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
 
     let mut handles = Vec::new();
+    let mut confirmations = Vec::new();
     for input in inputs {
-        let handle = start_upload(
+        let (handle, confirmation) = start_upload(
             &context,
             &session,
             &engine,
@@ -108,15 +110,40 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
             output,
         )
         .await?;
+        if let Some(entry) = confirmation {
+            confirmations.push((handle.clone(), entry));
+        }
         handles.push(handle);
     }
 
-    let followed = follow(&engine, handles, output).await;
+    let log_confirmations = append_confirmations(&engine, confirmations, &mut activity, output);
+    let (followed, ()) = tokio::join!(follow(&engine, handles, output), log_confirmations);
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
 }
 
+/// Appends each confirmed patient mismatch to the log as soon as its
+/// upload's grant is issued, with the grant's correlation id, so that the
+/// entry joins the gateway's audit record of the same confirmation. An
+/// upload whose grant request failed gets the entry without an id.
+async fn append_confirmations(
+    engine: &Engine,
+    confirmations: Vec<(TransferHandle, NewEntry)>,
+    activity: &mut Option<ActivityLog>,
+    output: Output,
+) {
+    for (handle, mut entry) in confirmations {
+        entry.correlation_id = activity::grant_correlation_id(engine, &handle).await;
+        if let Some(log) = activity.as_mut() {
+            log.append(entry, output);
+        }
+    }
+}
+
+/// Starts one upload. Returns its handle and, for a study uploaded despite
+/// a patient mismatch, the log entry of the confirmation, which waits for
+/// the grant's correlation id.
 #[allow(clippy::too_many_arguments)]
 async fn start_upload(
     context: &ProfileContext,
@@ -127,8 +154,9 @@ async fn start_upload(
     args: &UploadArgs,
     activity: &mut Option<ActivityLog>,
     output: Output,
-) -> CliResult<TransferHandle> {
+) -> CliResult<(TransferHandle, Option<NewEntry>)> {
     let mut upload_options = UploadOptions::default();
+    let mut confirmation_entry = None;
     let file = match input {
         UploadInput::File(path) => path.clone(),
         UploadInput::Study(path) => {
@@ -146,7 +174,7 @@ async fn start_upload(
                 path.display(),
                 prepared.instance_count
             ));
-            if let (Some(log), Some(confirmation)) = (activity.as_mut(), &prepared.confirmation) {
+            if let Some(confirmation) = &prepared.confirmation {
                 let mut entry = NewEntry::new(Event::PatientMismatchConfirmed {
                     reason: confirmation.reason.clone(),
                 });
@@ -155,7 +183,7 @@ async fn start_upload(
                 entry.file_name = path
                     .file_name()
                     .map(|name| name.to_string_lossy().into_owned());
-                log.append(entry, output);
+                confirmation_entry = Some(entry);
             }
             upload_options.study = prepared.summary;
             upload_options.patient_mismatch_confirmation = prepared.confirmation;
@@ -183,7 +211,7 @@ async fn start_upload(
         entry.size = std::fs::metadata(&file).ok().map(|metadata| metadata.len());
         log.append(entry, output);
     }
-    Ok(handle)
+    Ok((handle, confirmation_entry))
 }
 
 /// Folder for archives packed from study folders, kept until their upload

@@ -178,8 +178,9 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// Unpack each downloaded study archive (packed by Ferry) into a folder
-    /// named after it, checking every file against the archive's manifest.
+    /// Unpack each downloaded zip into a folder named after it. Files of an
+    /// archive packed by Ferry are checked against its manifest's sizes and
+    /// SHA-256 hashes, and files of a plain zip only against its CRC-32s.
     #[arg(long)]
     pub unpack: bool,
 

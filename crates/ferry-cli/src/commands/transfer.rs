@@ -295,8 +295,9 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
 
 /// Unpacks every downloaded archive into a folder beside it named after
 /// it without its extension (`ct-study.zip` into `ct-study/`), with
-/// `ferry_core::study::unpack`, which checks each file's size and SHA-256
-/// against the archive's manifest and never overwrites a file.
+/// `ferry_core::study::unpack`. That checks each file's size and SHA-256
+/// against the archive's manifest, or only the zip's CRC-32 values when the
+/// archive is a plain zip without one, and never overwrites a file.
 async fn unpack_downloads(followed: &Followed, output: Output) -> CliResult<()> {
     for finished in &followed.finished {
         let Ok(TransferOutcome::Downloaded { path, .. }) = &finished.result else {
@@ -316,12 +317,23 @@ async fn unpack_downloads(followed: &Followed, output: Output) -> CliResult<()> 
                         crate::exit::error_chain(&error)
                     ))
                 })?;
-        output.status(format!(
-            "Unpacked {} files ({}) into {}; each matches the size and SHA-256 in the archive's manifest.",
+        let unpacked_files = format!(
+            "Unpacked {} files ({}) into {}",
             unpacked.files,
             format_bytes(unpacked.bytes),
             destination.display()
-        ));
+        );
+        if unpacked.manifest.is_some() {
+            output.status(format!(
+                "{unpacked_files}; each matches the size and SHA-256 in the archive's manifest."
+            ));
+        } else {
+            output.status(format!(
+                "{unpacked_files}. The archive has no Ferry manifest ({}), so per-instance \
+                 SHA-256 hashes could not be checked; each file matches only the zip's CRC-32.",
+                ferry_core::study::MANIFEST_NAME
+            ));
+        }
         output.json_event(&json!({
             "event": "unpacked",
             "transfer_id": finished.transfer_id,
@@ -329,6 +341,7 @@ async fn unpack_downloads(followed: &Followed, output: Output) -> CliResult<()> 
             "folder": destination,
             "files": unpacked.files,
             "bytes": unpacked.bytes,
+            "has_manifest": unpacked.manifest.is_some(),
         }));
     }
     Ok(())

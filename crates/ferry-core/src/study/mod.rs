@@ -33,7 +33,9 @@ pub use pack::{
     PackReader, PackSummary, pack_to_file,
 };
 pub use scan::{ScanError, scan, scan_with_threads};
-pub use unpack::{UnpackError, UnpackSummary, unpack};
+pub use unpack::{
+    MAX_ENTRIES, MAX_EXPANSION_RATIO, MAX_MANIFEST_BYTES, UnpackError, UnpackSummary, unpack,
+};
 pub use validate::SetAsideReason;
 
 /// The input a scan read its files from.

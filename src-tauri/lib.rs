@@ -6,12 +6,13 @@
 
 mod commands;
 mod error;
+mod instance;
 mod settings;
 mod state;
 mod study;
 mod transfers;
 
-use tauri::{Emitter, Manager};
+use tauri::{Emitter, Manager, RunEvent, WindowEvent};
 
 use crate::state::{AppState, lock};
 
@@ -54,17 +55,13 @@ pub fn run() {
             std::process::exit(1);
         }
     };
+    let context = tauri::generate_context!("tauri.conf.json");
+    let bus_name = instance::bus_name(&context.config().identifier);
 
-    tauri::Builder::default()
+    let app = tauri::Builder::default()
         // Registered first, so that a second launch exits before it does
         // anything else and the first instance comes to the front.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            if let Some(window) = app.get_webview_window("main") {
-                let _ = window.unminimize();
-                let _ = window.show();
-                let _ = window.set_focus();
-            }
-        }))
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| instance::focus_main_window(app)))
         .plugin(
             tauri_plugin_log::Builder::new()
                 .level(log::LevelFilter::Info)
@@ -81,8 +78,31 @@ pub fn run() {
             tauri::async_runtime::spawn(restore_session(handle));
             Ok(())
         })
-        .run(tauri::generate_context!("tauri.conf.json"))
-        .expect("the Tauri application failed to start");
+        .build(context);
+    let app = match app {
+        Ok(app) => app,
+        // The plugin's setup fails mostly when forwarding to the running
+        // instance failed because that instance is exiting. Its other
+        // failures (an invalid bus name, a lost bus) end after the bounded
+        // restarts.
+        Err(tauri::Error::PluginInitialization(plugin, message)) if plugin == "single-instance" => {
+            instance::relaunch_after_exiting_instance(&bus_name, &message)
+        }
+        Err(error) => {
+            eprintln!("ferry-desktop cannot start: the Tauri application failed to initialise: {error}");
+            std::process::exit(1);
+        }
+    };
+
+    app.run(|handle, event| match event {
+        RunEvent::WindowEvent { label, event: WindowEvent::CloseRequested { .. } | WindowEvent::Destroyed, .. }
+            if label == "main" =>
+        {
+            instance::release(handle);
+        }
+        RunEvent::ExitRequested { .. } => instance::release(handle),
+        _ => {}
+    });
 }
 
 /// Resumes the selected profile's sign-in from its stored refresh token,

@@ -20,6 +20,25 @@ use crate::cli::binary;
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const NATIVE_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 
+/// Environment variable that, set to `1`, makes the tests write their
+/// screenshots to `docs/screenshots/`, where the README shows them.
+pub const UPDATE_SCREENSHOTS_ENV: &str = "FERRY_UPDATE_SCREENSHOTS";
+
+/// Returns where the screenshot `name` goes: `docs/screenshots/NAME.png`
+/// when [`UPDATE_SCREENSHOTS_ENV`] is `1`, otherwise the `screenshots`
+/// folder of the Cargo target folder, so that test runs leave the work
+/// tree clean.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    let file = format!("{name}.png");
+    if std::env::var(UPDATE_SCREENSHOTS_ENV).is_ok_and(|value| value == "1") {
+        return crate::workspace_root().join("docs/screenshots").join(file);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    target.join("screenshots").join(file)
+}
+
 /// Returns why the desktop tests cannot run here, or `None` when they can.
 pub fn missing_prerequisite() -> Option<String> {
     if std::env::var_os("DISPLAY").is_none_or(|display| display.is_empty()) {
@@ -78,10 +97,15 @@ impl Driver {
         }
         let child = command.spawn().expect("tauri-driver starts");
 
+        // tauri-driver listens at once but forwards to WebKitWebDriver, which
+        // starts beside it; a session requested before WebKitWebDriver
+        // listens gets a closed connection and no response.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tauri-driver did not listen on port {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(100));
+        for (name, listening_port) in [("tauri-driver", port), ("WebKitWebDriver", native_port)] {
+            while TcpStream::connect(("127.0.0.1", listening_port)).is_err() {
+                assert!(Instant::now() < deadline, "{name} did not listen on port {listening_port} within 20 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         Driver { child, port }
     }
@@ -107,7 +131,17 @@ impl Driver {
 }
 
 impl Drop for Driver {
+    /// Stops tauri-driver with SIGTERM, on which it also stops
+    /// WebKitWebDriver; SIGKILL would leave WebKitWebDriver running.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

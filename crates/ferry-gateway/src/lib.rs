@@ -7,6 +7,7 @@
 //! shared [`AppState`].
 
 pub mod admin;
+pub mod admin_api;
 pub mod audit;
 pub mod cleanup;
 pub mod db;
@@ -72,8 +73,10 @@ impl FromRef<SharedState> for tokens::SharedVerifier {
     }
 }
 
-/// Builds the gateway's HTTP API: SMART authorization server, FHIR server and
-/// health check, each with its own body limit, under one request-span layer.
+/// Builds the gateway's HTTP API: SMART authorization server, FHIR server,
+/// grant and admin APIs and health check, each with its own body limit,
+/// under one request-span layer. The admin API needs the peer address, so
+/// serve the router with `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(smart::router())
@@ -87,7 +90,9 @@ pub fn router(state: SharedState) -> Router {
 /// The grant API of a state that has one, else an empty router.
 fn grant_router(state: &SharedState) -> Router<SharedState> {
     match &state.grant {
-        Some(grant) => grant::router(grant.service.clone(), state.verifier.clone()),
+        Some(grant) => grant::router(grant.service.clone(), state.verifier.clone()).merge(
+            admin_api::router(grant.service.clone(), grant.admin_token.clone()),
+        ),
         None => Router::new(),
     }
 }

@@ -104,6 +104,7 @@ async fn run_sandbox(args: SandboxArgs) -> Result<(), String> {
     print_urls(&handle.urls, args.json);
     if let (Some(grant), false) = (&handle.state.grant, args.json) {
         ferry_gateway::admin::print_store_info(&grant.store_info);
+        println!("admin-token-file: {}", grant.admin_token.path().display());
     }
 
     shutdown_signal().await;

@@ -163,6 +163,8 @@ pub trait GrantRepository: Send + Sync {
         &self,
         id: &str,
     ) -> Result<Option<CompleteUploadRequest>, RepositoryError>;
+    /// Returns every open upload, oldest first.
+    fn open_uploads(&self) -> Result<Vec<UploadRecord>, RepositoryError>;
     /// Open uploads whose lifetime ended before `now`.
     fn expired_uploads(&self, now: Timestamp) -> Result<Vec<UploadRecord>, RepositoryError>;
 
@@ -418,6 +420,19 @@ impl GrantRepository for SqliteRepository {
                 what: "completion request",
                 source,
             })
+    }
+
+    fn open_uploads(&self) -> Result<Vec<UploadRecord>, RepositoryError> {
+        let connection = self.db.lock();
+        let sql = format!(
+            "SELECT {UPLOAD_COLUMNS} FROM grant_uploads WHERE status = 'open' ORDER BY created_at, id"
+        );
+        let rows: Vec<UploadRow> = connection
+            .prepare_cached(&sql)?
+            .query_map([], read_upload_row)?
+            .collect::<Result<_, _>>()?;
+        drop(connection);
+        rows.into_iter().map(finish_upload_row).collect()
     }
 
     fn expired_uploads(&self, now: Timestamp) -> Result<Vec<UploadRecord>, RepositoryError> {

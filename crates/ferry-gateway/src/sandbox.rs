@@ -195,11 +195,14 @@ pub async fn start_sandbox(config: SandboxConfig) -> Result<SandboxHandle, Start
     let (shutdown_sender, shutdown_receiver) = oneshot::channel::<()>();
     let app = router(state.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_receiver.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown_receiver.await;
+        })
+        .await
     });
     tracing::info!(address = %local_addr, data_dir = %config.data_dir.display(), "sandbox listening");
 

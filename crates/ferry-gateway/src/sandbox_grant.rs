@@ -128,6 +128,8 @@ pub struct SandboxGrant {
     pub store: ferry_store::StoreHandle,
     /// `[smart] refresh_token_grace_seconds` of `grant.toml`.
     pub refresh_token_grace: Duration,
+    /// Token of the admin API (`crate::admin_api`), written to the data folder.
+    pub admin_token: crate::admin_api::AdminToken,
     cleanup: tokio::task::JoinHandle<()>,
 }
 
@@ -296,9 +298,19 @@ pub async fn start(
     );
     service.issued_downloads = issued_downloads;
     let service = Arc::new(service);
+    let admin_token = crate::admin_api::AdminToken::create(data_dir).map_err(|source| {
+        GrantStartError::DataDir {
+            path: data_dir
+                .join(crate::admin_api::ADMIN_TOKEN_FILE)
+                .display()
+                .to_string(),
+            source,
+        }
+    })?;
     let cleanup = crate::cleanup::spawn(service.clone());
 
     Ok(SandboxGrant {
+        admin_token,
         service,
         store_info,
         store,

@@ -494,6 +494,8 @@ fn access_claims(claims: ExternalClaims) -> AccessClaims {
 pub struct ServeHandle {
     pub local_addr: SocketAddr,
     pub service: Arc<GrantService>,
+    /// Token of the admin API (`crate::admin_api`), written to the data folder.
+    pub admin_token: crate::admin_api::AdminToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     cleanup: tokio::task::JoinHandle<()>,
 }
@@ -564,7 +566,17 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
         grant_config,
     ));
 
+    let admin_token = crate::admin_api::AdminToken::create(&config.data_dir).map_err(|source| {
+        ServeError::DataDir {
+            path: config.data_dir.join(crate::admin_api::ADMIN_TOKEN_FILE),
+            source,
+        }
+    })?;
     let app: Router = crate::grant::router(service.clone(), SharedVerifier(verifier))
+        .merge(crate::admin_api::router(
+            service.clone(),
+            admin_token.clone(),
+        ))
         .route("/health", get(|| async { "ok" }))
         .layer(crate::web::trace_layer());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -578,12 +590,19 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
         source,
     })?;
     let cleanup = crate::cleanup::spawn(service.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
     tracing::info!(address = %local_addr, issuer = %config.oidc.issuer, bucket = %config.store.bucket, "serve listening");
 
     Ok(ServeHandle {
         local_addr,
         service,
+        admin_token,
         server,
         cleanup,
     })

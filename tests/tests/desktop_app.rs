@@ -3,17 +3,11 @@
 //! a user does. They skip with a message when no display, driver or D-Bus
 //! session is available; scripts/test provides all three.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ferry_tests::cli::{Sandbox, sha256_file};
-use ferry_tests::desktop::{App, Driver, missing_prerequisite, redirect_following_browser};
-use ferry_tests::workspace_root;
-
-/// Where the screenshots shown in the README go.
-fn screenshot_path(name: &str) -> PathBuf {
-    workspace_root().join("docs/screenshots").join(format!("{name}.png"))
-}
+use ferry_tests::desktop::{App, Driver, missing_prerequisite, redirect_following_browser, screenshot_path};
 
 /// Starts the driver with the app's folders below `home` and a browser
 /// stand-in that completes the sandbox's automatic sign-in.

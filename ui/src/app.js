@@ -12,6 +12,7 @@ import {
   stateLabel,
   transferActions,
 } from "./format.js";
+import { dropHandlers, pickPaths } from "./intake.js";
 
 const tauri = /** @type {any} */ (window).__TAURI__;
 
@@ -280,10 +281,8 @@ function clearUpload() {
  * @param {{directory: boolean, multiple: boolean}} options
  * @returns {Promise<string[]>}
  */
-async function pickPaths(options) {
-  const chosen = await tauri.core.invoke("plugin:dialog|open", { options });
-  if (!chosen) return [];
-  return Array.isArray(chosen) ? chosen : [chosen];
+async function choosePaths(options) {
+  return pickPaths(tauri.core.invoke, options);
 }
 
 // ---- Download ---------------------------------------------------------------
@@ -541,8 +540,8 @@ async function start() {
     renderPatient(null);
   });
   onSubmit("patient-form", searchPatients);
-  onClick("upload-choose-files", async () => addUploadPaths(await pickPaths({ directory: false, multiple: true })));
-  onClick("upload-choose-folder", async () => addUploadPaths(await pickPaths({ directory: true, multiple: true })));
+  onClick("upload-choose-files", async () => addUploadPaths(await choosePaths({ directory: false, multiple: true })));
+  onClick("upload-choose-folder", async () => addUploadPaths(await choosePaths({ directory: true, multiple: true })));
   onSubmit("upload-path-form", async () => {
     const path = byId("upload-path").value.trim();
     byId("upload-path").value = "";
@@ -552,7 +551,7 @@ async function start() {
   onClick("upload-clear", async () => clearUpload());
   onClick("documents-refresh", refreshDocuments);
   onClick("download-choose-folder", async () => {
-    const [folder] = await pickPaths({ directory: true, multiple: false });
+    const [folder] = await choosePaths({ directory: true, multiple: false });
     if (folder) byId("download-folder").value = folder;
   });
   onClick("download-start", startDownload);
@@ -561,7 +560,7 @@ async function start() {
   byId("log-filters").addEventListener("input", renderLog);
   onSubmit("settings-form", saveSettings);
   onClick("settings-choose-folder", async () => {
-    const [folder] = await pickPaths({ directory: true, multiple: false });
+    const [folder] = await choosePaths({ directory: true, multiple: false });
     if (folder) byId("settings-folder").value = folder;
   });
 
@@ -573,13 +572,10 @@ async function start() {
   await tauri.event.listen("sign-in-prompt", (/** @type {any} */ event) => {
     byId("sign-in-prompt").textContent = String(event.payload);
   });
-  await tauri.event.listen("tauri://drag-drop", (/** @type {any} */ event) => {
-    byId("drop-zone").classList.remove("active");
-    showScreen("upload");
-    quietly(() => addUploadPaths(event.payload.paths ?? []))();
-  });
-  await tauri.event.listen("tauri://drag-enter", () => byId("drop-zone").classList.add("active"));
-  await tauri.event.listen("tauri://drag-leave", () => byId("drop-zone").classList.remove("active"));
+  const drop = dropHandlers({ zone: byId("drop-zone"), showScreen, addPaths: addUploadPaths });
+  await tauri.event.listen("tauri://drag-drop", (/** @type {any} */ event) => quietly(() => drop.drop(event))());
+  await tauri.event.listen("tauri://drag-enter", drop.enter);
+  await tauri.event.listen("tauri://drag-leave", drop.leave);
 
   await loadProfiles();
   await loadSettings();

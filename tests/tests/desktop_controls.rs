@@ -1,0 +1,268 @@
+//! End-to-end tests of the desktop app's controls beyond the main round
+//! trip: a study's series table and patient guard verdict, the pause,
+//! resume, retry and cancel buttons of a running transfer, and the
+//! single-instance rule. They skip with a message when no display, driver
+//! or D-Bus session is available; scripts/test provides all three.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_tests::cli::{Sandbox, binary};
+use ferry_tests::desktop::{App, Driver, missing_prerequisite, redirect_following_browser, screenshot_path};
+use ferry_tests::workspace_root;
+
+/// Returns the app's environment: its folders below `home` and a browser
+/// stand-in that completes the sandbox's automatic sign-in.
+fn app_env(home: &Path) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("FERRY_HOME", home.join("ferry")),
+        ("BROWSER", redirect_following_browser(home)),
+        ("XDG_DATA_HOME", home.join("xdg-data")),
+        ("XDG_CACHE_HOME", home.join("xdg-cache")),
+        ("XDG_CONFIG_HOME", home.join("xdg-config")),
+    ]
+}
+
+fn start_driver(home: &Path) -> Driver {
+    let env = app_env(home);
+    let pairs: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    Driver::start(&pairs)
+}
+
+/// Adds a profile for the sandbox, signs in as imaging staff and chooses
+/// the patient found by `name` with the id `patient`.
+fn sign_in_and_choose_patient(app: &App, sandbox: &Sandbox, name: &str, patient: &str) {
+    app.open_screen("signin");
+    app.type_into("#profile-name", "test");
+    app.type_into("#profile-url", &sandbox.fhir_url);
+    app.click("#profile-add");
+    app.wait_for("#profile-select option[value='test'][selected]", Duration::from_secs(10));
+    app.click("#sign-in");
+    app.wait_for("#session-user", Duration::from_secs(60));
+
+    app.open_screen("patient");
+    app.type_into("#patient-query", name);
+    app.click("#patient-search");
+    app.click(&format!("tr[data-patient-id='{patient}'] button.choose-patient"));
+    app.wait_for("#header-patient:not(:empty)", Duration::from_secs(10));
+}
+
+/// Types `path` on the Upload screen and waits for its inspection.
+fn add_upload_path(app: &App, path: &Path) {
+    app.open_screen("upload");
+    app.type_into("#upload-path", &path.display().to_string());
+    app.click("#upload-add");
+    app.wait_for(&format!(".inspection[data-path='{}']", path.display()), Duration::from_secs(60));
+}
+
+/// Returns the state of the transfer row of `file_name`, if shown.
+fn row_state(app: &App, file_name: &str) -> Option<String> {
+    let state = app.execute(
+        "const rows = [...document.querySelectorAll('#transfers-table tbody tr')];\
+         const row = rows.find((row) => row.cells[0] && row.cells[0].textContent === arguments[0]);\
+         return row ? row.getAttribute('data-state') : null;",
+        serde_json::json!([file_name]),
+    );
+    state.as_str().map(str::to_owned)
+}
+
+/// Waits until the row of `file_name` is in one of `states` and returns it.
+fn wait_for_state(app: &App, file_name: &str, states: &[&str], timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = row_state(app, file_name);
+        if let Some(state) = state.as_deref().filter(|state| states.contains(state)) {
+            return state.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file_name} did not reach {states:?} within {timeout:?}; last state {state:?}; row: {:?}; error box: {:?}",
+            app.text_of("#transfers-table tbody"),
+            app.text_of("#error"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clicks the row's button for `action` (pause, resume, retry or cancel).
+fn click_row_button(app: &App, file_name: &str, action: &str) {
+    let clicked = app.execute(
+        "const rows = [...document.querySelectorAll('#transfers-table tbody tr')];\
+         const row = rows.find((row) => row.cells[0] && row.cells[0].textContent === arguments[0]);\
+         const button = row && row.querySelector('button.transfer-' + arguments[1]);\
+         if (!button) return false; button.click(); return true;",
+        serde_json::json!([file_name, action]),
+    );
+    assert_eq!(
+        clicked,
+        serde_json::json!(true),
+        "no {action} button on the row of {file_name}: {:?}",
+        app.text_of("#transfers-table tbody")
+    );
+}
+
+/// Runs scripts/make-test-study.py for the named layouts into `out`.
+fn make_studies(out: &Path, layouts: &[&str]) -> bool {
+    let mut command = Command::new("python3");
+    command.arg(workspace_root().join("scripts/make-test-study.py")).arg(out).args(["--ct-instances", "6"]);
+    for layout in layouts {
+        command.args(["--only", layout]);
+    }
+    match command.status() {
+        Ok(status) if status.success() => true,
+        outcome => {
+            eprintln!("skipped: scripts/make-test-study.py failed ({outcome:?}); install pydicom with pip");
+            false
+        }
+    }
+}
+
+#[test]
+fn study_shows_series_and_guard_verdict() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let studies = home.path().join("studies");
+    if !make_studies(&studies, &["ct-study", "wrong-patient"]) {
+        return;
+    }
+    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+    // The sandbox's Patient/pat-004 is the patient of the generated studies.
+    sign_in_and_choose_patient(&app, &sandbox, "Müller", "pat-004");
+
+    // The study of the chosen patient: three series and a matching verdict.
+    let matching = studies.join("ct-study");
+    add_upload_path(&app, &matching);
+    let series_rows = app.execute(
+        "return [...document.querySelectorAll('#upload-inspection table')]\
+           .filter((table) => table.caption && table.caption.textContent === 'Series')\
+           .map((table) => table.tBodies[0].rows.length);",
+        serde_json::json!([]),
+    );
+    assert_eq!(series_rows, serde_json::json!([3]), "one series table with three rows");
+    let series = app.text_of("#upload-inspection table").unwrap_or_default();
+    assert!(series.contains("CT"), "the modality is shown: {series}");
+    assert!(app.try_find("#guard-verdict.verdict-ok").is_some(), "{:?}", app.text_of("#guard-verdict"));
+    assert!(app.try_find("#upload-reason-row[hidden]").is_some(), "no reason is asked for a matching study");
+    assert!(app.try_find("#upload-start:not([disabled])").is_some(), "the matching study can be uploaded");
+    app.screenshot(&screenshot_path("upload-study"));
+
+    // Another patient's study: the guard blocks it and requests a reason.
+    app.click("#upload-clear");
+    let wrong = studies.join("wrong-patient");
+    add_upload_path(&app, &wrong);
+    app.wait_for("#guard-verdict.verdict-bad", Duration::from_secs(10));
+    let verdict = app.text_of("#guard-verdict").unwrap_or_default();
+    assert!(verdict.contains("blocked"), "{verdict}");
+    assert!(verdict.contains("FERRY-9999"), "the verdict names the Patient ID in the files: {verdict}");
+    assert!(app.try_find("#upload-reason-row:not([hidden])").is_some(), "a reason is asked for");
+    app.screenshot(&screenshot_path("upload-study-blocked"));
+    app.close();
+}
+
+#[test]
+fn transfer_buttons_pause_resume_retry_cancel() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let file_name = "slow-scan.bin";
+    let source = home.path().join(file_name);
+    let file = std::fs::File::create(&source).expect("the test file is created");
+    // 40 MiB at the 1024 KiB/s cap below: about 40 s of transfer, so the
+    // buttons act on a running upload.
+    file.set_len(40 * 1024 * 1024).expect("the test file gets its size");
+    drop(file);
+
+    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+    sign_in_and_choose_patient(&app, &sandbox, "Nwosu", "pat-001");
+    app.open_screen("settings");
+    app.type_into("#settings-parts", "1");
+    app.type_into("#settings-cap", "1024");
+    app.click("#settings-save");
+    app.wait_for("#settings-status:not(:empty)", Duration::from_secs(10));
+
+    add_upload_path(&app, &source);
+    app.click("#upload-start");
+    let long = Duration::from_secs(120);
+    wait_for_state(&app, file_name, &["running"], long);
+
+    click_row_button(&app, file_name, "pause");
+    wait_for_state(&app, file_name, &["paused"], long);
+    assert!(app.try_find("#transfers-table button.transfer-resume").is_some(), "a paused row offers Resume");
+    app.screenshot(&screenshot_path("transfers-paused"));
+
+    click_row_button(&app, file_name, "resume");
+    wait_for_state(&app, file_name, &["running"], long);
+
+    // A transfer whose source went missing fails with its reason; once the
+    // file is back, Retry runs it again.
+    click_row_button(&app, file_name, "pause");
+    wait_for_state(&app, file_name, &["paused"], long);
+    let moved = home.path().join("moved-away.bin");
+    std::fs::rename(&source, &moved).expect("the source is moved away");
+    click_row_button(&app, file_name, "resume");
+    wait_for_state(&app, file_name, &["failed"], long);
+    let reason = app.text_of("#transfers-table tbody tr[data-state='failed'] .reason").unwrap_or_default();
+    assert!(!reason.is_empty(), "a failed row shows its reason");
+    std::fs::rename(&moved, &source).expect("the source is moved back");
+    click_row_button(&app, file_name, "retry");
+    wait_for_state(&app, file_name, &["running"], long);
+
+    click_row_button(&app, file_name, "cancel");
+    wait_for_state(&app, file_name, &["cancelled"], long);
+    let buttons = app.execute(
+        "return document.querySelectorAll('#transfers-table tbody tr[data-state=\"cancelled\"] button').length;",
+        serde_json::json!([]),
+    );
+    assert_eq!(buttons, serde_json::json!(0), "a cancelled row offers no action");
+    app.close();
+}
+
+#[test]
+fn second_launch_focuses_first_and_exits() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+
+    let mut second = Command::new(binary("ferry-desktop"));
+    for (name, value) in app_env(home.path()) {
+        second.env(name, value);
+    }
+    let mut child = second.spawn().expect("a second ferry-desktop starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the second launch's status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the second launch still runs after 60 s; it should forward to the first and exit");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the second launch exits with success: {status}");
+
+    let log = home.path().join("xdg-data/org.ferry.desktop/logs/Ferry.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("a second launch was forwarded to this instance"),
+        "the first instance brings its window to the front; its log {}:\n{text}",
+        log.display()
+    );
+    let ready = app.execute("return document.body.getAttribute('data-ready');", serde_json::json!([]));
+    assert_eq!(ready, serde_json::json!("true"), "the first window still responds");
+    app.close();
+}

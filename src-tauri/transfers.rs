@@ -180,21 +180,76 @@ async fn finish(
     tracing::info!(transfer = id, outcome = finished.outcome, seconds = elapsed.as_secs_f64(), "transfer ended");
     connection.append_log(entry).await;
 
-    if elapsed >= LONG_TRANSFER && matches!(finished.outcome, "uploaded" | "downloaded" | "failed") {
-        notify(app, &file_name, &finished);
+    if let Some((title, body)) = notification_for(&file_name, &finished, elapsed) {
+        notify(app, title, body);
     }
     lock(&app.state::<AppState>().finished).insert(id.to_owned(), finished);
 }
 
-fn notify(app: &AppHandle, file_name: &str, finished: &Finished) {
-    let (title, body) = match finished.outcome {
-        "failed" => (
+/// Returns the title and body of the system notification for a transfer
+/// that ended after `elapsed`, or `None` for a short transfer and for a
+/// pause or cancellation, which the user started.
+fn notification_for(file_name: &str, finished: &Finished, elapsed: Duration) -> Option<(String, String)> {
+    if elapsed < LONG_TRANSFER {
+        return None;
+    }
+    match finished.outcome {
+        "failed" => Some((
             format!("{file_name} failed"),
             finished.error.clone().unwrap_or_else(|| "The transfer failed; see the Transfers screen.".to_owned()),
-        ),
-        outcome => (format!("{file_name} {outcome}"), finished.detail.clone().unwrap_or_default()),
-    };
+        )),
+        outcome @ ("uploaded" | "downloaded") => {
+            Some((format!("{file_name} {outcome}"), finished.detail.clone().unwrap_or_default()))
+        }
+        _ => None,
+    }
+}
+
+fn notify(app: &AppHandle, title: String, body: String) {
     if let Err(error) = app.notification().builder().title(title).body(body).show() {
         tracing::warn!(%error, "failed to show a system notification");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(outcome: &'static str, detail: Option<&str>, error: Option<&str>) -> Finished {
+        Finished { outcome, detail: detail.map(str::to_owned), error: error.map(str::to_owned) }
+    }
+
+    #[test]
+    fn long_upload_notifies_its_document() {
+        let done = finished("uploaded", Some("DocumentReference/doc-1"), None);
+        let notification = notification_for("ct.zip", &done, LONG_TRANSFER);
+        assert_eq!(notification, Some(("ct.zip uploaded".to_owned(), "DocumentReference/doc-1".to_owned())));
+    }
+
+    #[test]
+    fn long_download_notifies_its_path() {
+        let done = finished("downloaded", Some("/home/u/ct.zip"), None);
+        let notification = notification_for("ct.zip", &done, LONG_TRANSFER * 2);
+        assert_eq!(notification, Some(("ct.zip downloaded".to_owned(), "/home/u/ct.zip".to_owned())));
+    }
+
+    #[test]
+    fn long_failure_notifies_its_reason() {
+        let failed = finished("failed", None, Some("the gateway rejected the grant: 403"));
+        let notification = notification_for("ct.zip", &failed, LONG_TRANSFER);
+        assert_eq!(notification, Some(("ct.zip failed".to_owned(), "the gateway rejected the grant: 403".to_owned())));
+    }
+
+    #[test]
+    fn short_transfer_does_not_notify() {
+        let done = finished("uploaded", Some("DocumentReference/doc-1"), None);
+        assert_eq!(notification_for("ct.zip", &done, LONG_TRANSFER - Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn pause_and_cancel_do_not_notify() {
+        for outcome in ["paused", "cancelled"] {
+            assert_eq!(notification_for("ct.zip", &finished(outcome, None, None), LONG_TRANSFER * 10), None, "{outcome}");
+        }
     }
 }

@@ -70,6 +70,12 @@ pub enum Action {
     /// Holds the request this long before forwarding it whole, so that a
     /// presigned URL can expire on the way.
     Delay(Duration),
+    /// Waits this long before each 16 KiB of the body and of the
+    /// connection's responses from then on: added latency.
+    Latency(Duration),
+    /// Forwards the request whole, passes this many response bytes back
+    /// (head included), then closes both connections.
+    ResetResponseAfter(u64),
 }
 
 /// Applies `action` to matching requests number `skip + 1` to
@@ -368,8 +374,7 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
     let mut reader = BufReader::new(client.try_clone().expect("the socket clones"));
     let mut client_writer = client;
     let mut upstream: Option<TcpStream> = None;
-    // Bytes per second for responses on this connection; 0 is unlimited.
-    let response_rate = Arc::new(AtomicU64::new(0));
+    let pacing = Arc::new(Pacing::default());
 
     while let Some(head) = read_head(&mut reader) {
         let action = pick(&shared, &head);
@@ -423,8 +428,8 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             };
             let from_upstream = stream.try_clone().expect("the socket clones");
             let to_client = client_writer.try_clone().expect("the socket clones");
-            let (counter, rate) = (shared.clone(), response_rate.clone());
-            std::thread::spawn(move || pass_responses(from_upstream, to_client, counter, rate));
+            let (counter, pacing) = (shared.clone(), pacing.clone());
+            std::thread::spawn(move || pass_responses(from_upstream, to_client, counter, pacing));
             upstream = Some(stream);
         }
         let stream = upstream.as_mut().expect("connected above");
@@ -434,8 +439,15 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             let _ = std::io::copy(&mut reader, stream);
             break;
         }
-        if let Some(Action::Throttle(rate)) = &action {
-            response_rate.store(*rate, Ordering::SeqCst);
+        match &action {
+            Some(Action::Throttle(rate)) => pacing.rate.store(*rate, Ordering::SeqCst),
+            Some(Action::Latency(delay)) => pacing
+                .chunk_delay_micros
+                .store(delay.as_micros() as u64, Ordering::SeqCst),
+            Some(Action::ResetResponseAfter(limit)) => {
+                pacing.reset_after.store(*limit, Ordering::SeqCst)
+            }
+            _ => {}
         }
         if let Some(Action::Delay(delay)) = &action {
             std::thread::sleep(*delay);
@@ -444,7 +456,10 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
             break;
         }
         match action {
-            None | Some(Action::Respond { .. }) | Some(Action::Delay(_)) => {
+            None
+            | Some(Action::Respond { .. })
+            | Some(Action::Delay(_))
+            | Some(Action::ResetResponseAfter(_)) => {
                 let copied = copy_body(
                     &mut reader,
                     Some(stream),
@@ -454,6 +469,21 @@ fn serve_connection(client: TcpStream, upstream_address: SocketAddr, shared: Arc
                 );
                 record(copied.as_ref().copied().unwrap_or(0));
                 if copied.ok() != Some(head.content_length) {
+                    break;
+                }
+            }
+            Some(Action::Latency(delay)) => {
+                let mut copied = 0;
+                while copied < head.content_length {
+                    std::thread::sleep(delay);
+                    let chunk = (head.content_length - copied).min(LATENCY_CHUNK as u64);
+                    match copy_body(&mut reader, Some(stream), chunk, u64::MAX, None) {
+                        Ok(0) | Err(_) => break,
+                        Ok(moved) => copied += moved,
+                    }
+                }
+                record(copied);
+                if copied != head.content_length {
                     break;
                 }
             }
@@ -533,14 +563,39 @@ fn lose_response(
     while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
 }
 
+/// Chunk size of [`Action::Latency`].
+const LATENCY_CHUNK: usize = 16 * 1024;
+
+/// How the responses of one connection are passed back, set by the
+/// actions of its requests.
+struct Pacing {
+    /// Bytes per second; 0 is unlimited.
+    rate: AtomicU64,
+    /// Wait before each chunk, in microseconds; 0 is none.
+    chunk_delay_micros: AtomicU64,
+    /// Response bytes still passed before both connections close;
+    /// `u64::MAX` is unlimited.
+    reset_after: AtomicU64,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            rate: AtomicU64::new(0),
+            chunk_delay_micros: AtomicU64::new(0),
+            reset_after: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
 /// Copies the upstream's responses to the client, counting the bytes,
-/// applying the proxy's rewrite and pacing them at `rate` bytes per second
-/// when it is not 0, until either side closes.
+/// applying the proxy's rewrite and the connection's pacing, until either
+/// side closes.
 fn pass_responses(
     mut from_upstream: TcpStream,
     mut to_client: TcpStream,
     shared: Arc<Mutex<Shared>>,
-    rate: Arc<AtomicU64>,
+    pacing: Arc<Pacing>,
 ) {
     let rewrite = shared.lock().unwrap().rewrite.clone();
     let mut buffer = vec![0u8; 64 * 1024];
@@ -549,15 +604,32 @@ fn pass_responses(
     // ends is always passed on whole.
     let mut pending = Vec::new();
     loop {
-        let paced = rate.load(Ordering::SeqCst);
-        let want = match paced {
+        let paced = pacing.rate.load(Ordering::SeqCst);
+        let chunk_delay = pacing.chunk_delay_micros.load(Ordering::SeqCst);
+        let reset_after = pacing.reset_after.load(Ordering::SeqCst);
+        let mut want = match paced {
             0 => buffer.len(),
             paced => (paced / 20).clamp(1, buffer.len() as u64) as usize,
         };
+        if chunk_delay > 0 {
+            want = want.min(LATENCY_CHUNK);
+            std::thread::sleep(Duration::from_micros(chunk_delay));
+        }
+        if reset_after == 0 {
+            let _ = from_upstream.shutdown(Shutdown::Both);
+            let _ = to_client.shutdown(Shutdown::Both);
+            return;
+        }
+        want = want.min(reset_after.min(usize::MAX as u64) as usize);
         let read = match from_upstream.read(&mut buffer[..want]) {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
+        if reset_after != u64::MAX {
+            pacing
+                .reset_after
+                .store(reset_after - read as u64, Ordering::SeqCst);
+        }
         shared.lock().unwrap().downstream += read as u64;
         if paced > 0 {
             std::thread::sleep(Duration::from_secs_f64(read as f64 / paced as f64));

@@ -1,0 +1,178 @@
+//! Added latency and loss between `ferry` and the store, made by the fault
+//! proxy: every 16 KiB of part bodies and range responses waits 2 ms, and
+//! in each run one part upload is cut off and one range response is cut
+//! off at seeded random offsets, as a lossy link that drops connections
+//! would. Each run uploads a file and downloads it back.
+//!
+//! `tc netem` would be the usual tool, but this kernel has no `netem`
+//! queueing discipline (docs/reliability.md says more), so the proxy
+//! stands in for it.
+//!
+//! The default suite makes 3 runs; `FERRY_LONG_TESTS=1` makes 10.
+//! `FERRY_FAULT_SEED` repeats a run's offsets.
+
+use std::io::{Seek as _, SeekFrom, Write as _};
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::fault::{
+    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, SeededRng, has_aws_cli,
+    long_tests, partial_files, print_figures, skip_without_credential_store,
+};
+
+const MIB: u64 = 1024 * 1024;
+const PART_MIB: u64 = 5;
+const LATENCY: Duration = Duration::from_millis(2);
+
+fn runs() -> u64 {
+    if long_tests() {
+        10
+    } else {
+        eprintln!("3 runs; FERRY_LONG_TESTS=1 makes 10");
+        3
+    }
+}
+
+/// Writes a file of `size` bytes whose content differs from every other
+/// index's.
+fn write_distinct_file(path: &Path, size: u64, index: u64) {
+    write_pattern_file(path, size);
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    for offset in [0, size / 2, size - 8] {
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(&index.to_le_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn latency_and_random_resets_lose_nothing() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let mut rng = SeededRng::from_env("latency_and_resets");
+    let env = FaultSandbox::start(&SandboxSettings::default());
+
+    let count = runs();
+    let mut sizes = Vec::new();
+    let mut corrupted = 0;
+    let mut downloaded = 0;
+    let mut resets = 0;
+    for index in 1..=count {
+        let size = 12 * MIB + index * 4099 + 1;
+        let path = env.home.path().join(format!("lossy-{index}.bin"));
+        write_distinct_file(&path, size, index);
+        sizes.push(size);
+
+        // The reset rules come first, so they pick their request before
+        // the latency rules do.
+        let part_skip = rng.below(3) as u32;
+        let part_offset = rng.below(PART_MIB * MIB);
+        let range_offset = 1 + rng.below(size);
+        eprintln!(
+            "run {index}: part request {} cut after {part_offset} body bytes, \
+             range response cut after {range_offset} bytes",
+            part_skip + 1
+        );
+        env.proxy.clear_rules();
+        env.proxy.add_rule(Rule {
+            kind: RequestKind::UploadPart,
+            skip: part_skip,
+            times: 1,
+            action: Action::ResetAfter(part_offset),
+        });
+        // The gateway reads each completed object back through the same
+        // proxy, so the first `GET` after an upload is its own.
+        env.proxy.add_rule(Rule {
+            kind: RequestKind::GetObject,
+            skip: 1,
+            times: 1,
+            action: Action::ResetResponseAfter(range_offset),
+        });
+        for kind in [RequestKind::UploadPart, RequestKind::GetObject] {
+            env.proxy.add_rule(Rule {
+                kind,
+                skip: 0,
+                times: u32::MAX,
+                action: Action::Latency(LATENCY),
+            });
+        }
+
+        let uploaded = run(env
+            .ferry()
+            .args(["--json", "upload", "--patient", "pat-001", "--part-size"])
+            .arg(PART_MIB.to_string())
+            .args(["--parallel", "2"])
+            .arg(&path));
+        assert!(uploaded.status.success(), "{}", describe(&uploaded));
+        let event = &events(&uploaded.stdout, "uploaded")[0];
+        assert_eq!(event["sha256"], sha256_file(&path));
+        let document_id = event["document_id"].as_str().unwrap().to_owned();
+
+        let folder = env.home.path().join(format!("back-{index}"));
+        let before = env.proxy.downstream_bytes();
+        let download = run(env
+            .ferry()
+            .args(["--json", "download", &document_id, "--to"])
+            .arg(&folder));
+        assert!(download.status.success(), "{}", describe(&download));
+        downloaded += env.proxy.downstream_bytes() - before;
+        assert!(partial_files(&folder).is_empty());
+        let name = path.file_name().unwrap();
+        if sha256_file(&folder.join(name)) != sha256_file(&path) {
+            corrupted += 1;
+        }
+
+        let faulted = env
+            .proxy
+            .seen()
+            .iter()
+            .filter(|seen| {
+                seen.fault
+                    .as_deref()
+                    .is_some_and(|fault| fault.starts_with("Reset"))
+            })
+            .count();
+        resets = faulted as u64;
+    }
+    assert_eq!(corrupted, 0, "every download matches its source");
+    assert_eq!(resets, 2 * count, "every run met both resets");
+
+    let total: u64 = sizes.iter().sum();
+    let resent = env.proxy.upload_part_bytes().saturating_sub(total);
+    let bound = count * PART_MIB * MIB;
+    assert!(
+        resent <= bound,
+        "{resent} bytes were sent again; the cut-off parts hold at most {bound}"
+    );
+
+    if has_aws_cli() {
+        let mut stored: Vec<u64> = env
+            .objects()
+            .unwrap()
+            .iter()
+            .map(|(_, size)| *size)
+            .collect();
+        stored.sort_unstable();
+        let mut expected = sizes.clone();
+        expected.sort_unstable();
+        assert_eq!(
+            stored, expected,
+            "one whole object per upload, no duplicates"
+        );
+    } else {
+        eprintln!("the aws CLI is missing: the store's listing is not checked");
+    }
+
+    print_figures(
+        "latency-and-random-resets",
+        &Figures {
+            runs: resets,
+            transfers: 2 * count,
+            bytes_moved: 2 * total,
+            bytes_resent: resent + downloaded.saturating_sub(total),
+            lost: 0,
+            corrupted,
+        },
+    );
+}

@@ -305,8 +305,12 @@ impl App {
         self.wait_for(&format!("#screen-{name}:not([hidden])"), Duration::from_secs(5));
     }
 
-    /// Saves a PNG of the window.
+    /// Saves a PNG of the window once it has painted its current DOM: a
+    /// screenshot taken at once can show the previous frame.
     pub fn screenshot(&self, path: &Path) {
+        self.execute_async(
+            "await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))); return true;",
+        );
         let encoded = self.command("GET", "/screenshot", None);
         let bytes = decode_base64(encoded.as_str().expect("a base64 screenshot"));
         if let Some(folder) = path.parent() {
@@ -328,6 +332,21 @@ impl App {
         let path = format!("/session/{}", self.session);
         self.client.borrow_mut().request("DELETE", &path, None);
     }
+}
+
+/// Returns the resident set size (VmRSS) of `pid` and of each of its
+/// descendants in KiB, from `/proc`: the app first, then its WebKit
+/// processes.
+pub fn rss_kib_of_tree(pid: u32) -> Vec<(u32, u64)> {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            let kib = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, kib))
+        })
+        .collect()
 }
 
 /// Returns every descendant process of `pid`, from `/proc`.

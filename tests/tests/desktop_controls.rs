@@ -266,3 +266,59 @@ fn second_launch_focuses_first_and_exits() {
     assert_eq!(ready, serde_json::json!("true"), "the first window still responds");
     app.close();
 }
+
+#[test]
+fn zoom_200_reflows_with_labelled_controls() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+
+    let unlabelled = app.execute(
+        "return [...document.querySelectorAll('input, select, button')]\
+           .filter((control) => !(control.labels && control.labels.length) \
+             && !control.getAttribute('aria-label') && !control.textContent.trim())\
+           .map((control) => control.id || control.outerHTML);",
+        serde_json::json!([]),
+    );
+    assert_eq!(unlabelled, serde_json::json!([]), "every control has a label, an aria-label or text");
+
+    app.open_screen("settings");
+    app.execute(
+        "const zoom = document.getElementById('settings-zoom'); zoom.value = '200';\
+         zoom.dispatchEvent(new Event('change'));",
+        serde_json::json!([]),
+    );
+    // A 1280 px wide window at 200 % is a layout viewport of 640 CSS px.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.execute("return window.innerWidth;", serde_json::json!([])).as_u64().is_none_or(|width| width > 700) {
+        assert!(Instant::now() < deadline, "the zoom did not apply within 10 s: {:?}", app.text_of("#error"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // WebKitWebDriver computes click points without the page zoom, so the
+    // menu buttons are pressed from the page.
+    for screen in ["upload", "transfers"] {
+        app.execute(
+            "document.querySelector(`nav button[data-screen='${arguments[0]}']`).click();",
+            serde_json::json!([screen]),
+        );
+        app.wait_for(&format!("#screen-{screen}:not([hidden])"), Duration::from_secs(5));
+        app.screenshot(&screenshot_path(&format!("zoom-200-{screen}")));
+    }
+
+    let layout = app.execute(
+        "const nav = document.querySelector('nav').getBoundingClientRect();\
+         const main = document.querySelector('main').getBoundingClientRect();\
+         return {scroll: document.documentElement.scrollWidth, width: window.innerWidth,\
+                 navAboveMain: nav.bottom <= main.top + 1};",
+        serde_json::json!([]),
+    );
+    let scroll = layout["scroll"].as_u64().unwrap_or(u64::MAX);
+    let width = layout["width"].as_u64().unwrap_or(0);
+    assert!(scroll <= width, "no horizontal scrolling at 200 %: {layout}");
+    assert_eq!(layout["navAboveMain"], serde_json::json!(true), "the menu moves above the screen: {layout}");
+    app.close();
+}

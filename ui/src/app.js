@@ -479,6 +479,21 @@ async function saveSettings() {
   if (settings.download_folder) byId("download-folder").value = settings.download_folder;
 }
 
+/** Key of the window's zoom in percent in `localStorage`. */
+const ZOOM_KEY = "ferry.zoom";
+
+/**
+ * Zooms the page like a browser's page zoom, which also narrows the layout
+ * viewport, so that the layout for narrow windows applies at 200 %.
+ * WebKitGTK has no zoom shortcut in Tauri, so the Settings screen offers it.
+ * @param {number} percent
+ */
+async function applyZoom(percent) {
+  await tauri.webview.getCurrentWebview().setZoom(percent / 100);
+  byId("settings-zoom").value = String(percent);
+  localStorage.setItem(ZOOM_KEY, String(percent));
+}
+
 // ---- Wiring -----------------------------------------------------------------
 
 /**
@@ -559,6 +574,7 @@ async function start() {
   onClick("log-refresh", refreshLog);
   byId("log-filters").addEventListener("input", renderLog);
   onSubmit("settings-form", saveSettings);
+  byId("settings-zoom").addEventListener("change", quietly(() => applyZoom(Number(byId("settings-zoom").value))));
   onClick("settings-choose-folder", async () => {
     const [folder] = await choosePaths({ directory: true, multiple: false });
     if (folder) byId("settings-folder").value = folder;
@@ -577,6 +593,8 @@ async function start() {
   await tauri.event.listen("tauri://drag-enter", drop.enter);
   await tauri.event.listen("tauri://drag-leave", drop.leave);
 
+  const zoom = Number(localStorage.getItem(ZOOM_KEY) ?? "100");
+  if (zoom !== 100) await applyZoom(zoom).catch(() => {});
   await loadProfiles();
   await loadSettings();
   await refreshSessionAndPatient();

@@ -765,17 +765,16 @@ fn concatenate(
 
     let copied = (|| -> Result<u64, StoreError> {
         let mut total = 0u64;
+        let mut buffer = free.recv().expect("the pool starts with every buffer");
         for source in sources {
             let mut part =
                 std::fs::File::open(source).map_err(StoreError::io("open part data", source))?;
             loop {
-                let mut buffer = free
-                    .recv()
-                    .expect("the hashing thread returns every buffer");
                 buffer.resize(ASSEMBLY_BUFFER_SIZE, 0);
                 let read = read_full(&mut part, &mut buffer)
                     .map_err(StoreError::io("read part data", source))?;
                 if read == 0 {
+                    // The buffer stays with this thread for the next part.
                     break;
                 }
                 buffer.truncate(read);
@@ -785,6 +784,9 @@ fn concatenate(
                 written_sender
                     .send(buffer)
                     .expect("the hashing thread runs until the channel closes");
+                buffer = free
+                    .recv()
+                    .expect("the hashing thread returns every buffer");
             }
         }
         Ok(total)

@@ -78,24 +78,30 @@ async fn multipart_round_trip_with_sha256_parts() {
 async fn completion_records_whole_object_sha256() {
     let s3 = store().start().await;
     let key = "studies/large.zip";
-    // Larger than one assembly buffer (4 MiB), so a part is copied and
-    // hashed in several pieces.
-    let part1 = pattern(MIN_PART_SIZE as usize + 3, 7);
-    let part2 = pattern(MIN_PART_SIZE as usize, 8);
-    let part3 = pattern(1, 9);
+    // Parts larger than one assembly buffer (4 MiB), and more parts than
+    // buffers (3), so each part is copied in pieces and buffers are reused.
+    let parts: Vec<Vec<u8>> = (0..6u8)
+        .map(|seed| pattern(MIN_PART_SIZE as usize + usize::from(seed), seed))
+        .chain([pattern(1, 99)])
+        .collect();
 
     let upload_id = s3.create_upload(key).await;
-    let etag1 = s3.upload_part(key, &upload_id, 1, &part1).await;
-    let etag2 = s3.upload_part(key, &upload_id, 2, &part2).await;
-    let etag3 = s3.upload_part(key, &upload_id, 3, &part3).await;
-    let completed = s3
-        .complete(key, &upload_id, &[(1, &etag1), (2, &etag2), (3, &etag3)])
-        .await;
+    let mut etags = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        etags.push(
+            s3.upload_part(key, &upload_id, index as u32 + 1, part)
+                .await,
+        );
+    }
+    let list: Vec<(u32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(index, etag)| (index as u32 + 1, etag.as_str()))
+        .collect();
+    let completed = s3.complete(key, &upload_id, &list).await;
     assert_eq!(completed.status, 200, "{}", completed.text());
 
-    let mut whole = part1;
-    whole.extend(&part2);
-    whole.extend(&part3);
+    let whole = parts.concat();
     let expected = Sha256::digest(&whole);
     let info = s3.handle.store().head_object(BUCKET, key).unwrap();
     assert_eq!(info.size, whole.len() as u64);

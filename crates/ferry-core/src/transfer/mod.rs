@@ -11,6 +11,7 @@
 //!
 //! [`Engine`] is the facade the CLI and the desktop app use.
 
+mod buffers;
 mod download;
 mod engine;
 mod names;

@@ -1,7 +1,8 @@
 //! Upload of one file: create → part URLs → `PUT` parts → complete.
 //!
 //! The file is read once, in order. A reader task reads one part into a
-//! buffer only when one of `parts_in_flight` slots is free, hashes it, and
+//! buffer, reused from part to part (see [`BufferPool`]), only when one of
+//! `parts_in_flight` slots is free, hashes it, and
 //! feeds the whole-file SHA-256; parts the store already holds are read and
 //! hashed but not sent. Parts that are ready together get their URLs in one
 //! `part-urls` request.
@@ -25,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::buffers::BufferPool;
 use super::retry::{Activity, with_idle_timeout};
 use super::wire::read_error_body;
 use super::{TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
@@ -241,8 +243,9 @@ async fn send_parts(
     let in_flight = context.options.parts_in_flight.max(1);
     let (ready_sender, mut ready) = mpsc::channel(in_flight);
     let slots = Arc::new(Semaphore::new(in_flight));
+    let buffers = BufferPool::new(in_flight);
     let reader = tokio::spawn(
-        read_parts(context.clone(), record.clone(), source.to_owned(), parts, ready_sender, slots)
+        read_parts(context.clone(), record.clone(), source.to_owned(), parts, ready_sender, slots, buffers)
             .in_current_span(),
     );
 
@@ -304,6 +307,7 @@ async fn read_parts(
     parts: Vec<PartRecord>,
     ready: mpsc::Sender<ReadyPart>,
     slots: Arc<Semaphore>,
+    buffers: Arc<BufferPool>,
 ) -> Result<Option<String>, TransferError> {
     let open_error = |source_error| TransferError::Io { stage: "opening", path: source.clone(), source: source_error };
     let file = Arc::new(File::open(&source).map_err(open_error)?);
@@ -317,7 +321,9 @@ async fn read_parts(
         let file = file.clone();
         let path = source.clone();
         let span = part_span(&part);
-        let (bytes, sha256, hasher) = tokio::task::spawn_blocking(move || read_part(&file, &path, &span, whole))
+        let buffers = buffers.clone();
+        let (bytes, sha256, hasher) =
+            tokio::task::spawn_blocking(move || read_part(&file, &path, &span, whole, &buffers))
             .await
             .map_err(|error| TransferError::Task(error.to_string()))??;
         whole = hasher;
@@ -346,11 +352,17 @@ fn part_span(part: &PartRecord) -> (u64, u64) {
     (part.offset, part.size)
 }
 
-/// Reads `size` bytes at `offset`, returning them with their SHA-256 and
-/// the whole-file hasher fed with them.
-fn read_part(file: &File, path: &Path, (offset, size): &(u64, u64), mut whole: Sha256) -> Result<(Bytes, String, Sha256), TransferError> {
+/// Reads `size` bytes at `offset` into a buffer from `buffers`, returning
+/// them with their SHA-256 and the whole-file hasher fed with them.
+fn read_part(
+    file: &File,
+    path: &Path,
+    (offset, size): &(u64, u64),
+    mut whole: Sha256,
+    buffers: &Arc<BufferPool>,
+) -> Result<(Bytes, String, Sha256), TransferError> {
     let length = usize::try_from(*size).map_err(|_| TransferError::InconsistentGrant(format!("a part of {size} bytes does not fit in memory")))?;
-    let mut buffer = vec![0; length];
+    let mut buffer = buffers.take(length);
     read_exact_at(file, &mut buffer, *offset).map_err(|source| match source.kind() {
         std::io::ErrorKind::UnexpectedEof => TransferError::SourceChanged {
             path: path.to_owned(),
@@ -360,7 +372,7 @@ fn read_part(file: &File, path: &Path, (offset, size): &(u64, u64), mut whole: S
     })?;
     let sha256 = hex::encode(Sha256::digest(&buffer));
     whole.update(&buffer);
-    Ok((Bytes::from(buffer), sha256, whole))
+    Ok((buffers.freeze(buffer), sha256, whole))
 }
 
 #[cfg(unix)]

@@ -249,8 +249,8 @@ pub async fn upload_start(
 }
 
 /// Appends `entry` once the upload's grant is issued, with the grant's
-/// correlation id, so that it joins the gateway's audit record; without one
-/// when the grant request failed.
+/// correlation id, so that it joins the gateway's audit record. When the
+/// grant request fails, the entry is appended without one.
 fn append_with_correlation_id(connection: Arc<Connection>, handle: TransferHandle, mut entry: NewEntry) {
     tauri::async_runtime::spawn(async move {
         entry.correlation_id = ferry_core::activity::grant_correlation_id(&connection.engine, &handle).await;

@@ -1,8 +1,8 @@
 //! `ferry` as a binary: help text, exit codes and messages for bad input.
 //! The tests up to `json_error_is_one_document_on_stdout` need no gateway.
-//! The ones after it sign in to a sandbox gateway started by the test and
-//! need a Secret Service for the refresh token, which scripts/test
-//! provides; without one they are skipped with a message.
+//! The ones after it sign in to a sandbox gateway that each test starts.
+//! They keep the refresh token in a Secret Service, which scripts/test
+//! provides, and are skipped with a message without one.
 
 use std::process::Output;
 

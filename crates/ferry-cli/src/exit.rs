@@ -102,7 +102,8 @@ impl CliError {
         CliError::new(Exit::TransferFailed, message)
     }
 
-    /// A named document, patient or upload does not exist (exit code 7).
+    /// Builds the error of a named document, patient or upload that does
+    /// not exist (exit code 7).
     pub fn not_found(message: impl Into<String>) -> CliError {
         CliError::new(Exit::NotFound, message)
     }

@@ -1,9 +1,9 @@
-//! Fault injection for the end-to-end tests: a TCP proxy that parses the
+//! Fault injection for the end-to-end tests. A TCP proxy parses the
 //! HTTP/1.1 requests passing through, counts the `UploadPart` bytes that
-//! reached the store, and breaks chosen requests; a sandbox whose presigned
-//! URLs name one such proxy in front of its store, optionally with a second
-//! proxy in front of its grant API, and which a test can kill and restart;
-//! and a small seeded random number generator for kill instants.
+//! reached the store, and breaks chosen requests. A sandbox's presigned URLs
+//! name one such proxy in front of its store, and a second proxy can sit in
+//! front of its grant API. A test can kill the sandbox and start it again.
+//! A small seeded random number generator picks kill instants.
 //!
 //! The proxy is plain threads over `std::net`, so a test controls every
 //! byte without an async runtime. It records methods, paths and part
@@ -62,7 +62,8 @@ pub enum Action {
     /// Reads the whole body, forwards nothing and never answers.
     Swallow,
     /// Forwards the whole request, drops the upstream's response and never
-    /// answers: the server acted on the request, but its response was lost.
+    /// responds, as if the server acted on the request and its response
+    /// was lost.
     LoseResponse,
     /// Forwards the body at this many bytes per second, and passes the
     /// responses of the connection back at that rate from then on.
@@ -777,8 +778,8 @@ fn start_gateway(data_dir: &Path, listen: SocketAddr) -> Started {
     }
 }
 
-/// The start of the SMART configuration's grant API entry, as the sandbox
-/// serialises it, for a gateway at `address`.
+/// Returns the start of the SMART configuration's grant API entry, as the
+/// sandbox serialises it, for a gateway at `address`.
 fn grant_api_field(address: &str) -> String {
     format!("\"ferry_grant_api\":\"http://{address}")
 }
@@ -803,7 +804,7 @@ impl FaultSandbox {
 
     /// Starts the sandbox as [`FaultSandbox::start`] does, plus a proxy in
     /// front of the gateway that `ferry` uses for discovery, FHIR and the
-    /// grant API; sign-in and token refresh still go to the gateway itself.
+    /// grant API. Sign-in and token refresh still go to the gateway itself.
     ///
     /// The sandbox names its own address in every URL, and the `aud` of an
     /// authorization request must match it, so `ferry` signs in directly.
@@ -901,7 +902,7 @@ impl FaultSandbox {
         self.child = started.child;
     }
 
-    /// The gateway's revocation endpoint (RFC 7009).
+    /// Returns the gateway's revocation endpoint (RFC 7009).
     pub fn revocation_url(&self) -> String {
         format!("http://{}/revoke", self.gateway_address)
     }

@@ -3,7 +3,7 @@
 //! connection resets, bursts of 503 and 429 with `Retry-After` in seconds
 //! and as an HTTP date, and a completion request that the gateway carries
 //! out but whose response never arrives, so that the client times out and
-//! asks again. Each test uploads through the real
+//! sends another request. Each test uploads through the real
 //! CLI, checks the object in the store and downloads it back.
 
 use std::process::Output;
@@ -64,7 +64,8 @@ fn grant_proxy(env: &FaultSandbox) -> &ferry_tests::fault::FaultProxy {
         .expect("started with a grant proxy")
 }
 
-/// An HTTP date (RFC 9110 IMF-fixdate) `seconds` from now.
+/// Formats the time `seconds` from now as an HTTP date (RFC 9110
+/// IMF-fixdate).
 fn http_date_in(seconds: i64) -> String {
     let time = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
     time.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
@@ -88,8 +89,8 @@ fn grant_api_resets_and_error_bursts_are_retried() {
     let source = env.home.path().join("burst.bin");
     write_pattern_file(&source, size);
 
-    // A reset after the head and before the body: the gateway never sees a
-    // whole request, so even the non-idempotent create is safe to resend.
+    // A reset after the head and before the body: the gateway never receives
+    // a whole request, so even the non-idempotent create is safe to resend.
     proxy.add_rule(Rule {
         kind: RequestKind::GrantCreateUpload,
         skip: 0,
@@ -203,8 +204,8 @@ fn lost_completion_response_records_the_upload_once() {
         "the client asked again after the lost response: {requests:?}"
     );
     // The grant API makes completion idempotent ("completing again returns
-    // the same body"), so the client may ask for the state first or
-    // complete again; either way the gateway records the upload once.
+    // the same body"). So the client may request the state first or
+    // complete again, and either way the gateway records the upload once.
     let state = ("GET".to_owned(), upload_path.clone());
     let complete = ("POST".to_owned(), format!("{upload_path}/complete"));
     assert!(

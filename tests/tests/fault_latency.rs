@@ -1,8 +1,8 @@
 //! Added latency and loss between `ferry` and the store, made by the fault
-//! proxy: every 16 KiB of part bodies and range responses waits 2 ms, and
-//! in each run one part upload is cut off and one range response is cut
-//! off at seeded random offsets, as a lossy link that drops connections
-//! would. Each run uploads a file and downloads it back.
+//! proxy. Every 16 KiB of part bodies and range responses waits 2 ms. In
+//! each run one part upload and one range response are cut off at seeded
+//! random offsets, as on a lossy link that drops connections. Each run
+//! uploads a file and downloads it back.
 //!
 //! `tc netem` would be the usual tool, but this kernel has no `netem`
 //! queueing discipline (docs/reliability.md says more), so the proxy

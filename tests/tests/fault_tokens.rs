@@ -3,10 +3,10 @@
 //! `ferry upload` runs, and the access token expiring while it runs.
 //!
 //! Revoking a refresh token revokes its whole token family, including the
-//! access token the running upload holds, so the upload must stop, say to
-//! sign in again, and after `ferry login` and `ferry resume` finish without
-//! sending the parts the store confirmed again. An access token that
-//! expires must be refreshed without the user noticing.
+//! access token the running upload holds. The upload must then stop and say
+//! to sign in again. After `ferry login` and `ferry resume` it must finish
+//! without sending the parts the store confirmed again. An access token
+//! that expires must be refreshed without the user noticing.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

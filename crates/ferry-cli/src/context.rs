@@ -66,7 +66,13 @@ pub fn login_error(error: LoginError) -> CliError {
         LoginError::NotSignedIn { .. } | LoginError::SignInAgain { .. } => Exit::SignInRequired,
         _ => Exit::Failure,
     };
-    CliError::from_chain(exit, &error)
+    let mut cli_error = CliError::from_chain(exit, &error);
+    if let LoginError::Discovery { .. } = error {
+        cli_error.message.push_str(
+            "; check that the server is running and that the profile's FHIR base URL is right (`ferry profiles` lists it)",
+        );
+    }
+    cli_error
 }
 
 /// Maps a FHIR read or search failure to an exit code, adding what to do:

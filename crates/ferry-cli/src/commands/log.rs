@@ -164,7 +164,7 @@ async fn verify(
         Some(bundle_path) => {
             let text = std::fs::read_to_string(bundle_path).map_err(|error| {
                 CliError::usage(format!(
-                    "failed to read the bundle {}: {error}",
+                    "failed to read the bundle {}: {error}; pass the FILE.bundle.json that `ferry log export --out FILE` wrote",
                     bundle_path.display()
                 ))
             })?;

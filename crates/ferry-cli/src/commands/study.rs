@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::cli::ScanArgs;
 use crate::context;
 use crate::exit::{CliError, CliResult, Exit, error_chain};
-use crate::output::{Output, format_bytes, table};
+use crate::output::{Output, count, format_bytes, table};
 
 pub async fn scan(profile: Option<&str>, args: ScanArgs, output: Output) -> CliResult<()> {
     let scan = scan_path(&args.path).await?;
@@ -119,16 +119,16 @@ pub async fn prepare_study(
                 })
             }
             study::ScanSource::Folder { path } => Err(CliError::usage(format!(
-                "{} holds no valid DICOM instance ({} file(s) set aside); upload single files by name instead",
+                "{} contains no valid DICOM instance ({} set aside); upload single files by name instead",
                 path.display(),
-                scan.set_aside.len()
+                count(scan.set_aside.len() as u64, "file", "files")
             ))),
         };
     }
     if !scan.set_aside.is_empty() {
         output.status(format!(
-            "{} file(s) in {} are not valid DICOM instances and are set aside (run `ferry scan` for the list).",
-            scan.set_aside.len(),
+            "Set aside {} in {}: not valid DICOM instances (run `ferry scan` for the list).",
+            count(scan.set_aside.len() as u64, "file", "files"),
             path.display()
         ));
     }

@@ -433,7 +433,7 @@ pub async fn resume(profile: Option<&str>, rate: RateArgs, output: Output) -> Cl
         output.json_result(&json!({ "resumed": [] }));
         return Ok(());
     }
-    output.status(format!("Resuming {} transfer(s).", handles.len()));
+    output.status(format!("Resuming {}.", count(handles.len() as u64, "transfer", "transfers")));
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
     let followed = follow(&engine, handles, output).await;
     report(&context, &engine, &followed, &mut activity, output);

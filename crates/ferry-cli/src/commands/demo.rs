@@ -718,15 +718,15 @@ fn verify_log(path: &Path) -> CliResult<String> {
         )));
     }
     Ok(format!(
-        "verified: {} entries in {} records, hash chain intact, {} epoch key(s), {}, {} record(s) after the last seal",
-        report.entries,
-        report.records,
-        report.epochs.len(),
+        "verified: {} in {}, hash chain intact, {}, {}, {} after the last seal",
+        count(report.entries, "entry", "entries"),
+        count(report.records, "record", "records"),
+        count(report.epochs.len() as u64, "epoch key", "epoch keys"),
         match report.last_checkpoint {
             Some(seq) => format!("countersigned by the gateway up to seq {seq}"),
             None => "no countersigned checkpoint".to_owned(),
         },
-        report.unsealed_tail
+        count(report.unsealed_tail, "record", "records")
     ))
 }
 

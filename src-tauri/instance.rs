@@ -11,6 +11,10 @@
 //!   or it is asked to exit ([`release`]), before its shutdown work;
 //! - a launch whose forwarding failed waits until the name has no owner,
 //!   then starts over in the same process image ([`relaunch_after_exiting_instance`]).
+//!
+//! NOTE: the plugin's forwarding call has no timeout, so a launch that
+//! reaches an instance which is stopped or hung, not exiting, waits until
+//! that instance ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

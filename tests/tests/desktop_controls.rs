@@ -322,3 +322,112 @@ fn zoom_200_reflows_with_labelled_controls() {
     assert_eq!(layout["navAboveMain"], serde_json::json!(true), "the menu moves above the screen: {layout}");
     app.close();
 }
+
+/// Returns the process id that owns `name` on the session bus, if any.
+fn bus_name_owner(name: &str) -> Option<u32> {
+    let output = Command::new("dbus-send")
+        .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+        .args(["org.freedesktop.DBus.GetConnectionUnixProcessID", &format!("string:{name}")])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().find_map(|line| line.trim().strip_prefix("uint32 ")?.parse().ok())
+}
+
+/// Waits until `name` is owned by `pid` on the session bus.
+fn wait_for_owner(name: &str, pid: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while bus_name_owner(name) != Some(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} does not own {name} after {timeout:?}; the owner is {:?}",
+            bus_name_owner(name)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a reader thread that forwards the lines of `stream`, echoed to
+/// stderr with `label`, to the returned channel.
+fn line_channel(stream: impl std::io::Read + Send + 'static, label: &'static str) -> std::sync::mpsc::Receiver<String> {
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            eprintln!("{label}: {line}");
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    received
+}
+
+/// Waits for a line containing `needle`; returns `false` after `timeout`.
+fn wait_for_line(received: &std::sync::mpsc::Receiver<String>, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(needle) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A launch that forwards to an instance which dies before it replies (as
+/// when the window closes and the process ends) waits until the bus name
+/// is free, then starts as the running instance instead of failing.
+#[test]
+fn launch_during_exit_waits_then_starts() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    const BUS_NAME: &str = "org.ferry.desktop.SingleInstance";
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let launch = |stderr: std::process::Stdio| {
+        let mut command = Command::new(binary("ferry-desktop"));
+        for (name, value) in app_env(home.path()) {
+            command.env(name, value);
+        }
+        command.stdout(std::process::Stdio::null()).stderr(stderr).spawn().expect("ferry-desktop starts")
+    };
+
+    // The first instance is stopped, so the second launch's forwarding
+    // stays unanswered until the test kills the first.
+    let mut first = launch(std::process::Stdio::null());
+    wait_for_owner(BUS_NAME, first.id(), Duration::from_secs(60));
+    let stopped = Command::new("kill").args(["-STOP", &first.id().to_string()]).status();
+    assert!(stopped.is_ok_and(|status| status.success()), "kill -STOP {} failed", first.id());
+
+    let mut monitor = Command::new("dbus-monitor")
+        .args(["--session", "interface='org.SingleInstance.DBus'"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dbus-monitor starts");
+    let calls = line_channel(monitor.stdout.take().expect("dbus-monitor's stdout"), "dbus-monitor");
+    // dbus-monitor prints its own NameAcquired signal once it listens.
+    assert!(wait_for_line(&calls, "NameAcquired", Duration::from_secs(10)), "dbus-monitor did not start");
+
+    let mut second = launch(std::process::Stdio::piped());
+    let messages = line_channel(second.stderr.take().expect("the second launch's stderr"), "second launch");
+    let forwarded = wait_for_line(&calls, "member=ExecuteCallback", Duration::from_secs(60));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(forwarded, "the second launch did not forward to the first within 60 s");
+
+    first.kill().expect("the stopped first instance is killed");
+    first.wait().expect("the first instance is reaped");
+    assert!(
+        wait_for_line(&messages, "waiting until the exiting instance releases", Duration::from_secs(30)),
+        "the second launch did not report that it waits for the exiting instance"
+    );
+    wait_for_owner(BUS_NAME, second.id(), Duration::from_secs(60));
+    assert!(second.try_wait().expect("the second launch's status").is_none(), "the second launch keeps running");
+
+    second.kill().expect("the second instance is stopped");
+    second.wait().expect("the second instance is reaped");
+}

@@ -41,6 +41,10 @@ pub struct AccessTokenError {
     /// True when only a new sign-in can fix it (the refresh token was
     /// rejected or is missing).
     pub sign_in_required: bool,
+    /// True when the token endpoint could not be reached or returned 5xx or
+    /// 429, so the same request may pass once the network or the
+    /// server is back. The refresh token is kept in that case.
+    pub transient: bool,
 }
 
 /// A source of SMART access tokens for the grant API. The sign-in session
@@ -140,14 +144,16 @@ impl GrantError {
     }
 
     /// Returns true for failures that may pass when the same request is sent
-    /// again later: no response at all, 5xx and 429.
+    /// again later: no response at all, 5xx and 429, also from the token
+    /// endpoint while refreshing the access token.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Transport { .. } => true,
+            Self::AccessToken { source, .. } => source.transient,
             Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => {
                 *status >= 500 || *status == 429
             }
-            Self::AccessToken { .. } | Self::BodyTooLarge { .. } => false,
+            Self::BodyTooLarge { .. } => false,
         }
     }
 

@@ -63,6 +63,10 @@ pub enum HttpError {
         #[source]
         source: reqwest::Error,
     },
+    /// A 5xx or 429 response whose body is not read further, for example
+    /// from a token endpoint behind an overloaded proxy.
+    #[error("{url} returned {status}, a temporary failure; try again later")]
+    Unavailable { url: String, status: u16 },
     #[error("response from {url} is larger than the limit of {limit} bytes")]
     BodyTooLarge { url: String, limit: usize },
     #[error("response from {url} is not the expected JSON: {source}")]

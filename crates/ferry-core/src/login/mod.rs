@@ -33,6 +33,7 @@ pub use callback::{
 };
 pub use discovery::{SmartConfiguration, discover, smart_configuration_url};
 pub use id_token::IdTokenClaims;
+pub use oauth::{SmartTokenFields, SmartTokenResponse, parse_token_response};
 pub use session::{LogoutReport, Session, SessionInfo, logout, whoami};
 
 use crate::http::HttpError;
@@ -86,6 +87,17 @@ pub enum LoginError {
     MissingCode,
     #[error("the token endpoint {url} rejected the {stage}: {detail}")]
     TokenRequest {
+        url: String,
+        stage: &'static str,
+        detail: String,
+    },
+    /// No response from the token endpoint, or a 5xx or 429 response. The
+    /// network or the server may be back later, so the refresh token is kept.
+    #[error(
+        "failed to reach the token endpoint {url} for the {stage}: {detail}; \
+         check the network connection, Ferry keeps the sign-in and tries again"
+    )]
+    TokenEndpointUnavailable {
         url: String,
         stage: &'static str,
         detail: String,

@@ -43,6 +43,13 @@ impl fmt::Debug for SmartTokenFields {
 
 pub type SmartTokenResponse = StandardTokenResponse<SmartTokenFields, BasicTokenType>;
 
+/// Parses a token endpoint's success body (RFC 6749 §5.1, with SMART's
+/// `patient` and `id_token`) with the same serde types the `oauth2` crate
+/// uses when it receives the response.
+pub fn parse_token_response(body: &[u8]) -> Result<SmartTokenResponse, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 /// An OAuth 2.0 client for one SMART server: authorization and token
 /// endpoints set, revocation endpoint when the server has one.
 pub type SmartClient = oauth2::Client<
@@ -108,7 +115,17 @@ impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
                 }))
             })?;
 
-            let mut builder = http::Response::builder().status(response.status());
+            // A 5xx or 429 status carries no verdict on the grant, so it becomes
+            // a transport failure, which keeps the refresh token and is retried.
+            let status = response.status();
+            if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+                return Err(HttpClientError::Reqwest(Box::new(HttpError::Unavailable {
+                    url: crate::http::display_url(&url),
+                    status: status.as_u16(),
+                })));
+            }
+
+            let mut builder = http::Response::builder().status(status);
             for (name, value) in response.headers() {
                 builder = builder.header(name, value);
             }
@@ -117,5 +134,44 @@ impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
                 .map_err(|error| HttpClientError::Reqwest(Box::new(error)))?;
             builder.body(body.to_vec()).map_err(HttpClientError::Http)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oauth2::TokenResponse;
+
+    use super::*;
+
+    #[test]
+    fn smart_token_response_parses() {
+        let body = br#"{"access_token":"at-123","token_type":"Bearer","expires_in":300,
+            "scope":"launch/patient openid","refresh_token":"rt-456",
+            "patient":"pat-001","id_token":"header.payload.signature"}"#;
+
+        let response = parse_token_response(body).unwrap();
+
+        assert_eq!(response.access_token().secret(), "at-123");
+        assert_eq!(response.expires_in(), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(response.scopes().map(Vec::len), Some(2));
+        assert_eq!(response.refresh_token().map(|token| token.secret().as_str()), Some("rt-456"));
+        assert_eq!(response.extra_fields().patient.as_deref(), Some("pat-001"));
+        assert!(response.extra_fields().id_token.is_some());
+    }
+
+    #[test]
+    fn token_response_without_access_token_is_rejected() {
+        let error = parse_token_response(br#"{"token_type":"Bearer"}"#).unwrap_err();
+        assert!(error.to_string().contains("access_token"), "{error}");
+    }
+
+    #[test]
+    fn token_response_debug_hides_tokens() {
+        let body = br#"{"access_token":"at-secret","token_type":"bearer",
+            "refresh_token":"rt-secret","id_token":"idt-secret"}"#;
+        let shown = format!("{:?}", parse_token_response(body).unwrap());
+        for secret in ["at-secret", "rt-secret", "idt-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicErrorResponseType;
-use oauth2::{RefreshToken, RequestTokenError, TokenResponse};
+use oauth2::{HttpClientError, RefreshToken, RequestTokenError, TokenResponse};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::oauth::{OAuthHttp, SmartTokenResponse, smart_client};
 use super::{LoginError, ProfileContext, SignInKind, SmartConfiguration, discover};
-use crate::http::{display_url, read_json, require_secure};
+use crate::http::{HttpError, display_url, read_json, require_secure};
 use crate::profile::{FerryDirs, ProfileLock};
 use crate::secrets::Secret;
 
@@ -259,6 +259,13 @@ pub(super) fn token_error<E: std::error::Error + 'static>(
     stage: &'static str,
     error: RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
 ) -> LoginError {
+    if is_transient(&error) {
+        return LoginError::TokenEndpointUnavailable {
+            url: display_url(&config.token_endpoint),
+            stage,
+            detail: error_chain(&error),
+        };
+    }
     let detail = match &error {
         RequestTokenError::ServerResponse(response) => match response.error_description() {
             Some(description) => format!("{}: {description}", response.error()),
@@ -273,6 +280,32 @@ pub(super) fn token_error<E: std::error::Error + 'static>(
         url: display_url(&config.token_endpoint),
         stage,
         detail,
+    }
+}
+
+/// Returns true for token endpoint failures that carry no verdict on the
+/// grant: no response (connection refused or reset, timeout, DNS, TLS), a 5xx
+/// or 429 answer, or the error `temporarily_unavailable`, which some
+/// servers send from the token endpoint as well.
+fn is_transient<E: std::error::Error + 'static>(
+    error: &RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> bool {
+    match error {
+        RequestTokenError::Request(inner) => {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            match inner.downcast_ref::<HttpClientError<HttpError>>() {
+                Some(HttpClientError::Reqwest(http)) => {
+                    matches!(**http, HttpError::Request { .. } | HttpError::Unavailable { .. })
+                }
+                Some(HttpClientError::Io(_)) => true,
+                Some(_) | None => false,
+            }
+        }
+        RequestTokenError::ServerResponse(response) => matches!(
+            response.error(),
+            BasicErrorResponseType::Extension(code) if code == "temporarily_unavailable"
+        ),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => false,
     }
 }
 
@@ -510,6 +543,7 @@ impl crate::grant::AccessTokenSource for Session {
                         error,
                         LoginError::SignInAgain { .. } | LoginError::NotSignedIn { .. }
                     ),
+                    transient: matches!(error, LoginError::TokenEndpointUnavailable { .. }),
                     message: error.to_string(),
                 })
         })

@@ -2,6 +2,7 @@
 """Write imaging test studies built from pydicom's bundled sample files.
 
 Usage: make-test-study.py OUT_DIR [--only NAME ...] [--ct-instances N] [--bench N]
+                         [--large-mib N]
 
 Each layout is a folder under OUT_DIR:
   ct-study/        one patient, one CT study, three series, N instances (default 300)
@@ -9,13 +10,17 @@ Each layout is a folder under OUT_DIR:
   disc/            a small CT study written as a DICOM file-set with a DICOMDIR
   mixed-patients/  a CT study of patient FERRY-0001 and an MR study of FERRY-0002
   charsets/        non-ASCII patient and file names: ISO_IR 100, ISO_IR 192,
-                   GB18030, and ISO 2022 code extensions for Japanese (IR 87),
-                   Korean (IR 149) and simplified Chinese (IR 58)
+                   GB18030, and ISO 2022 code extensions for Japanese (IR 87,
+                   also after IR 13), Korean (IR 149) and simplified Chinese
+                   (IR 58)
   invalid/         two valid instances beside a zero-byte file, a .dcm without
                    preamble, a PDF, a text file, a private SOP class, an instance
                    without Series Instance UID, and a duplicate SOP Instance UID
   wrong-patient/   a CT study whose Patient ID is FERRY-9999
   bench/           only with --bench N: N instances for the scan benchmark
+  large/           only with --large-mib N: a CT study of about N MiB in four
+                   series of 2048x2048 instances (8 MiB each) whose pixel data
+                   is pseudo-random, so it neither compresses nor repeats
 and OUT_DIR/patient.json is the FHIR R4 Patient the studies are checked against.
 """
 
@@ -23,6 +28,7 @@ import argparse
 import copy
 import json
 import os
+import random
 import shutil
 import sys
 
@@ -122,11 +128,14 @@ def make_mixed(out):
         write(ds, os.path.join(out, "mixed-patients", "mr", f"MR{n + 1:03d}.dcm"))
 
 
-# Person names of PS3.5 as the standard encodes them. pydicom 3.0.2 drops
+# Person names of PS3.5 sections H.3.2, I.2, K.2 and J.3 as the standard
+# encodes them. pydicom 3.0.2 drops
 # the escape sequences of ISO 2022 IR 58 and re-encodes byte values, so
 # write_with_raw_name() puts these bytes into the written file.
 KOREAN_ANNEX_I = (b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7="
                   b"\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf")
+JAPANESE_ANNEX_H_KATAKANA = (b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J="
+                             b"\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J")
 CHINESE_ANNEX_K = b"Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab="
 CHINESE_ANNEX_J_GB18030 = b"Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab="
 
@@ -141,6 +150,9 @@ def make_charsets(out):
         (["", "ISO 2022 IR 87"], {"id": "CS-87", "name": "Yamada^Tarou=山田^太郎=やまだ^たろう",
                                   "birth_date": "19600505", "sex": "M"},
          "日本語/山田太郎.dcm"),
+        (["ISO 2022 IR 13", "ISO 2022 IR 87"], {"id": "CS-13", "name": JAPANESE_ANNEX_H_KATAKANA,
+                                                "birth_date": "19600505", "sex": "M"},
+         "日本語/ヤマダタロウ.dcm"),
         (["", "ISO 2022 IR 149"], {"id": "CS-149", "name": KOREAN_ANNEX_I,
                                    "birth_date": "19650707", "sex": "M"},
          "한국어/홍길동.dcm"),
@@ -229,6 +241,22 @@ def make_bench(out, count):
         write(ds, os.path.join(out, "bench", f"series{series_number:03d}", f"IM{n + 1:06d}.dcm"))
 
 
+LARGE_SIDE = 2048
+LARGE_PIXEL_BYTES = LARGE_SIDE * LARGE_SIDE * 2
+
+
+def make_large(out, mib):
+    base = template("CT_small.dcm")
+    count = max(1, mib * 1024 * 1024 // LARGE_PIXEL_BYTES)
+    for n in range(count):
+        series_number = 1 + n % 4
+        ds = make_instance(base, PATIENT, "large", series_number, n + 1, "CT", f"Large {series_number}")
+        ds.Rows = LARGE_SIDE
+        ds.Columns = LARGE_SIDE
+        ds.PixelData = random.Random(n).randbytes(LARGE_PIXEL_BYTES)
+        write(ds, os.path.join(out, "large", f"series{series_number}", f"IM{n + 1:05d}.dcm"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
@@ -236,6 +264,8 @@ def main():
                         help="layout to write (repeatable); default: all except bench")
     parser.add_argument("--ct-instances", type=int, default=300, help="instances in ct-study")
     parser.add_argument("--bench", type=int, default=0, help="instances in bench/ (0: none)")
+    parser.add_argument("--large-mib", type=int, default=0,
+                        help="approximate size of large/ in MiB (0: none)")
     args = parser.parse_args()
 
     layouts = {
@@ -249,13 +279,15 @@ def main():
     unknown = [name for name in args.only if name not in layouts]
     if unknown:
         parser.error(f"unknown layout {unknown[0]}; choose from {', '.join(layouts)}")
-    chosen = args.only or ([] if args.bench else list(layouts))
+    chosen = args.only or ([] if args.bench or args.large_mib else list(layouts))
 
     os.makedirs(args.out_dir, exist_ok=True)
     for name in chosen:
         layouts[name](args.out_dir)
     if args.bench:
         make_bench(args.out_dir, args.bench)
+    if args.large_mib:
+        make_large(args.out_dir, args.large_mib)
     with open(os.path.join(args.out_dir, "patient.json"), "w", encoding="utf-8") as f:
         json.dump(FHIR_PATIENT, f, ensure_ascii=False, indent=2)
 

@@ -73,15 +73,15 @@ fn archive_reads_back_with_zip_crate() {
         .file_names()
         .map(|name| name.unwrap().into_owned())
         .collect();
-    assert_eq!(names.len(), 8);
+    assert_eq!(names.len(), 9);
 
     let manifest: Manifest = {
         let entry = zip.by_index(0).unwrap();
         assert_eq!(entry.name().unwrap(), MANIFEST_NAME);
         serde_json::from_reader(entry).unwrap()
     };
-    assert_eq!(manifest.instances.len(), 7);
-    assert_eq!(manifest.series.len(), 7);
+    assert_eq!(manifest.instances.len(), 8);
+    assert_eq!(manifest.series.len(), 8);
 
     for (index, listed) in manifest.instances.iter().enumerate() {
         let mut entry = zip.by_index(index + 1).unwrap();
@@ -135,7 +135,8 @@ fn archive_passes_python_zipfile_check() {
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
         "MANIFEST.json\nlatin1/Müller_Jürgen.dcm\nutf8/Øster-Zoë.dcm\nutf8/王小東.dcm\n\
-         中文/张小东.dcm\n中文/王小东.dcm\n日本語/山田太郎.dcm\n한국어/홍길동.dcm\n"
+         中文/张小东.dcm\n中文/王小东.dcm\n日本語/ヤマダタロウ.dcm\n日本語/山田太郎.dcm\n\
+         한국어/홍길동.dcm\n"
     );
 }
 

@@ -159,6 +159,8 @@ fn non_ascii_names_decode_per_character_set() {
     assert_eq!(names["CS-100"], "Müller^Jürgen");
     assert_eq!(names["CS-192"], "Øster^Zoë");
     assert_eq!(names["CS-87"], "Yamada^Tarou=山田^太郎=やまだ^たろう");
+    // PS3.5 section H.3.2: ISO 2022 IR 13 with IR 87.
+    assert_eq!(names["CS-13"], "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう");
     // PS3.5 section I.2: ISO 2022 IR 149.
     assert_eq!(names["CS-149"], "Hong^Gildong=洪^吉洞=홍^길동");
     // PS3.5 section K.2: ISO 2022 IR 58.
@@ -177,6 +179,7 @@ fn non_ascii_names_decode_per_character_set() {
             "utf8/王小東.dcm",
             "中文/张小东.dcm",
             "中文/王小东.dcm",
+            "日本語/ヤマダタロウ.dcm",
             "日本語/山田太郎.dcm",
             "한국어/홍길동.dcm",
         ]

@@ -70,22 +70,29 @@ const ESCAPE_SEQUENCES: &[(&[u8], Designation)] = &[
 /// sequences.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Iso2022 {
+    /// The G0 set of the first value: JIS X 0201 Romaji for ISO-IR 13,
+    /// otherwise ASCII.
+    initial_g0: G0,
     /// The G1 set of the first value: none for ISO-IR 6 (ASCII only),
-    /// Latin-1 for ISO-IR 100.
+    /// Latin-1 for ISO-IR 100, JIS X 0201 Katakana for ISO-IR 13.
     initial_g1: Option<&'static Encoding>,
 }
 
 impl Iso2022 {
     /// Returns the decoder for the first value of Specific Character Set,
     /// or `None` unless it is empty (ISO-IR 6 by PS3.3 section C.12.1.1.2),
-    /// `ISO 2022 IR 6` or `ISO 2022 IR 100`.
+    /// `ISO 2022 IR 6`, `ISO 2022 IR 100` or `ISO 2022 IR 13`.
     pub(crate) fn for_first_value(value: &str) -> Option<Iso2022> {
-        let initial_g1 = match value {
-            "" | "ISO 2022 IR 6" => None,
-            "ISO 2022 IR 100" => Some(encoding_rs::WINDOWS_1252),
+        let (initial_g0, initial_g1) = match value {
+            "" | "ISO 2022 IR 6" => (G0::Ascii, None),
+            "ISO 2022 IR 100" => (G0::Ascii, Some(encoding_rs::WINDOWS_1252)),
+            "ISO 2022 IR 13" => (G0::JisX0201Romaji, Some(encoding_rs::SHIFT_JIS)),
             _ => return None,
         };
-        Some(Iso2022 { initial_g1 })
+        Some(Iso2022 {
+            initial_g0,
+            initial_g1,
+        })
     }
 
     /// Decodes `bytes`, returning to the initial sets at control characters
@@ -94,7 +101,7 @@ impl Iso2022 {
     /// not define for DICOM.
     pub(crate) fn decode(&self, bytes: &[u8], delimiters: &[u8]) -> Option<String> {
         let mut text = String::with_capacity(bytes.len());
-        let mut g0 = G0::Ascii;
+        let mut g0 = self.initial_g0;
         let mut g1 = self.initial_g1;
         let mut index = 0;
 
@@ -126,11 +133,13 @@ impl Iso2022 {
                 continue;
             }
 
-            if byte < 0x20 || delimiters.contains(&byte) {
-                g0 = G0::Ascii;
+            let is_delimiter = byte < 0x20 || delimiters.contains(&byte);
+            if is_delimiter {
+                g0 = self.initial_g0;
                 g1 = self.initial_g1;
             }
             text.push(match (g0, byte) {
+                _ if is_delimiter => char::from(byte),
                 (G0::JisX0201Romaji, 0x5c) => '¥',
                 (G0::JisX0201Romaji, 0x7e) => '‾',
                 _ => char::from(byte),
@@ -245,6 +254,24 @@ mod tests {
             decode("", bytes).as_deref(),
             Some("Yamada^Tarou=山田^太郎=やまだ^たろう")
         );
+    }
+
+    /// PS3.5 section H.3.2: `ISO 2022 IR 13\ISO 2022 IR 87`, where the
+    /// first value puts JIS X 0201 Katakana in G1 from the start.
+    #[test]
+    fn japanese_person_name_with_katakana() {
+        let bytes = b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J";
+        assert_eq!(
+            decode("ISO 2022 IR 13", bytes).as_deref(),
+            Some("ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう")
+        );
+    }
+
+    #[test]
+    fn jis_x_0201_romaji_has_yen_sign() {
+        // Without delimiters, as in a Long Text (LT) value.
+        let decoder = Iso2022::for_first_value("ISO 2022 IR 13").unwrap();
+        assert_eq!(decoder.decode(b"100\x5c", b"").as_deref(), Some("100¥"));
     }
 
     #[test]

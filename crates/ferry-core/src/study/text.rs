@@ -15,17 +15,20 @@ use super::iso2022::Iso2022;
 /// sequences declare a single-byte first value, often empty for ISO-IR 6.
 /// The other sets follow it as code extensions (PS3.3 section C.12.1.1.2):
 /// `\ISO 2022 IR 87` for Japanese, `\ISO 2022 IR 149` for Korean,
-/// `\ISO 2022 IR 58` for simplified Chinese. Their text is then
-/// decoded as ISO 8859-1. That decoding maps every byte to one char, so the
-/// bytes can be restored and decoded again with the escape sequences.
+/// `\ISO 2022 IR 58` for simplified Chinese. Their text is then decoded as
+/// ISO 8859-1, which maps every byte to one char, or as Shift_JIS for a
+/// first value of `ISO 2022 IR 13`, which maps the bytes that ISO-IR 13 and
+/// its escape sequences use to one char each. So the bytes can be restored
+/// and decoded again with the escape sequences.
 ///
-/// NOTE: text under any other first value stays as dicom-object decoded it.
-/// That is correct for single-value sets, but wrong for the JIS X 0201
-/// first value `ISO 2022 IR 13` with code extensions, which dicom-object
-/// decodes as Shift_JIS, losing the escape sequences' bytes.
+/// NOTE: text under any other first value with code extensions, such as
+/// `ISO 2022 IR 144\ISO 2022 IR 149`, stays as dicom-object decoded it.
 #[derive(Debug, Default)]
 pub(crate) struct Charset {
     code_extensions: Option<Iso2022>,
+    /// True when dicom-object decoded the text as Shift_JIS rather than as
+    /// ISO 8859-1.
+    decoded_as_shift_jis: bool,
 }
 
 impl Charset {
@@ -40,6 +43,7 @@ impl Charset {
         let first_value = values.split('\\').next().unwrap_or_default().trim();
         Charset {
             code_extensions: Iso2022::for_first_value(first_value),
+            decoded_as_shift_jis: first_value == "ISO 2022 IR 13",
         }
     }
 
@@ -53,14 +57,22 @@ impl Charset {
         if !text.contains('\u{1b}') {
             return text;
         }
-        let Some(bytes) = text
-            .chars()
-            .map(|c| u8::try_from(u32::from(c)).ok())
-            .collect::<Option<Vec<u8>>>()
-        else {
+        let Some(bytes) = self.restore_bytes(&text) else {
             return text;
         };
         decoder.decode(&bytes, delimiters).unwrap_or(text)
+    }
+
+    /// Returns the bytes that dicom-object decoded into `text`, or `None`
+    /// when a char has no byte in that codec.
+    fn restore_bytes(&self, text: &str) -> Option<Vec<u8>> {
+        if self.decoded_as_shift_jis {
+            let (bytes, _, had_unmappable) = encoding_rs::SHIFT_JIS.encode(text);
+            return (!had_unmappable).then(|| bytes.into_owned());
+        }
+        text.chars()
+            .map(|c| u8::try_from(u32::from(c)).ok())
+            .collect()
     }
 }
 
@@ -153,8 +165,27 @@ mod tests {
         let latin1: String = bytes.iter().map(|b| char::from(*b)).collect();
         let charset = Charset {
             code_extensions: Iso2022::for_first_value(""),
+            decoded_as_shift_jis: false,
         };
         assert_eq!(charset.repair(latin1, b"\\^="), "Hong^Gildong=洪^吉洞");
+    }
+
+    /// The bytes of PS3.5 section H.3.2 as dicom-object decodes them under
+    /// `ISO 2022 IR 13\ISO 2022 IR 87`: as Shift_JIS.
+    #[test]
+    fn iso_2022_ir_13_text_is_repaired() {
+        use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
+
+        let bytes = b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J";
+        let decoded = SpecificCharacterSet::from_code("ISO 2022 IR 13")
+            .unwrap()
+            .decode(bytes)
+            .unwrap();
+        let charset = Charset {
+            code_extensions: Iso2022::for_first_value("ISO 2022 IR 13"),
+            decoded_as_shift_jis: true,
+        };
+        assert_eq!(charset.repair(decoded, b"\\^="), "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎");
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub fn follow(app: AppHandle, connection: Arc<Connection>, handle: TransferHandl
         forward_progress(&app, &connection, &handle).await;
         let result = handle.wait().await;
         let record = connection.engine.get(handle.id()).ok();
+        if let Some(record) = &record {
+            settle_progress(&app, handle.id(), record.state);
+        }
         emit_view(&app, &connection, handle.id(), None);
         finish(&app, &connection, handle.id(), record, result, started.elapsed()).await;
     });
@@ -112,6 +115,20 @@ async fn forward_progress(app: &AppHandle, connection: &Connection, handle: &Tra
             changed = receiver.changed() => if changed.is_err() { return },
             _ = &mut waiter => return,
         }
+    }
+}
+
+/// Gives the last progress report of an ended transfer the journal's state
+/// and no speed. The report can still say `running` when the transfer
+/// paused, because its progress channel closes before a last report is
+/// read, and the window would then show a paused transfer as running.
+fn settle_progress(app: &AppHandle, id: &str, state: TransferState) {
+    let app_state = app.state::<AppState>();
+    let mut progress = lock(&app_state.progress);
+    if let Some(report) = progress.get_mut(id) {
+        report.state = state;
+        report.bytes_per_second = 0.0;
+        report.eta = None;
     }
 }
 

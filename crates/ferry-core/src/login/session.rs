@@ -14,7 +14,7 @@ use super::oauth::{OAuthHttp, SmartTokenResponse, smart_client};
 use super::{LoginError, ProfileContext, SignInKind, SmartConfiguration, discover};
 use crate::http::{HttpError, display_url, read_json, require_secure};
 use crate::profile::{FerryDirs, ProfileLock};
-use crate::secrets::Secret;
+use crate::secrets::{Secret, SecretStoreError};
 
 /// An access token is refreshed when it expires within this margin, so a
 /// request that starts now does not carry a token that expires on the way.
@@ -441,15 +441,48 @@ pub fn whoami(context: &ProfileContext) -> Result<Option<SessionInfo>, LoginErro
     Ok(Some(info))
 }
 
+/// Returns the credential store entry that held a profile's refresh token
+/// before entries were prefixed with the data folder's device id.
+///
+/// NOTE: that entry was shared by every data folder on the machine, so the
+/// first data folder that reads it after the update takes the token.
+fn legacy_refresh_token_entry(context: &ProfileContext) -> String {
+    format!("profile/{}/refresh-token", context.profile.name)
+}
+
+/// Reads the profile's refresh token. A token found only under the entry
+/// name used before device ids ([`legacy_refresh_token_entry`]) is moved to
+/// the current entry, and the old entry is deleted.
 pub(super) async fn read_refresh_token(
     context: &ProfileContext,
 ) -> Result<Option<Secret>, LoginError> {
     let store = context.store.clone();
     let entry = context.profile.refresh_token_entry(&context.dirs)?;
-    let result = tokio::task::spawn_blocking(move || store.get(&entry))
-        .await
-        .expect("the credential store task does not panic")?;
-    Ok(result)
+    let legacy = legacy_refresh_token_entry(context);
+
+    let (token, migrated) = tokio::task::spawn_blocking(move || {
+        if let Some(token) = store.get(&entry)? {
+            return Ok((Some(token), false));
+        }
+        let Some(token) = store.get(&legacy)? else {
+            return Ok((None, false));
+        };
+        // The new entry is written before the old one is deleted, so a
+        // failure in between leaves a token under at least one name.
+        store.set(&entry, &token)?;
+        store.delete(&legacy)?;
+        Ok::<_, SecretStoreError>((Some(token), true))
+    })
+    .await
+    .expect("the credential store task does not panic")?;
+
+    if migrated {
+        tracing::info!(
+            profile = %context.profile.name,
+            "moved the refresh token from its entry before device ids to the current entry"
+        );
+    }
+    Ok(token)
 }
 
 pub(super) async fn store_refresh_token(

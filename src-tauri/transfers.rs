@@ -119,7 +119,7 @@ async fn forward_progress(app: &AppHandle, connection: &Connection, handle: &Tra
 }
 
 /// Gives the last progress report of an ended transfer the journal's state
-/// and no speed. The report can still say `running` when the transfer
+/// and no speed. The report can still contain `running` when the transfer
 /// paused, because its progress channel closes before a last report is
 /// read, and the window would then show a paused transfer as running.
 fn settle_progress(app: &AppHandle, id: &str, state: TransferState) {

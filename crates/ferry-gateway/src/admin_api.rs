@@ -172,7 +172,7 @@ async fn guard(State(state): State<AdminState>, request: Request, next: Next) ->
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
-    let Some(peer) = peer.filter(|address| is_loopback(address)) else {
+    let Some(peer) = peer.filter(is_loopback) else {
         tracing::warn!(peer = ?peer, "admin API request from outside loopback rejected");
         return AdminError::new(
             StatusCode::FORBIDDEN,

@@ -31,7 +31,10 @@ async fn legacy_refresh_token_entry_is_migrated() {
         "the legacy entry was not deleted"
     );
     let current = context.store.get(&entry).unwrap();
-    assert!(current.is_some(), "no refresh token under the current entry");
+    assert!(
+        current.is_some(),
+        "no refresh token under the current entry"
+    );
     assert!(fixture.session.info().refresh_token_stored);
 }
 

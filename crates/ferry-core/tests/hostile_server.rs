@@ -31,6 +31,12 @@ fn client() -> reqwest::Client {
 /// Starts a server that answers every request with 200 and a JSON body
 /// that never ends, and returns its URL and the bytes it managed to send.
 async fn endless_json_server() -> (Url, Arc<AtomicU64>) {
+    endless_server("200 OK").await
+}
+
+/// Starts a server that answers every request with `status` and a body
+/// that never ends, and returns its URL and the bytes it managed to send.
+async fn endless_server(status: &'static str) -> (Url, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let sent = Arc::new(AtomicU64::new(0));
@@ -44,7 +50,9 @@ async fn endless_json_server() -> (Url, Arc<AtomicU64>) {
             tokio::spawn(async move {
                 let mut head = vec![0; 16 * 1024];
                 let _ = socket.read(&mut head).await;
-                let header = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n[";
+                let header = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n["
+                );
                 if socket.write_all(header.as_bytes()).await.is_err() {
                     return;
                 }
@@ -79,6 +87,24 @@ async fn grant_client_stops_reading_an_endless_body() {
     assert!(
         sent < 4 * MAX_JSON_BODY_BYTES as u64,
         "the client read {sent} bytes of an endless body"
+    );
+}
+
+#[tokio::test]
+async fn grant_client_cuts_an_endless_error_body() {
+    let (base_url, sent) = endless_server("500 Internal Server Error").await;
+    let tokens = Arc::new(StaticAccessToken(Secret::new("test-token")));
+    let grants = GrantClient::new(base_url, client(), tokens);
+
+    let error = grants.keys().await.expect_err("a 500 answer parsed as a JWKS");
+
+    assert_eq!(error.status(), Some(500), "{error}");
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().len() < 1024, "the message carries the whole body");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        sent < 4 * MAX_JSON_BODY_BYTES as u64,
+        "the client read {sent} bytes of an endless error body"
     );
 }
 

@@ -51,6 +51,13 @@ pub struct AccessTokenError {
 /// implements it; it refreshes the token when it is about to expire.
 pub trait AccessTokenSource: Send + Sync {
     fn access_token(&self) -> BoxFuture<'_, Result<Secret, AccessTokenError>>;
+
+    /// Returns a new access token after the gateway rejected the current
+    /// one with 401, refreshing it even when it has not expired. The default
+    /// returns the token of [`AccessTokenSource::access_token`].
+    fn renewed_access_token(&self) -> BoxFuture<'_, Result<Secret, AccessTokenError>> {
+        self.access_token()
+    }
 }
 
 /// A fixed access token, for tests and for callers that manage tokens themselves.
@@ -311,7 +318,9 @@ impl GrantClient {
     }
 
     /// Sends the request with a fresh bearer token and maps error statuses
-    /// to [`GrantError`].
+    /// to [`GrantError`]. A 401 answer means the gateway rejected the token
+    /// (RFC 6750 §3.1 `invalid_token`, for example after a revocation), so
+    /// the request is sent once more with a renewed token.
     async fn send(
         &self,
         stage: &'static str,
@@ -322,11 +331,29 @@ impl GrantClient {
             .access_token()
             .await
             .map_err(|source| GrantError::AccessToken { stage, source })?;
-        let response = builder
+        let retry = builder.try_clone();
+        let mut response = builder
             .bearer_auth(token.expose())
             .send()
             .await
             .map_err(|source| GrantError::Transport { stage, source })?;
+
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(retry) = retry
+        {
+            tracing::info!(stage, "the gateway rejected the access token; renewing it and retrying once");
+            let _ = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
+            let token = self
+                .tokens
+                .renewed_access_token()
+                .await
+                .map_err(|source| GrantError::AccessToken { stage, source })?;
+            response = retry
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(|source| GrantError::Transport { stage, source })?;
+        }
 
         let status = response.status();
         if status.is_success() {

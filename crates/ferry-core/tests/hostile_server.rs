@@ -96,11 +96,17 @@ async fn grant_client_cuts_an_endless_error_body() {
     let tokens = Arc::new(StaticAccessToken(Secret::new("test-token")));
     let grants = GrantClient::new(base_url, client(), tokens);
 
-    let error = grants.keys().await.expect_err("a 500 answer parsed as a JWKS");
+    let error = grants
+        .keys()
+        .await
+        .expect_err("a 500 answer parsed as a JWKS");
 
     assert_eq!(error.status(), Some(500), "{error}");
     assert!(error.is_retryable(), "{error}");
-    assert!(error.to_string().len() < 1024, "the message carries the whole body");
+    assert!(
+        error.to_string().len() < 1024,
+        "the message carries the whole body"
+    );
     let sent = sent.load(Ordering::Relaxed);
     assert!(
         sent < 4 * MAX_JSON_BODY_BYTES as u64,
@@ -242,4 +248,81 @@ fn hostile_download_names_stay_inside_the_folder() {
             .unwrap_or_else(|error| panic!("{name:?} gave {safe:?}: {error}"));
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+/// Returns "old-token" until the grant client asks for a renewed token,
+/// then "new-token".
+struct RotatingTokens;
+
+impl ferry_core::grant::AccessTokenSource for RotatingTokens {
+    fn access_token(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Secret, ferry_core::grant::AccessTokenError>> {
+        Box::pin(async { Ok(Secret::new("old-token")) })
+    }
+
+    fn renewed_access_token(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Secret, ferry_core::grant::AccessTokenError>> {
+        Box::pin(async { Ok(Secret::new("new-token")) })
+    }
+}
+
+/// Starts a gateway stand-in that answers 401 `invalid_token` unless the
+/// bearer token is `accepted`, and 200 with an empty JWKS otherwise.
+/// Returns its URL and the number of requests it received.
+async fn token_checking_server(accepted: &'static str) -> (Url, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut head = vec![0; 16 * 1024];
+            let read = socket.read(&mut head).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..read]).to_ascii_lowercase();
+            let response = if head.contains(&format!("authorization: bearer {accepted}\r\n")) {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"keys\":[]}"
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 25\r\nconnection: close\r\n\r\n{\"error\":\"invalid_token\"}"
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (
+        Url::parse(&format!("http://{address}/grant/v1")).unwrap(),
+        requests,
+    )
+}
+
+#[tokio::test]
+async fn rejected_access_token_is_renewed_once() {
+    let (base_url, requests) = token_checking_server("new-token").await;
+    let grants = GrantClient::new(base_url, client(), Arc::new(RotatingTokens));
+
+    let keys = grants.keys().await.expect("the renewed token is accepted");
+
+    assert!(keys.keys.is_empty());
+    assert_eq!(
+        requests.load(Ordering::Relaxed),
+        2,
+        "one rejected request and one retry"
+    );
+}
+
+#[tokio::test]
+async fn token_rejected_twice_gives_401() {
+    let (base_url, requests) = token_checking_server("never-issued").await;
+    let grants = GrantClient::new(base_url, client(), Arc::new(RotatingTokens));
+
+    let error = grants.keys().await.expect_err("a rejected token passed");
+
+    assert_eq!(error.status(), Some(401), "{error}");
+    assert!(!error.is_retryable(), "{error}");
+    assert_eq!(
+        requests.load(Ordering::Relaxed),
+        2,
+        "the request was retried more than once"
+    );
 }

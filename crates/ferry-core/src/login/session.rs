@@ -568,17 +568,26 @@ impl crate::grant::AccessTokenSource for Session {
     fn access_token(
         &self,
     ) -> futures::future::BoxFuture<'_, Result<Secret, crate::grant::AccessTokenError>> {
+        Box::pin(async move { Session::access_token(self).await.map_err(access_token_error) })
+    }
+
+    fn renewed_access_token(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Secret, crate::grant::AccessTokenError>> {
         Box::pin(async move {
-            Session::access_token(self)
-                .await
-                .map_err(|error| crate::grant::AccessTokenError {
-                    sign_in_required: matches!(
-                        error,
-                        LoginError::SignInAgain { .. } | LoginError::NotSignedIn { .. }
-                    ),
-                    transient: matches!(error, LoginError::TokenEndpointUnavailable { .. }),
-                    message: error.to_string(),
-                })
+            self.refresh().await.map_err(access_token_error)?;
+            Session::access_token(self).await.map_err(access_token_error)
         })
+    }
+}
+
+fn access_token_error(error: LoginError) -> crate::grant::AccessTokenError {
+    crate::grant::AccessTokenError {
+        sign_in_required: matches!(
+            error,
+            LoginError::SignInAgain { .. } | LoginError::NotSignedIn { .. }
+        ),
+        transient: matches!(error, LoginError::TokenEndpointUnavailable { .. }),
+        message: error.to_string(),
     }
 }

@@ -112,8 +112,8 @@ pub enum LoginError {
     #[error("profile '{profile}' is not signed in; run `ferry login --profile {profile}`")]
     NotSignedIn { profile: String },
     #[error(
-        "the sign-in of profile '{profile}' has ended (the server no longer accepts its refresh token); \
-         run `ferry login --profile {profile}`"
+        "the sign-in of profile '{profile}' has ended because the server no longer accepts its \
+         refresh token; sign in again with `ferry login --profile {profile}`"
     )]
     SignInAgain { profile: String },
     #[error(

@@ -92,6 +92,10 @@ pub(crate) struct Activity {
 /// is extended by that drain time, so a slow but moving part is not cut
 /// off, while a connection where nothing moves still fails once the drain
 /// time and the idle timeout have both passed.
+///
+/// NOTE: the kernel wakes a writer only after a share of a full send buffer
+/// has drained, so on a very slow link two hand-overs can be further apart
+/// than the idle timeout while bytes still move.
 #[derive(Debug)]
 struct BodyDrain {
     length: u64,

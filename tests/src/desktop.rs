@@ -131,22 +131,21 @@ impl Driver {
 }
 
 impl Drop for Driver {
-    /// Stops tauri-driver with SIGTERM, on which it also stops
-    /// WebKitWebDriver, then kills what is left of the processes it started.
-    /// An app left running after a failed test would otherwise take the
-    /// next test's launch as its second instance.
+    /// Kills the apps the driver started, then the driver. The apps go
+    /// first, while WebKitWebDriver, their parent, still runs to reap them:
+    /// an unreaped app stays a zombie whose process id the journal takes
+    /// for a live process that still runs its transfers. An app left
+    /// running after a failed test would otherwise take the next test's
+    /// launch as its second instance.
     fn drop(&mut self) {
-        let started = descendants(self.child.id());
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
+        let app = binary("ferry-desktop");
+        for pid in descendants(self.child.id()) {
+            if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == app) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in started {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
-        }
     }
 }
 

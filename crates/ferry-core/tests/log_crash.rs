@@ -170,9 +170,11 @@ fn kill_during_appends_loses_no_entry() {
     for (seq, name) in acknowledged.iter() {
         assert_eq!(entries.get(seq), Some(name), "acknowledged entry seq {seq} was lost");
     }
+    // Whether a kill lands inside an append is chance, so the count of torn
+    // lines is only reported; `half_written_line_is_torn_and_chain_continues`
+    // covers the torn path deterministically.
     let torn = report.problems.len();
     println!("{} entries acknowledged, {torn} torn lines reported", acknowledged.len());
-    assert!(torn > 0, "no kill landed inside an append, so nothing tested the torn path");
 }
 
 #[test]

@@ -329,6 +329,44 @@ fn fallback_start() -> String {
     START.get_or_init(now).clone()
 }
 
+/// Writes every field of `record` except its state, error and claim, and
+/// sets `updated_at`; returns the number of rows changed.
+fn write_fields(connection: &Connection, record: &TransferRecord) -> rusqlite::Result<usize> {
+    connection
+        .execute(
+            "UPDATE transfers SET file_name = ?2, size = ?3, source_path = ?4,
+                source_mtime_ns = ?5, patient = ?6, media_type = ?7, destination_dir = ?8,
+                destination_path = ?9, temp_path = ?10, existing_file = ?11, upload_id = ?12,
+                document_id = ?13, part_size = ?14, part_count = ?15, sha256 = ?16,
+                object_etag = ?17, correlation_id = ?18, receipt = ?19,
+                upload_request = ?21, updated_at = ?20
+             WHERE id = ?1",
+            params![
+                record.id,
+                record.file_name,
+                record.size.map(to_sql_u64),
+                record.source_path.as_deref().map(path_text),
+                record.source_mtime_ns,
+                record.patient,
+                record.media_type,
+                record.destination_dir.as_deref().map(path_text),
+                record.destination_path.as_deref().map(path_text),
+                record.temp_path.as_deref().map(path_text),
+                record.existing_file,
+                record.upload_id,
+                record.document_id,
+                record.part_size.map(to_sql_u64),
+                record.part_count,
+                record.sha256,
+                record.object_etag,
+                record.correlation_id,
+                record.receipt,
+                now(),
+                record.upload_request,
+            ],
+        )
+}
+
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -378,8 +416,12 @@ impl Journal {
 
     /// Inserts a new transfer.
     pub fn insert(&self, record: &TransferRecord) -> Result<(), JournalError> {
-        let connection = self.lock();
-        connection
+        let mut connection = self.lock();
+        // One transaction, so that a process killed between the two
+        // statements leaves no row without its fields: `ferry resume`
+        // cannot continue an upload whose source path is missing.
+        let transaction = connection.transaction().map_err(|error| self.error(error))?;
+        transaction
             .execute(
                 "INSERT INTO transfers (id, direction, state, error, file_name, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -393,8 +435,8 @@ impl Journal {
                 ],
             )
             .map_err(|error| self.error(error))?;
-        drop(connection);
-        self.update(record)
+        write_fields(&transaction, record).map_err(|error| self.error(error))?;
+        transaction.commit().map_err(|error| self.error(error))
     }
 
     /// Writes every field of `record` except its state, error and claim, and
@@ -403,41 +445,7 @@ impl Journal {
     /// the state (to `waiting_for_network`, `paused`, ...) cannot undo that
     /// change when it is written back.
     pub fn update(&self, record: &TransferRecord) -> Result<(), JournalError> {
-        let connection = self.lock();
-        let changed = connection
-            .execute(
-                "UPDATE transfers SET file_name = ?2, size = ?3, source_path = ?4,
-                    source_mtime_ns = ?5, patient = ?6, media_type = ?7, destination_dir = ?8,
-                    destination_path = ?9, temp_path = ?10, existing_file = ?11, upload_id = ?12,
-                    document_id = ?13, part_size = ?14, part_count = ?15, sha256 = ?16,
-                    object_etag = ?17, correlation_id = ?18, receipt = ?19,
-                    upload_request = ?21, updated_at = ?20
-                 WHERE id = ?1",
-                params![
-                    record.id,
-                    record.file_name,
-                    record.size.map(to_sql_u64),
-                    record.source_path.as_deref().map(path_text),
-                    record.source_mtime_ns,
-                    record.patient,
-                    record.media_type,
-                    record.destination_dir.as_deref().map(path_text),
-                    record.destination_path.as_deref().map(path_text),
-                    record.temp_path.as_deref().map(path_text),
-                    record.existing_file,
-                    record.upload_id,
-                    record.document_id,
-                    record.part_size.map(to_sql_u64),
-                    record.part_count,
-                    record.sha256,
-                    record.object_etag,
-                    record.correlation_id,
-                    record.receipt,
-                    now(),
-                    record.upload_request,
-                ],
-            )
-            .map_err(|error| self.error(error))?;
+        let changed = write_fields(&self.lock(), record).map_err(|error| self.error(error))?;
         if changed == 0 {
             return Err(JournalError::NotFound(record.id.clone()));
         }

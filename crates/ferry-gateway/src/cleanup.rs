@@ -3,6 +3,11 @@
 //!
 //! Uploads stopped by the deny list are aborted when they are denied and
 //! keep the status `denied`; this task does not revisit them.
+//!
+//! Ending an upload removes its data whichever stage it reached: the parts of
+//! an open multipart upload, or the object of a multipart upload the store
+//! completed before the gateway recorded the completion (see
+//! [`remove_upload_data`]).
 
 use std::sync::Arc;
 
@@ -13,18 +18,73 @@ use tokio::task::JoinHandle;
 use crate::audit::{AuditAction, AuditRecord, Step};
 use crate::grant::GrantService;
 use crate::repository::UploadRecord;
+use crate::s3::S3Error;
+
+/// What the store held, and deleted, when an upload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// The open multipart upload and its parts.
+    Parts,
+    /// The object of a multipart upload the store completed before the
+    /// gateway recorded the completion.
+    Object,
+    /// Neither: the upload was removed before.
+    Nothing,
+}
+
+impl Removed {
+    /// A sentence for the audit record of the step that ended the upload.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Removed::Parts => "the store deleted its parts",
+            Removed::Object => "the store deleted the object its completion left behind",
+            Removed::Nothing => "the store held no parts and no object of it",
+        }
+    }
+}
+
+/// Removes the data of an upload that ends without a recorded completion.
+///
+/// When the store no longer knows the multipart upload (`NoSuchUpload`), a
+/// completion may have been cut short after the store completed it: the
+/// object then exists, and no DocumentReference points at it. The object key
+/// (`uploads/{upload_id}`) belongs to this upload alone, so deleting it
+/// removes nothing else. Callers make sure the upload is not completed.
+pub async fn remove_upload_data(
+    service: &GrantService,
+    upload: &UploadRecord,
+) -> Result<Removed, S3Error> {
+    let key = upload.object_key.as_str();
+    if service
+        .store
+        .abort_multipart_upload(key, &upload.store_upload_id)
+        .await?
+    {
+        return Ok(Removed::Parts);
+    }
+
+    if service.store.head_object(key).await?.is_none() {
+        return Ok(Removed::Nothing);
+    }
+    service.store.delete_object(key).await?;
+    tracing::warn!(
+        upload_id = %upload.id,
+        correlation_id = %upload.correlation_id,
+        "deleted the object of an upload the store completed but the gateway did not record"
+    );
+    Ok(Removed::Object)
+}
 
 /// Aborts one expired upload on the store and marks it expired. Failures are
 /// logged; the next run retries them, because the upload stays listed.
 pub async fn expire_upload(service: &GrantService, upload: &UploadRecord) -> bool {
-    if let Err(error) = service
-        .store
-        .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
-        .await
-    {
-        tracing::warn!(upload_id = %upload.id, %error, "failed to abort an expired upload; retrying at the next run");
-        return false;
-    }
+    let removed = match remove_upload_data(service, upload).await {
+        Ok(removed) => removed,
+        Err(error) => {
+            tracing::warn!(upload_id = %upload.id, %error, "failed to abort an expired upload; retrying at the next run");
+            return false;
+        }
+    };
 
     let changed =
         match service
@@ -44,8 +104,9 @@ pub async fn expire_upload(service: &GrantService, upload: &UploadRecord) -> boo
         record.patient = Some(upload.patient.clone());
         record.object = Some(upload.object_key.clone());
         record.detail = Some(format!(
-            "upload abandoned since {}; the store deleted its parts",
-            upload.expires_at
+            "upload abandoned since {}; {}",
+            upload.expires_at,
+            removed.detail()
         ));
         service.audit.record_or_log(&record);
         tracing::info!(upload_id = %upload.id, correlation_id = %upload.correlation_id, "expired upload aborted");
@@ -64,6 +125,12 @@ pub async fn run_once(service: &GrantService) -> usize {
     };
     let mut aborted = 0;
     for upload in &expired {
+        // A completion in progress decides the upload's end itself; its
+        // status check expires the upload if the completion fails.
+        let lock = service.completion_lock(&upload.id);
+        let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
         if expire_upload(service, upload).await {
             aborted += 1;
         }

@@ -650,8 +650,14 @@ impl S3Client {
         })
     }
 
-    /// `AbortMultipartUpload`. An upload the store no longer knows counts as aborted.
-    pub async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+    /// `AbortMultipartUpload`. Returns false when the store no longer knows the
+    /// upload (`NoSuchUpload`): it was aborted before, or it was completed and
+    /// the object exists.
+    pub async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<bool, S3Error> {
         match self
             .send(
                 "AbortMultipartUpload",
@@ -663,8 +669,8 @@ impl S3Client {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(error) if error.code() == Some("NoSuchUpload") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(error) if error.code() == Some("NoSuchUpload") => Ok(false),
             Err(error) => Err(error),
         }
     }

@@ -155,3 +155,81 @@ async fn state_without_stored_completion_request_is_conflict() {
     );
     assert_eq!(sandbox.document_count(), 0);
 }
+
+/// Whether the store holds the object of `upload_id`.
+async fn object_exists(sandbox: &GrantSandbox, upload_id: &str) -> bool {
+    let service = sandbox.service();
+    let record = service.repository.upload(upload_id).unwrap().unwrap();
+    service
+        .store
+        .head_object(&record.object_key)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn abort_after_store_completion_deletes_the_object() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+    let data = content(6 * MIB, 25);
+    let (upload_id, _) = complete_on_store_only(&sandbox, &token, &data, true).await;
+    assert!(object_exists(&sandbox, &upload_id).await);
+
+    let status = sandbox
+        .delete(&token, &format!("/uploads/{upload_id}"))
+        .await;
+
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!object_exists(&sandbox, &upload_id).await);
+    let (_, state) = sandbox.get(&token, &format!("/uploads/{upload_id}")).await;
+    assert_eq!(state["status"], "aborted");
+    assert_eq!(sandbox.document_count(), 0);
+}
+
+#[tokio::test]
+async fn expiry_after_store_completion_deletes_the_object() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+    let data = content(6 * MIB, 26);
+    let (upload_id, _) = complete_on_store_only(&sandbox, &token, &data, false).await;
+    let service = sandbox.service();
+    let record = service.repository.upload(&upload_id).unwrap().unwrap();
+
+    let expired = ferry_gateway::cleanup::expire_upload(service, &record).await;
+
+    assert!(expired);
+    assert!(!object_exists(&sandbox, &upload_id).await);
+    assert_eq!(sandbox.document_count(), 0);
+}
+
+#[tokio::test]
+async fn denial_after_store_completion_deletes_the_object() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+    let data = content(6 * MIB, 27);
+    let (upload_id, completion) = complete_on_store_only(&sandbox, &token, &data, true).await;
+    sandbox
+        .service()
+        .repository
+        .add_deny(ferry_gateway::policy::DenyKind::Patient, "pat-001")
+        .unwrap();
+
+    let (status, body) = sandbox
+        .post(
+            &token,
+            &format!("/uploads/{upload_id}/complete"),
+            &completion,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!object_exists(&sandbox, &upload_id).await);
+
+    // Aborting the denied upload afterwards finds nothing left to delete.
+    let status = sandbox
+        .delete(&token, &format!("/uploads/{upload_id}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!object_exists(&sandbox, &upload_id).await);
+    assert_eq!(sandbox.document_count(), 0);
+}

@@ -121,7 +121,7 @@ impl GrantService {
         }
     }
 
-    fn completion_lock(&self, upload_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn completion_lock(&self, upload_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .completion_locks
             .lock()

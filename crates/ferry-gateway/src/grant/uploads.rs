@@ -307,10 +307,7 @@ impl GrantService {
                 self.repository
                     .transition(&upload.id, UploadStatus::Open, UploadStatus::Denied)?;
             if newly_denied
-                && let Err(error) = self
-                    .store
-                    .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
-                    .await
+                && let Err(error) = crate::cleanup::remove_upload_data(self, upload).await
             {
                 // NOTE: the parts stay in the store until its own lifecycle
                 // rules remove them; the cleanup task revisits only open uploads.
@@ -556,6 +553,11 @@ pub async fn abort(
     Path(upload_id): Path<String>,
 ) -> Result<StatusCode, GrantError> {
     let service = &state.service;
+    load_upload(service, &claims, &upload_id)?;
+    // Under the completion lock: a completion in progress either finishes
+    // first (and the upload is completed) or has not begun.
+    let lock = service.completion_lock(&upload_id);
+    let _guard = lock.lock().await;
     let upload = load_upload(service, &claims, &upload_id)?;
     match upload.status {
         UploadStatus::Completed => {
@@ -568,9 +570,7 @@ pub async fn abort(
         UploadStatus::Open | UploadStatus::Denied => {}
     }
 
-    service
-        .store
-        .abort_multipart_upload(&upload.object_key, &upload.store_upload_id)
+    let removed = crate::cleanup::remove_upload_data(service, &upload)
         .await
         .map_err(|error| {
             GrantError::store("abort the multipart upload", &error)
@@ -588,7 +588,7 @@ pub async fn abort(
     );
     record.patient = Some(upload.patient.clone());
     record.object = Some(upload.object_key.clone());
-    record.detail = Some("upload aborted by its client; the store deleted its parts".into());
+    record.detail = Some(format!("upload aborted by its client; {}", removed.detail()));
     service.audit.record(&record)?;
     tracing::info!(upload_id, correlation_id = %upload.correlation_id, "upload aborted");
     Ok(StatusCode::NO_CONTENT)

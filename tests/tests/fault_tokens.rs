@@ -167,9 +167,6 @@ fn check_stored_object(env: &FaultSandbox, size: u64) {
 }
 
 #[test]
-#[ignore = "defect: a 401 invalid_token from the grant API fails the transfer with 'unexpected body' \
-            instead of refreshing the token and pausing with 'sign in again'; `ferry resume` then \
-            skips the failed transfer"]
 fn revoked_refresh_token_pauses_until_sign_in() {
     if skip_without_credential_store() {
         return;

@@ -16,7 +16,7 @@ use super::{
     Control, DownloadOptions, EngineOptions, TransferContext, TransferError, TransferOutcome, UploadOptions, download,
     guess_media_type, upload,
 };
-use crate::grant::GrantClient;
+use crate::grant::{GrantClient, GrantError};
 use crate::journal::{Claimant, Direction, Journal, TransferRecord, TransferState};
 
 /// How a transfer ended, shared by every handle of it.
@@ -429,6 +429,17 @@ async fn settle(
 
     match outcome {
         Ok(outcome) => Ok(outcome),
+        // The server rejected the refresh token: the transfer waits for the
+        // user to sign in again, and `ferry resume` or the app continues it
+        // from the parts already confirmed.
+        Err(error) if needs_sign_in(&error) => {
+            tracing::warn!(transfer = %context.id, "transfer paused until the user signs in again: {error}");
+            let message = error.to_string();
+            if let Err(journal_error) = context.journal.set_state(&context.id, TransferState::Paused, Some(&message)) {
+                tracing::error!(transfer = %context.id, "recording the pause failed: {journal_error}");
+            }
+            Err(Arc::new(error))
+        }
         Err(error) => {
             tracing::error!(transfer = %context.id, "transfer failed: {error}");
             let message = error.to_string();
@@ -438,6 +449,11 @@ async fn settle(
             Err(Arc::new(error))
         }
     }
+}
+
+/// Returns whether `error` means the stored sign-in is no longer valid.
+fn needs_sign_in(error: &TransferError) -> bool {
+    matches!(error, TransferError::Grant(GrantError::AccessToken { source, .. }) if source.sign_in_required)
 }
 
 /// Aborts a cancelled upload at the gateway (a few attempts; the gateway

@@ -20,7 +20,7 @@ use crate::grant::GrantService;
 use crate::repository::UploadRecord;
 use crate::s3::S3Error;
 
-/// What the store held, and deleted, when an upload ended.
+/// Data the store deleted when an upload ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removed {
     /// The open multipart upload and its parts.
@@ -33,7 +33,7 @@ pub enum Removed {
 }
 
 impl Removed {
-    /// A sentence for the audit record of the step that ended the upload.
+    /// Returns a sentence for the audit record of the step that ended the upload.
     pub fn detail(self) -> &'static str {
         match self {
             Removed::Parts => "the store deleted its parts",
@@ -45,7 +45,7 @@ impl Removed {
 
 /// Removes the data of an upload that ends without a recorded completion.
 ///
-/// When the store no longer knows the multipart upload (`NoSuchUpload`), a
+/// When the store has no such multipart upload any more (`NoSuchUpload`), a
 /// completion may have been cut short after the store completed it: the
 /// object then exists, and no DocumentReference points at it. The object key
 /// (`uploads/{upload_id}`) belongs to this upload alone, so deleting it

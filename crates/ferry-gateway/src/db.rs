@@ -93,6 +93,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE refresh_tokens ADD COLUMN successor_sha256 TEXT;
     ALTER TABLE refresh_tokens ADD COLUMN grace_used_at INTEGER;
     "#,
+    // 8: checkpoints keyed by subject.
+    crate::repository::CHECKPOINTS_BY_SUBJECT_MIGRATION,
 ];
 
 /// Errors opening or migrating the database.

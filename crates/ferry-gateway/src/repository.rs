@@ -34,6 +34,25 @@ pub const CHECKPOINTS_BY_LOG_MIGRATION: &str = r#"
     ALTER TABLE grant_checkpoints_by_log RENAME TO grant_checkpoints;
 "#;
 
+/// Migration that keys checkpoints by subject as well, so that one user's
+/// checkpoints never occupy, or count as, another user's log of the same
+/// device and log id.
+pub const CHECKPOINTS_BY_SUBJECT_MIGRATION: &str = r#"
+    CREATE TABLE grant_checkpoints_by_subject (
+        subject      TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        log_id       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        recorded_at  INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (subject, device_id, log_id, seq)
+    );
+    INSERT INTO grant_checkpoints_by_subject (subject, device_id, log_id, seq, recorded_at, body)
+        SELECT subject, device_id, log_id, seq, recorded_at, body FROM grant_checkpoints;
+    DROP TABLE grant_checkpoints;
+    ALTER TABLE grant_checkpoints_by_subject RENAME TO grant_checkpoints;
+"#;
+
 /// Migration that keeps the completion request of each upload, stored before
 /// the gateway asks the store to complete it, so that a completion cut short
 /// after the store completed the upload can be finished from it.
@@ -174,16 +193,34 @@ pub trait GrantRepository: Send + Sync {
     /// Removes an entry; returns false when it was not there.
     fn remove_deny(&self, kind: DenyKind, value: &str) -> Result<bool, RepositoryError>;
 
-    /// Stores a checkpoint. Recording the same checkpoint again returns the
-    /// stored one; different content under the same sequence number is a conflict.
+    /// Stores a checkpoint under its subject, device, log and seq. Recording
+    /// the same checkpoint again returns the stored one; different content
+    /// under the same key is a conflict.
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RepositoryError>;
     /// Returns the checkpoint with the highest sequence number recorded for
-    /// one log of a device, of any subject.
+    /// one log of a device and subject.
     fn latest_checkpoint(
         &self,
+        subject: &str,
         device_id: &str,
         log_id: &str,
     ) -> Result<Option<Checkpoint>, RepositoryError>;
+    /// Returns the checkpoint recorded at `seq` of one log of a device and subject.
+    fn checkpoint_at(
+        &self,
+        subject: &str,
+        device_id: &str,
+        log_id: &str,
+        seq: u64,
+    ) -> Result<Option<Checkpoint>, RepositoryError>;
+    /// Returns the device key of the earliest checkpoint of one log of a
+    /// device and subject that carried one.
+    fn log_device_key(
+        &self,
+        subject: &str,
+        device_id: &str,
+        log_id: &str,
+    ) -> Result<Option<String>, RepositoryError>;
     /// A device's checkpoints recorded for `subject`, of all its logs, in
     /// sequence order.
     fn checkpoints(
@@ -491,11 +528,18 @@ impl GrantRepository for SqliteRepository {
         let connection = self.db.lock();
         let existing: Option<String> = connection
             .prepare_cached(
-                "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND log_id = ?2 AND seq = ?3",
+                "SELECT body FROM grant_checkpoints
+                 WHERE subject = ?1 AND device_id = ?2 AND log_id = ?3 AND seq = ?4",
             )?
-            .query_row(params![request.device_id, log_id, request.seq as i64], |row| {
-                row.get(0)
-            })
+            .query_row(
+                params![
+                    checkpoint.subject,
+                    request.device_id,
+                    log_id,
+                    request.seq as i64
+                ],
+                |row| row.get(0),
+            )
             .optional()?;
         if let Some(existing) = existing {
             let stored: Checkpoint =
@@ -503,7 +547,7 @@ impl GrantRepository for SqliteRepository {
                     what: "checkpoint",
                     source,
                 })?;
-            if stored.checkpoint == checkpoint.checkpoint && stored.subject == checkpoint.subject {
+            if stored.checkpoint == checkpoint.checkpoint {
                 return Ok(stored);
             }
             return Err(RepositoryError::CheckpointConflict {
@@ -527,6 +571,7 @@ impl GrantRepository for SqliteRepository {
 
     fn latest_checkpoint(
         &self,
+        subject: &str,
         device_id: &str,
         log_id: &str,
     ) -> Result<Option<Checkpoint>, RepositoryError> {
@@ -534,17 +579,52 @@ impl GrantRepository for SqliteRepository {
             .db
             .lock()
             .prepare_cached(
-                "SELECT body FROM grant_checkpoints WHERE device_id = ?1 AND log_id = ?2
+                "SELECT body FROM grant_checkpoints WHERE subject = ?1 AND device_id = ?2 AND log_id = ?3
                  ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![device_id, log_id], |row| row.get(0))
+            .query_row(params![subject, device_id, log_id], |row| row.get(0))
             .optional()?;
-        body.map(|body| serde_json::from_str(&body))
-            .transpose()
-            .map_err(|source| RepositoryError::Corrupt {
-                what: "checkpoint",
-                source,
+        parse_checkpoint(body)
+    }
+
+    fn checkpoint_at(
+        &self,
+        subject: &str,
+        device_id: &str,
+        log_id: &str,
+        seq: u64,
+    ) -> Result<Option<Checkpoint>, RepositoryError> {
+        let body: Option<String> = self
+            .db
+            .lock()
+            .prepare_cached(
+                "SELECT body FROM grant_checkpoints
+                 WHERE subject = ?1 AND device_id = ?2 AND log_id = ?3 AND seq = ?4",
+            )?
+            .query_row(params![subject, device_id, log_id, seq as i64], |row| {
+                row.get(0)
             })
+            .optional()?;
+        parse_checkpoint(body)
+    }
+
+    fn log_device_key(
+        &self,
+        subject: &str,
+        device_id: &str,
+        log_id: &str,
+    ) -> Result<Option<String>, RepositoryError> {
+        Ok(self
+            .db
+            .lock()
+            .prepare_cached(
+                "SELECT json_extract(body, '$.checkpoint.device_public_key') AS device_key
+                 FROM grant_checkpoints
+                 WHERE subject = ?1 AND device_id = ?2 AND log_id = ?3 AND device_key IS NOT NULL
+                 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![subject, device_id, log_id], |row| row.get(0))
+            .optional()?)
     }
 
     fn checkpoints(
@@ -569,4 +649,13 @@ impl GrantRepository for SqliteRepository {
             })
             .collect()
     }
+}
+
+fn parse_checkpoint(body: Option<String>) -> Result<Option<Checkpoint>, RepositoryError> {
+    body.map(|body| serde_json::from_str(&body))
+        .transpose()
+        .map_err(|source| RepositoryError::Corrupt {
+            what: "checkpoint",
+            source,
+        })
 }

@@ -130,3 +130,152 @@ async fn new_log_may_have_another_device_key() {
 
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn checkpoint_without_device_key_is_rejected() {
+    let (sandbox, token) = signed_in().await;
+    let mut keyless = checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY);
+    keyless.as_object_mut().unwrap().remove("device_public_key");
+
+    let (status, body) = sandbox.post(&token, "/checkpoints", &keyless).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "device_public_key");
+}
+
+#[tokio::test]
+async fn device_key_stays_pinned_after_keyless_checkpoint() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(STAFF, STAFF_SCOPE).await;
+    let first = checkpoint(LOG_ID, 4, 0, DEVICE_KEY, DEVICE_KEY);
+    let mut keyless = checkpoint(LOG_ID, 5, 0, DEVICE_KEY, DEVICE_KEY);
+    keyless.as_object_mut().unwrap().remove("device_public_key");
+    let mut older_keyless = checkpoint(LOG_ID, 2, 0, DEVICE_KEY, DEVICE_KEY);
+    older_keyless
+        .as_object_mut()
+        .unwrap()
+        .remove("device_public_key");
+    // A keyless row stored before the key was pinned, then the pinned key.
+    let (status, _) = sandbox.post(&token, "/checkpoints", &older_keyless).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = sandbox.post(&token, "/checkpoints", &first).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = sandbox.post(&token, "/checkpoints", &keyless).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, body) = sandbox
+        .post(
+            &token,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 6, 0, DEVICE_KEY, OTHER_DEVICE_KEY),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "device_public_key");
+    let (status, body) = sandbox
+        .post(
+            &token,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 7, 0, DEVICE_KEY, DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn lower_seq_is_rejected_as_rollback() {
+    let (sandbox, token) = signed_in().await;
+    let (status, _) = sandbox
+        .post(
+            &token,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 100, 2, "33cc", DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (seq, epoch, epoch_key) in [(50, 1, "44dd"), (60, 9, "55ee"), (60, 2, "33cc")] {
+        let (status, body) = sandbox
+            .post(
+                &token,
+                "/checkpoints",
+                &checkpoint(LOG_ID, seq, epoch, epoch_key, DEVICE_KEY),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "seq {seq}: {body}");
+        assert_eq!(body["field"], "seq", "seq {seq}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn earlier_checkpoint_sent_again_is_accepted() {
+    let (sandbox, token) = signed_in().await;
+    let (status, _) = sandbox
+        .post(
+            &token,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = sandbox
+        .post(
+            &token,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 4, 0, DEVICE_KEY, DEVICE_KEY),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checkpoint"]["seq"], 4);
+}
+
+#[tokio::test]
+async fn other_user_cannot_touch_a_log() {
+    let (sandbox, owner) = signed_in().await;
+    let intruder = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+
+    // The intruder's checkpoints form the intruder's own log.
+    let (status, body) = sandbox
+        .post(
+            &intruder,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 4, 0, OTHER_DEVICE_KEY, OTHER_DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = sandbox
+        .post(
+            &intruder,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 500, 0, OTHER_DEVICE_KEY, OTHER_DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The owner's log goes on with its own key and seq.
+    let (status, body) = sandbox
+        .post(
+            &owner,
+            "/checkpoints",
+            &checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, list) = sandbox.get(&owner, "/checkpoints?device_id=dev-2b7f").await;
+    let seqs: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["checkpoint"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [4, 9]);
+
+    // The owner's audit events stay hidden from the intruder.
+    let steps = sandbox.audit_steps(&intruder, "checkpoint:dev-2b7f").await;
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    let steps = sandbox.audit_steps(&owner, "checkpoint:dev-2b7f").await;
+    assert_eq!(steps.len(), 2, "{steps:?}");
+}

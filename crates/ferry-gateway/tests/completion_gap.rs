@@ -156,7 +156,7 @@ async fn state_without_stored_completion_request_is_conflict() {
     assert_eq!(sandbox.document_count(), 0);
 }
 
-/// Whether the store holds the object of `upload_id`.
+/// Returns whether the store contains the object of `upload_id`.
 async fn object_exists(sandbox: &GrantSandbox, upload_id: &str) -> bool {
     let service = sandbox.service();
     let record = service.repository.upload(upload_id).unwrap().unwrap();
@@ -169,7 +169,7 @@ async fn object_exists(sandbox: &GrantSandbox, upload_id: &str) -> bool {
 }
 
 #[tokio::test]
-async fn abort_after_store_completion_deletes_the_object() {
+async fn abort_after_store_completion_deletes_object() {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
     let data = content(6 * MIB, 25);
@@ -188,7 +188,7 @@ async fn abort_after_store_completion_deletes_the_object() {
 }
 
 #[tokio::test]
-async fn expiry_after_store_completion_deletes_the_object() {
+async fn expiry_after_store_completion_deletes_object() {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
     let data = content(6 * MIB, 26);
@@ -204,7 +204,7 @@ async fn expiry_after_store_completion_deletes_the_object() {
 }
 
 #[tokio::test]
-async fn denial_after_store_completion_deletes_the_object() {
+async fn denial_after_store_completion_deletes_object() {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
     let data = content(6 * MIB, 27);

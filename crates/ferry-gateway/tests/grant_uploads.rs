@@ -282,8 +282,8 @@ async fn checkpoints_are_countersigned_and_listed_in_order() {
                 "epoch": 1, "epoch_public_key": "MCowBQYDK2VwAyEA" })
     };
 
-    let (status, second) = sandbox.post(&token, "/checkpoints", &checkpoint(2)).await;
     let (_, first) = sandbox.post(&token, "/checkpoints", &checkpoint(1)).await;
+    let (status, second) = sandbox.post(&token, "/checkpoints", &checkpoint(2)).await;
     let (again_status, again) = sandbox.post(&token, "/checkpoints", &checkpoint(2)).await;
     let mut changed = checkpoint(2);
     changed["epoch"] = json!(2);

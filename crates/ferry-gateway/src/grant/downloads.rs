@@ -130,7 +130,7 @@ pub async fn create_checkpoint(
         check_text("device_public_key", device_public_key, 256)?;
     }
     let service = &state.service;
-    if let Err(error) = check_log_keys(service, &request) {
+    if let Err(error) = check_log_keys(service, &claims.subject, &request) {
         let mut record = service.record_for(
             &claims,
             Step::Checkpoint,
@@ -174,34 +174,63 @@ pub async fn create_checkpoint(
     Ok(Json(stored))
 }
 
-/// Checks a checkpoint's keys against the latest one recorded for its log.
+/// Checks a checkpoint against the caller's log it extends.
 ///
-/// A log keeps its device key (epoch 0) for life, and within one epoch its
-/// epoch key, so a change of either means another log under the same id: a
-/// replaced file or a swapped key. Epochs never go back as the log grows.
+/// A log keeps its device key (epoch 0) for life: once one checkpoint of the
+/// log carried it, every later one must carry the same key. Within one epoch
+/// the epoch key stays the same. A change of either means another log under
+/// the same id: a replaced file or a swapped key. The log only grows: a seq
+/// below the latest is a rollback unless it repeats the recorded checkpoint,
+/// and epochs never go back as the seq grows.
 // TODO: a new epoch key is accepted without checking that the previous epoch
 // key signed it, because `CheckpointRequest` does not carry that signature.
 // `ferry log verify` checks that link inside the log.
-fn check_log_keys(service: &GrantService, request: &CheckpointRequest) -> Result<(), GrantError> {
+fn check_log_keys(
+    service: &GrantService,
+    subject: &str,
+    request: &CheckpointRequest,
+) -> Result<(), GrantError> {
+    let repository = &service.repository;
+    let device_id = request.device_id.as_str();
     let log_id = request.log_id.as_deref().unwrap_or_default();
-    let Some(latest) = service
-        .repository
-        .latest_checkpoint(&request.device_id, log_id)?
-    else {
+    let Some(latest) = repository.latest_checkpoint(subject, device_id, log_id)? else {
         return Ok(());
     };
     let recorded = &latest.checkpoint;
-    let log = format!("log '{log_id}' of device '{}'", request.device_id);
+    let log = format!("log '{log_id}' of device '{device_id}'");
 
-    if let (Some(recorded_key), Some(new_key)) =
-        (&recorded.device_public_key, &request.device_public_key)
-        && recorded_key != new_key
-    {
+    if let Some(pinned) = repository.log_device_key(subject, device_id, log_id)? {
+        match &request.device_public_key {
+            Some(new_key) if *new_key == pinned => {}
+            Some(new_key) => {
+                return Err(GrantError::conflict(format!(
+                    "{log} was checkpointed with device key {pinned}, not {new_key}; a log keeps \
+                     its device key, so restore the log's key or start a new log"
+                ))
+                .with_field("device_public_key"));
+            }
+            None => {
+                return Err(GrantError::conflict(format!(
+                    "{log} was checkpointed with device key {pinned}; every later checkpoint \
+                     of the log must carry it in device_public_key"
+                ))
+                .with_field("device_public_key"));
+            }
+        }
+    }
+    if request.seq < recorded.seq {
+        let repeated = repository
+            .checkpoint_at(subject, device_id, log_id, request.seq)?
+            .is_some_and(|stored| stored.checkpoint == *request);
+        if repeated {
+            return Ok(());
+        }
         return Err(GrantError::conflict(format!(
-            "{log} was checkpointed with device key {recorded_key}, not {new_key}; a log keeps \
-             its device key, so restore the log's key or start a new log"
+            "{log} was checkpointed at seq {}; a checkpoint at the lower seq {} would roll the \
+             log back, and only the checkpoint recorded there may be sent again",
+            recorded.seq, request.seq
         ))
-        .with_field("device_public_key"));
+        .with_field("seq"));
     }
     if request.epoch == recorded.epoch && request.epoch_public_key != recorded.epoch_public_key {
         return Err(GrantError::conflict(format!(
@@ -210,7 +239,7 @@ fn check_log_keys(service: &GrantService, request: &CheckpointRequest) -> Result
         ))
         .with_field("epoch_public_key"));
     }
-    if request.seq > recorded.seq && request.epoch < recorded.epoch {
+    if request.epoch < recorded.epoch {
         return Err(GrantError::conflict(format!(
             "{log} reached epoch {} at seq {}; a checkpoint at seq {} cannot be in the earlier epoch {}",
             recorded.epoch, recorded.seq, request.seq, request.epoch
@@ -265,7 +294,10 @@ pub struct AuditQuery {
 }
 
 /// `GET /audit?correlation_id=…`: a Bundle of the events of one correlation
-/// id. A caller sees the events only of transfers in which it acted.
+/// id. A caller sees events only of correlation ids in which it acted, and of
+/// those only its own and the gateway's. Another user's events stay hidden,
+/// because every user who checkpoints a log of one device id shares its
+/// correlation id `checkpoint:{device_id}`.
 pub async fn audit(
     State(state): State<GrantState>,
     Authenticated(claims): Authenticated,
@@ -276,13 +308,24 @@ pub async fn audit(
     check_text("correlation_id", &query.correlation_id, 256)?;
 
     let events = state.service.audit.events_for(&query.correlation_id)?;
-    let caller_acted = events.iter().any(|event| {
-        event["agent"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|agent| agent["who"]["identifier"]["value"] == claims.subject.as_str())
-    });
+    let caller = claims.subject.as_str();
+    let events = events
+        .into_iter()
+        .filter(|event| requesting_user(event).is_none_or(|user| user == caller))
+        .collect::<Vec<_>>();
+    let caller_acted = events
+        .iter()
+        .any(|event| requesting_user(event) == Some(caller));
     let events = if caller_acted { events } else { Vec::new() };
     Ok(Json(AuditLog::bundle(events)))
+}
+
+/// Returns the subject of the human user who requested an event, or `None`
+/// for an event the gateway or the store recorded on its own.
+fn requesting_user(event: &Value) -> Option<&str> {
+    event["agent"]
+        .as_array()?
+        .iter()
+        .find(|agent| agent["requestor"] == true)?["who"]["identifier"]["value"]
+        .as_str()
 }

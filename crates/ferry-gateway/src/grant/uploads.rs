@@ -588,7 +588,10 @@ pub async fn abort(
     );
     record.patient = Some(upload.patient.clone());
     record.object = Some(upload.object_key.clone());
-    record.detail = Some(format!("upload aborted by its client; {}", removed.detail()));
+    record.detail = Some(format!(
+        "upload aborted by its client; {}",
+        removed.detail()
+    ));
     service.audit.record(&record)?;
     tracing::info!(upload_id, correlation_id = %upload.correlation_id, "upload aborted");
     Ok(StatusCode::NO_CONTENT)

@@ -233,3 +233,34 @@ async fn denial_after_store_completion_deletes_object() {
     assert!(!object_exists(&sandbox, &upload_id).await);
     assert_eq!(sandbox.document_count(), 0);
 }
+
+#[tokio::test]
+async fn other_sha256_rejected_after_store_completion() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = sandbox.login(CLINICIAN, CLINICIAN_SCOPE).await;
+    let data = content(7 * MIB, 28);
+    let (upload_id, mut completion) = complete_on_store_only(&sandbox, &token, &data, true).await;
+    completion["sha256"] = json!(sha256_hex(b"another file"));
+
+    let (status, body) = sandbox
+        .post(
+            &token,
+            &format!("/uploads/{upload_id}/complete"),
+            &completion,
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "sha256");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("recorded in the completion request"),
+        "{body}"
+    );
+    assert!(object_exists(&sandbox, &upload_id).await);
+    let (_, state) = sandbox.get(&token, &format!("/uploads/{upload_id}")).await;
+    assert_eq!(state["status"], "completed", "{state}");
+    assert_eq!(sandbox.document_count(), 1);
+}

@@ -762,14 +762,24 @@ async fn complete_upload(
         // built the object from the part list stored before that call, so
         // another part list cannot describe it.
         Err(error) if error.code() == Some("NoSuchUpload") => {
-            if let Some(recorded) = service.repository.completion_request(&upload.id)?
-                && recorded.parts != request.parts
-            {
-                return Err(GrantError::conflict(format!(
-                    "the store completed upload '{}' with another part list; fetch the upload's state",
-                    upload.id
-                ))
-                .with_field("parts"));
+            // A different whole-file SHA-256 is rejected before verification
+            // too, because a failed verification would discard the object.
+            if let Some(recorded) = service.repository.completion_request(&upload.id)? {
+                if recorded.parts != request.parts {
+                    return Err(GrantError::conflict(format!(
+                        "the store completed upload '{}' with another part list; fetch the upload's state",
+                        upload.id
+                    ))
+                    .with_field("parts"));
+                }
+                if recorded.sha256 != request.sha256 {
+                    return Err(GrantError::conflict(format!(
+                        "sha256 {} differs from {}, recorded in the completion request the store \
+                         completed upload '{}' from; fetch the upload's state",
+                        request.sha256, recorded.sha256, upload.id
+                    ))
+                    .with_field("sha256"));
+                }
             }
             match service.store.head_object(key).await {
                 Ok(Some(_)) => true,

@@ -130,6 +130,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 struct AdminError {
     status: StatusCode,
     message: String,
+    /// The request part that is invalid, for 400 answers.
+    field: Option<&'static str>,
 }
 
 impl AdminError {
@@ -137,7 +139,13 @@ impl AdminError {
         AdminError {
             status,
             message: message.into(),
+            field: None,
         }
+    }
+
+    fn with_field(mut self, field: &'static str) -> AdminError {
+        self.field = Some(field);
+        self
     }
 }
 
@@ -160,7 +168,10 @@ impl IntoResponse for AdminError {
             StatusCode::BAD_REQUEST => "invalid_request",
             _ => "internal",
         };
-        let body = serde_json::json!({ "error": error, "message": self.message });
+        let mut body = serde_json::json!({ "error": error, "message": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -181,16 +192,21 @@ async fn guard(State(state): State<AdminState>, request: Request, next: Next) ->
         .into_response();
     };
 
+    // The scheme name is case-insensitive (RFC 7235, section 2.1).
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, token)| token);
     if !presented.is_some_and(|token| state.token.matches(token.trim())) {
         tracing::warn!(%peer, "admin API request without a valid admin token rejected");
+        // The message names the file but not its folder, so that a caller
+        // without the token learns nothing about the machine's layout.
         let message = format!(
-            "missing or invalid admin token; send the content of {} as Authorization: Bearer",
-            state.token.path.display()
+            "missing or invalid admin token; send the content of the file {ADMIN_TOKEN_FILE} \
+             in the gateway's data folder as Authorization: Bearer"
         );
         let mut response = AdminError::new(StatusCode::UNAUTHORIZED, message).into_response();
         response.headers_mut().insert(
@@ -242,12 +258,25 @@ fn parse_entry(kind: &str, value: &str) -> Result<DenyKind, AdminError> {
             StatusCode::BAD_REQUEST,
             format!("deny-list kind '{kind}' is invalid; use user, patient or object"),
         )
+        .with_field("kind")
     })?;
-    if value.is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
+    if value.trim().is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
         return Err(AdminError::new(
             StatusCode::BAD_REQUEST,
-            "a deny-list value must be 1 to 1024 characters without control characters",
-        ));
+            "value: a deny-list value must be 1 to 1024 characters, not only spaces, \
+             without control characters",
+        )
+        .with_field("value"));
+    }
+    if kind == DenyKind::Object && value.split('/').any(|segment| segment == "..") {
+        return Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "value: object key '{value}' contains a '..' segment; name the object key \
+                 exactly as the store does, for example uploads/upl_…"
+            ),
+        )
+        .with_field("value"));
     }
     Ok(kind)
 }

@@ -63,7 +63,47 @@ async fn requests_without_admin_token_are_rejected() {
         body["message"].as_str().unwrap().contains("admin-token"),
         "{body}"
     );
+    let data_dir = sandbox.data_dir.path().to_str().unwrap();
+    assert!(
+        !body["message"].as_str().unwrap().contains(data_dir),
+        "{body}"
+    );
     assert_eq!(user, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn authorization_scheme_is_case_insensitive() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = admin_token(&sandbox);
+
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = sandbox
+            .http
+            .get(admin_url(&sandbox, "/deny"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "scheme {scheme}");
+    }
+}
+
+#[tokio::test]
+async fn blank_and_dot_dot_deny_values_are_rejected() {
+    let sandbox = GrantSandbox::start("").await;
+    let token = admin_token(&sandbox);
+
+    for path in [
+        "/deny/patient/%20%20",
+        "/deny/object/uploads%2F..%2Fupl_abc",
+        "/deny/object/upl_abc%2F..",
+    ] {
+        let (status, body) = admin(&sandbox, reqwest::Method::PUT, path, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["field"], "value", "{path}: {body}");
+    }
+    let (_, list) = admin(&sandbox, reqwest::Method::GET, "/deny", &token).await;
+    assert_eq!(list, json!([]));
 }
 
 #[cfg(unix)]

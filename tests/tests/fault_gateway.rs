@@ -118,9 +118,6 @@ fn journal_states(env: &FaultSandbox) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "defect: the sandbox generates new store keys at each start, so part and range URLs \
-            signed before a restart get 403 NotSignedUp, which the client treats as fatal instead of \
-            requesting new URLs"]
 fn gateway_restart_mid_upload_loses_nothing() {
     if skip_without_credential_store() {
         return;
@@ -214,9 +211,6 @@ fn gateway_restart_mid_upload_loses_nothing() {
 }
 
 #[test]
-#[ignore = "defect: the sandbox generates new store keys at each start, so part and range URLs \
-            signed before a restart get 403 NotSignedUp, which the client treats as fatal instead of \
-            requesting new URLs"]
 fn gateway_restart_mid_download_loses_nothing() {
     if skip_without_credential_store() {
         return;

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::audit::AuditLog;
@@ -158,6 +158,57 @@ pub enum GrantStartError {
     },
 }
 
+/// File in the data folder that keeps the embedded store's access key
+/// pair, so that URLs signed before a restart stay valid after it.
+const STORE_CREDENTIALS_FILE: &str = "store-credentials.json";
+
+/// Reads the store's access key pair from the data folder, or generates one
+/// and writes it there readable by the owner only.
+fn load_or_generate_store_credentials(
+    data_dir: &Path,
+) -> Result<ferry_store::Credentials, GrantStartError> {
+    let path = data_dir.join(STORE_CREDENTIALS_FILE);
+    let invalid = |message: String| GrantStartError::Config {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: StoredCredentials = serde_json::from_slice(&bytes).map_err(|error| {
+                invalid(format!("{error}; delete the file to generate a new key pair"))
+            })?;
+            Ok(ferry_store::Credentials::new(
+                stored.access_key_id,
+                stored.secret_access_key,
+            ))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let credentials = ferry_store::Credentials::generate();
+            let stored = StoredCredentials {
+                access_key_id: credentials.access_key_id.clone(),
+                secret_access_key: credentials.secret_access_key.expose().to_owned(),
+            };
+            let bytes = serde_json::to_vec_pretty(&stored).expect("two strings serialize");
+            crate::tokens::write_private_file(&path, &bytes).map_err(|source| {
+                GrantStartError::DataDir {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+            tracing::info!(path = %path.display(), "generated a new access key pair for the embedded store");
+            Ok(credentials)
+        }
+        Err(error) => Err(invalid(error.to_string())),
+    }
+}
+
+/// The store's access key pair as kept in [`STORE_CREDENTIALS_FILE`].
+#[derive(Serialize, Deserialize)]
+struct StoredCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
 /// Registers documents in the sandbox's FHIR server, and keeps Ferry's full
 /// resource (with the contained `ImagingStudy`) in `grant_documents`.
 struct SandboxDocumentRegistry {
@@ -239,7 +290,7 @@ pub async fn start(
         };
         SocketAddr::new(sandbox_listen.ip(), port)
     });
-    let credentials = ferry_store::Credentials::generate();
+    let credentials = load_or_generate_store_credentials(data_dir)?;
     let mut store_config = ferry_store::StoreConfig::new(data_dir.join("store"));
     store_config.listen = store_listen;
     store_config.credentials = vec![credentials.clone()];

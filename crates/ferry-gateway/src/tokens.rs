@@ -194,7 +194,7 @@ fn generate_pem() -> String {
 }
 
 #[cfg(unix)]
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
@@ -208,7 +208,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     // TODO: restrict the file's ACL to the current user on Windows.
     std::fs::write(path, contents)
 }

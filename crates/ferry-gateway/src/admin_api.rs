@@ -130,7 +130,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 struct AdminError {
     status: StatusCode,
     message: String,
-    /// The request part that is invalid, for 400 answers.
+    /// The request part that is invalid, for 400 responses.
     field: Option<&'static str>,
 }
 

@@ -14,8 +14,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
@@ -262,12 +262,27 @@ struct ExternalClaims {
 /// [`TokenVerifier::verify`] is synchronous, so keys are fetched ahead of
 /// time: at start and every `jwks_refresh_seconds`. A token signed with a
 /// `kid` not yet known wakes the refresh task and gets 503 ("retry"), so a
-/// key rotation costs clients one retry.
+/// key rotation costs clients one retry. Such wake-ups are at least
+/// [`KID_REFRESH_INTERVAL`] apart, shared by all requests: a token whose `kid`
+/// is still unknown after a refresh it triggered gets 401, so forged `kid`
+/// values cannot make the gateway fetch the JWKS once per request.
 pub struct JwksTokenVerifier {
     issuer: String,
     audience: String,
     keys: RwLock<Vec<(Option<String>, Algorithm, DecodingKey)>>,
     refresh: Arc<Notify>,
+    kid_refresh: Mutex<KidRefresh>,
+}
+
+/// Minimum time between two JWKS refreshes triggered by an unknown `kid`.
+pub const KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Times of the last refresh an unknown `kid` requested and of the start of
+/// the last fetch the refresh task finished, successful or not.
+#[derive(Debug, Default)]
+struct KidRefresh {
+    requested: Option<Instant>,
+    fetched: Option<Instant>,
 }
 
 impl std::fmt::Debug for JwksTokenVerifier {
@@ -318,6 +333,7 @@ impl JwksTokenVerifier {
             audience: config.audience.clone(),
             keys: RwLock::new(Vec::new()),
             refresh: Arc::new(Notify::new()),
+            kid_refresh: Mutex::default(),
         });
         let keys = fetch_keys(&http, &discovery.jwks_uri).await?;
         *verifier
@@ -336,6 +352,7 @@ impl JwksTokenVerifier {
                 let Some(verifier) = weak.upgrade() else {
                     return;
                 };
+                let started = Instant::now();
                 match fetch_keys(&http, &jwks_uri).await {
                     Ok(keys) => {
                         *verifier
@@ -348,6 +365,11 @@ impl JwksTokenVerifier {
                         tracing::warn!(%error, "failed to refresh the issuer's JWKS; keeping the old keys")
                     }
                 }
+                verifier
+                    .kid_refresh
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .fetched = Some(started);
             }
         });
         Ok(verifier)
@@ -416,6 +438,44 @@ async fn fetch_keys(
     Ok(keys)
 }
 
+impl JwksTokenVerifier {
+    /// Returns the error for a token that no known key matches, waking the
+    /// refresh task at most once per [`KID_REFRESH_INTERVAL`].
+    fn unknown_key(&self, header: &jsonwebtoken::Header) -> AuthError {
+        let now = Instant::now();
+        let mut kid_refresh = self
+            .kid_refresh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recent = kid_refresh
+            .requested
+            .filter(|requested| now.duration_since(*requested) < KID_REFRESH_INTERVAL);
+        match recent {
+            // The refresh finished and still lists no such key.
+            Some(requested)
+                if kid_refresh
+                    .fetched
+                    .is_some_and(|fetched| fetched >= requested) =>
+            {
+                tracing::debug!(kid = ?header.kid, alg = ?header.alg, "rejected a token signed with a key the issuer's JWKS does not list");
+                AuthError::BadSignature
+            }
+            Some(_) => AuthError::Unavailable(format!(
+                "no key of the issuer's JWKS matches kid {:?} and alg {:?}; the keys are being refreshed",
+                header.kid, header.alg
+            )),
+            None => {
+                kid_refresh.requested = Some(now);
+                self.refresh.notify_one();
+                AuthError::Unavailable(format!(
+                    "no key of the issuer's JWKS matches kid {:?} and alg {:?}; the keys are being refreshed",
+                    header.kid, header.alg
+                ))
+            }
+        }
+    }
+}
+
 impl TokenVerifier for JwksTokenVerifier {
     fn verify(&self, bearer: &Secret) -> Result<AccessClaims, AuthError> {
         let header =
@@ -433,11 +493,7 @@ impl TokenVerifier for JwksTokenVerifier {
             .collect();
         if candidates.is_empty() {
             drop(keys);
-            self.refresh.notify_one();
-            return Err(AuthError::Unavailable(format!(
-                "no key of the issuer's JWKS matches kid {:?} and alg {:?}; the keys are being refreshed",
-                header.kid, header.alg
-            )));
+            return Err(self.unknown_key(&header));
         }
 
         let mut validation = Validation::new(header.alg);

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Uploads and downloads one large file through the sandbox gateway's store
 # with Ferry (the engine at default settings), curl (one presigned PUT and
-# one presigned GET), rclone and aws s3 cp (the sandbox's S3 credentials),
-# and prints a Markdown table: median throughput of RUNS runs, peak RSS and
-# CPU seconds (from /usr/bin/time -v), and throughput as a share of curl's.
+# one presigned GET), rclone and aws s3 cp (the sandbox's S3 credentials).
+# Each tool runs under farm-bench paired with curl (tool, curl, tool, curl,
+# ...), so that the ratio to curl stays meaningful on a shared machine.
+# The script prints a Markdown table: median throughput of RUNS runs, median
+# peak RSS and CPU seconds, and the median paired share of curl's speed.
 #
 # Usage: scripts/bench-transfer.sh [SIZE_MIB]   (default 4096; 2048 when
-# the disk is short). Needs about 4 × SIZE free in BENCH_DIR (default a
+# the disk is short). Needs about 8 × SIZE free in BENCH_DIR (default a
 # new folder in /var/tmp), removed at exit. RUNS=3 by default; TOOLS
-# chooses the tools (default "ferry curl rclone aws"; curl is always run).
+# chooses the tools besides curl (default "ferry rclone aws").
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ferry-target}"
 runs="${RUNS:-3}"
-tools=" ${TOOLS:-ferry curl rclone aws} curl "
+tools=" ${TOOLS:-ferry rclone aws} "
 wants() { [[ "$tools" == *" $1 "* ]]; }
 work="$(mktemp -d "${BENCH_DIR:-/var/tmp}/ferry-bench.XXXXXX")"
 sandbox_pid=""
@@ -28,10 +30,10 @@ free_mib=$(( $(df -Pk "$work" | awk 'NR==2 {print $4}') / 1024 ))
 size_mib="${1:-}"
 if [ -z "$size_mib" ]; then
     size_mib=4096
-    if [ "$free_mib" -lt $((4 * 4096 + 1024)) ]; then size_mib=2048; fi
+    if [ "$free_mib" -lt $((8 * 4096 + 1024)) ]; then size_mib=2048; fi
 fi
-if [ "$free_mib" -lt $((4 * size_mib + 1024)) ]; then
-    echo "only $free_mib MiB free in $work; $((4 * size_mib + 1024)) MiB needed for $size_mib MiB" >&2
+if [ "$free_mib" -lt $((8 * size_mib + 1024)) ]; then
+    echo "only $free_mib MiB free in $work; $((8 * size_mib + 1024)) MiB needed for $size_mib MiB" >&2
     exit 1
 fi
 
@@ -65,21 +67,9 @@ export RCLONE_CONFIG_SANDBOX_TYPE=s3 RCLONE_CONFIG_SANDBOX_PROVIDER=Other RCLONE
 export RCLONE_CONFIG_SANDBOX_ENDPOINT="$endpoint" RCLONE_CONFIG_SANDBOX_REGION="$region"
 aws_cli=/usr/bin/aws
 [ -x "$aws_cli" ] || aws_cli="$(command -v aws)"
-aws() { "$aws_cli" --endpoint-url "$endpoint" "$@"; }
 
-# Runs a command under /usr/bin/time -v; appends "seconds rss_kib cpu_seconds"
-# to the file named by $1.
-measure() {
-    local into="$1"; shift
-    local report="$work/time.txt"
-    /usr/bin/time -v -o "$report" "$@" >"$work/out.txt" 2>>"$work/commands.log" || {
-        echo "failed: $*" >&2; cat "$work/commands.log" >&2; exit 1; }
-    awk -F': ' '
-        /Elapsed \(wall clock\)/ { n = split($2, t, ":"); wall = (n == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-        /User time/ { cpu += $2 } /System time/ { cpu += $2 }
-        /Maximum resident set size/ { rss = $2 }
-        END { printf "%.2f %d %.2f\n", wall, rss, cpu }' "$report" >>"$into"
-}
+results="$work/results"; mkdir -p "$results"
+download_dir="$work/down"; mkdir -p "$download_dir"
 
 check() { # compares a downloaded file with the source
     local actual
@@ -88,69 +78,89 @@ check() { # compares a downloaded file with the source
     rm -f "$1"
 }
 
-results="$work/results"; mkdir -p "$results"
-download_dir="$work/down"; mkdir -p "$download_dir"
-
-ferry_read=""
-wants ferry && echo "ferry ..." >&2
-wants ferry && for run in $(seq "$runs"); do
-    measure "$results/ferry-up" "$ferry" upload "$fhir" "$source_file" "$work/up-$run.sqlite"
-    document_id="$(cat "$work/out.txt")"
-    measure "$results/ferry-down" "$ferry" download "$fhir" "$document_id" "$download_dir" "$work/down-$run.sqlite"
-    check "$(cat "$work/out.txt")"
-    object="$(aws s3 ls "s3://$bucket/uploads/" | awk '{print $4}')"
-    for key in $object; do aws s3 rm --only-show-errors "s3://$bucket/uploads/$key"; done
-done
-# Bytes of the source file read by one upload, from its pread64 calls.
-wants ferry && strace -f -y -e trace=pread64,read -o "$work/strace.txt" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
-wants ferry && ferry_read=$(grep -F "<$source_file>" "$work/strace.txt" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%d", s}')
-
-echo "curl ..." >&2
 put_url="$("$ferry" presign PUT "$endpoint" "$region" "$bucket" bench/curl.bin)"
 get_url="$("$ferry" presign GET "$endpoint" "$region" "$bucket" bench/curl.bin)"
-for run in $(seq "$runs"); do
-    measure "$results/curl-up" curl -sS --fail -T "$source_file" -o /dev/null "$put_url"
-    measure "$results/curl-down" curl -sS --fail -o "$download_dir/curl.bin" "$get_url"
+curl_up="curl -sS --fail -T $source_file -o /dev/null $put_url"
+curl_down="curl -sS --fail -o $download_dir/curl.bin $get_url"
+# The object curl downloads, and the one it overwrites in each upload run.
+curl -sS --fail -T "$source_file" -o /dev/null "$put_url"
+
+# Runs "$@" (A) and curl (B) in turn under farm-bench, RUNS times each;
+# the report goes to $results/NAME-DIRECTION.
+pair() {
+    local name="$1" direction="$2"; shift 2
+    local baseline="$curl_up"
+    [ "$direction" = down ] && baseline="$curl_down"
+    echo "$name $direction ..." >&2
+    farm-bench -n "$runs" --warmup 0 --timeout 3600 --vs "$baseline" -- "$@" >"$results/$name-$direction" 2>&1 || {
+        cat "$results/$name-$direction" "$work/commands.log" >&2 2>/dev/null; exit 1; }
+    if grep -q ' exit [^0]' "$results/$name-$direction"; then
+        cat "$results/$name-$direction" "$work/commands.log" >&2 2>/dev/null; exit 1
+    fi
+}
+
+ferry_read=""
+if wants ferry; then
+    pair ferry up sh -c "exec $ferry upload $fhir $source_file $work/up.sqlite >>$work/ferry-up.out 2>>$work/commands.log"
+    document_id="$(tail -1 "$work/ferry-up.out")"
+    pair ferry down "$ferry" download "$fhir" "$document_id" "$download_dir" "$work/down.sqlite"
+    check "$download_dir/$(basename "$source_file")"
     check "$download_dir/curl.bin"
-done
+    # Bytes of the source file read by one upload, from its pread64 calls.
+    # One trace file per thread (-ff), so that no call is split into an
+    # "unfinished" and a "resumed" line, which only the first names the file.
+    mkdir -p "$work/strace"
+    strace -ff -y -e trace=pread64,read -o "$work/strace/trace" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
+    ferry_read=$(cat "$work/strace"/trace.* | grep -F "<$source_file>" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%d", s}')
+fi
 
-wants rclone && echo "rclone ..." >&2
-wants rclone && for run in $(seq "$runs"); do
-    measure "$results/rclone-up" env -u AWS_CA_BUNDLE rclone copyto --ignore-times "$source_file" "sandbox:$bucket/bench/rclone.bin"
-    measure "$results/rclone-down" env -u AWS_CA_BUNDLE rclone copyto --ignore-times "sandbox:$bucket/bench/rclone.bin" "$download_dir/rclone.bin"
+if wants rclone; then
+    pair rclone up env -u AWS_CA_BUNDLE rclone copyto --ignore-times "$source_file" "sandbox:$bucket/bench/rclone.bin"
+    pair rclone down env -u AWS_CA_BUNDLE rclone copyto --ignore-times "sandbox:$bucket/bench/rclone.bin" "$download_dir/rclone.bin"
     check "$download_dir/rclone.bin"
-done
+fi
 
-wants aws && echo "aws s3 cp ..." >&2
-wants aws && for run in $(seq "$runs"); do
-    measure "$results/aws-up" "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "$source_file" "s3://$bucket/bench/aws.bin"
-    measure "$results/aws-down" "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "s3://$bucket/bench/aws.bin" "$download_dir/aws.bin"
+if wants aws; then
+    pair aws up "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "$source_file" "s3://$bucket/bench/aws.bin"
+    pair aws down "$aws_cli" --endpoint-url "$endpoint" s3 cp --only-show-errors "s3://$bucket/bench/aws.bin" "$download_dir/aws.bin"
     check "$download_dir/aws.bin"
-done
+fi
 
-median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-column_median() { awk -v c="$2" '{print $c}' "$results/$1" | median; }
-curl_up=$(column_median curl-up 1)
-curl_down=$(column_median curl-down 1)
+# Prints the median of farm-bench's row LABEL in the report FILE.
+median_of() { awk -v label="$2" 'index($0, label) == 1 { print $(NF - 1) }' "$1"; }
 
 echo
-echo "$size_mib MiB file, median of $runs runs; $(nproc) cores; loopback; $("$aws_cli" --version | cut -d' ' -f1), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1-2)."
+echo "$size_mib MiB file, median of $runs runs, each paired with a curl run; $(nproc) cores; loopback; $("$aws_cli" --version | cut -d' ' -f1), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1-2)."
 echo
 echo "| tool | direction | MiB/s | share of curl | peak RSS (MiB) | CPU s |"
 echo "|---|---|---:|---:|---:|---:|"
-for tool in ferry curl rclone aws; do
+row() { # name label wall peak cpu ratio
+    awk -v n="$1" -v d="$2" -v s="$3" -v r="$4" -v c="$5" -v q="$6" -v m="$size_mib" \
+        'BEGIN { printf "| %s | %s | %.0f | %s | %.0f | %.1f |\n", n, d, m / s, (q == "") ? "100 %" : sprintf("%.0f %%", 100 / q), r, c }'
+}
+first=""
+for tool in ferry rclone aws; do
     wants "$tool" || continue
+    name="$tool"; [ "$tool" = aws ] && name="aws s3 cp"
     for direction in up down; do
-        seconds=$(column_median "$tool-$direction" 1)
-        rss=$(column_median "$tool-$direction" 2)
-        cpu=$(column_median "$tool-$direction" 3)
-        reference=$curl_up; [ "$direction" = down ] && reference=$curl_down
-        awk -v t="$tool" -v d="$direction" -v s="$seconds" -v r="$rss" -v c="$cpu" -v m="$size_mib" -v ref="$reference" \
-            'BEGIN { label = (d == "up") ? "upload" : "download"; name = (t == "aws") ? "aws s3 cp" : t;
-                     printf "| %s | %s | %.0f | %.0f %% | %.0f | %.1f |\n", name, label, m / s, 100 * ref / s, r / 1024, c }'
+        report="$results/$tool-$direction"
+        label=upload; [ "$direction" = down ] && label=download
+        row "$name" "$label" "$(median_of "$report" 'A wall s')" "$(median_of "$report" 'A peak MiB')" \
+            "$(median_of "$report" 'A cpu s')" "$(median_of "$report" 'A/B wall')"
+        [ -n "$first" ] || first="$tool"
     done
+done
+for direction in up down; do
+    report="$results/$first-$direction"
+    label=upload; [ "$direction" = down ] && label=download
+    row "curl (paired with $first)" "$label" "$(median_of "$report" 'B wall s')" "$(median_of "$report" 'B peak MiB')" \
+        "$(median_of "$report" 'B cpu s')" ""
 done
 echo
 if [ -n "$ferry_read" ]; then
     echo "Ferry read $((ferry_read / 1024 / 1024)) MiB of the $size_mib MiB source file in one upload."
 fi
+for report in "$results"/*; do
+    echo "== $(basename "$report")" >&2
+    cat "$report" >&2
+done

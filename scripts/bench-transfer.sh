@@ -111,7 +111,7 @@ if wants ferry; then
     # "unfinished" and a "resumed" line, which only the first names the file.
     mkdir -p "$work/strace"
     strace -ff -y -e trace=pread64,read -o "$work/strace/trace" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
-    ferry_read=$(cat "$work/strace"/trace.* | grep -F "<$source_file>" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%d", s}')
+    ferry_read=$(cat "$work/strace"/trace.* | grep -F "<$source_file>" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%.0f", s}')
 fi
 
 if wants rclone; then

@@ -310,7 +310,13 @@ fn process_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    let start_ticks = after_name.split_whitespace().nth(19)?;
+    let mut fields = after_name.split_whitespace();
+    // Field 3 is the state: a zombie (`Z`) or dead (`X`) process has exited
+    // and only waits for its parent to reap it, so its claims are stale.
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    let start_ticks = fields.nth(18)?;
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     Some(format!("{}:{start_ticks}", boot_id.trim()))
 }

@@ -113,6 +113,13 @@ fn live_claim_is_kept_until_death() {
     );
 
     child.kill().unwrap();
+    // Until its parent reaps it, the killed child is a zombie that still
+    // owns its process id; its claim is stale all the same.
+    wait_until("the killed child becomes a zombie", || {
+        let stat = std::fs::read_to_string(format!("/proc/{child_pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    });
+    assert!(!holder.is_alive(), "an unreaped zombie counts as alive");
     child.wait().unwrap();
 
     assert!(!holder.is_alive());

@@ -90,6 +90,9 @@ pub fn run_deny(args: DenyArgs, default_data_dir: Option<PathBuf>) -> Result<(),
     match args.action {
         DenyAction::Add(entry) => {
             let (kind, value) = entry.kind_and_value();
+            if let Some(problem) = crate::admin_api::deny_value_problem(kind, value) {
+                return Err(problem);
+            }
             let added = repository
                 .add_deny(kind, value)
                 .map_err(|error| error.to_string())?;
@@ -155,4 +158,43 @@ pub fn print_store_info(info: &StoreInfo) {
         info.secret_access_key.expose()
     );
     let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_object(data_dir: &std::path::Path, key: &str) -> Result<(), String> {
+        let entry = DenyEntry {
+            user: None,
+            patient: None,
+            object: Some(key.to_owned()),
+        };
+        let args = DenyArgs {
+            action: DenyAction::Add(entry),
+            data_dir: Some(data_dir.to_owned()),
+        };
+        run_deny(args, None)
+    }
+
+    #[test]
+    fn deny_add_rejects_parent_segment() {
+        let data = tempfile::tempdir().unwrap();
+
+        let error = add_object(data.path(), "uploads/../secret").unwrap_err();
+
+        assert!(error.contains("'..' segment"), "{error}");
+        let db = Db::open(data.path()).unwrap();
+        let listed = SqliteRepository::new(db).deny_list().unwrap();
+        assert!(listed.objects.is_empty(), "nothing was added: {listed:?}");
+    }
+
+    #[test]
+    fn deny_add_rejects_blank_value() {
+        let data = tempfile::tempdir().unwrap();
+
+        let error = add_object(data.path(), "   ").unwrap_err();
+
+        assert!(error.contains("not only spaces"), "{error}");
+    }
 }

@@ -252,6 +252,24 @@ async fn list_deny(State(state): State<AdminState>) -> Result<Json<Vec<DenyEntry
     Ok(Json(entries))
 }
 
+/// Returns why `value` cannot be a deny-list entry of `kind`, if it cannot.
+/// The admin API and the `deny` command both apply it.
+pub(crate) fn deny_value_problem(kind: DenyKind, value: &str) -> Option<String> {
+    if value.trim().is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
+        return Some(
+            "a deny-list value must be 1 to 1024 characters, not only spaces, without control characters"
+                .to_owned(),
+        );
+    }
+    if kind == DenyKind::Object && value.split('/').any(|segment| segment == "..") {
+        return Some(format!(
+            "object key '{value}' contains a '..' segment; name the object key exactly as the store \
+             does, for example uploads/upl_…"
+        ));
+    }
+    None
+}
+
 fn parse_entry(kind: &str, value: &str) -> Result<DenyKind, AdminError> {
     let kind = DenyKind::parse(kind).ok_or_else(|| {
         AdminError::new(
@@ -260,23 +278,11 @@ fn parse_entry(kind: &str, value: &str) -> Result<DenyKind, AdminError> {
         )
         .with_field("kind")
     })?;
-    if value.trim().is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
-        return Err(AdminError::new(
-            StatusCode::BAD_REQUEST,
-            "value: a deny-list value must be 1 to 1024 characters, not only spaces, \
-             without control characters",
-        )
-        .with_field("value"));
-    }
-    if kind == DenyKind::Object && value.split('/').any(|segment| segment == "..") {
-        return Err(AdminError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "value: object key '{value}' contains a '..' segment; name the object key \
-                 exactly as the store does, for example uploads/upl_…"
-            ),
-        )
-        .with_field("value"));
+    if let Some(problem) = deny_value_problem(kind, value) {
+        return Err(
+            AdminError::new(StatusCode::BAD_REQUEST, format!("value: {problem}"))
+                .with_field("value"),
+        );
     }
     Ok(kind)
 }

@@ -5,6 +5,7 @@ const COMMANDS: &[&str] = &[
     "profile_add",
     "profile_select",
     "session_get",
+    "session_problem",
     "sign_in",
     "sign_out",
     "patient_search",

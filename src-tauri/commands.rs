@@ -80,6 +80,13 @@ pub async fn session_get(state: State<'_, AppState>) -> CommandResult<Option<Ses
     Ok(state.connection.lock().await.as_ref().map(|connection| connection.session.info().into()))
 }
 
+/// Returns the error that stopped the stored sign-in from resuming at
+/// start-up, so that the window can show it beside the sign-in button.
+#[tauri::command]
+pub fn session_problem(state: State<'_, AppState>) -> Option<String> {
+    lock(&state.restore_error).clone()
+}
+
 /// Opens the browser that signs in: the programs in `BROWSER` when it is set
 /// (as the CLI does), else the system's default browser through the opener
 /// plugin.
@@ -123,6 +130,7 @@ pub async fn connect(app: &AppHandle, state: &AppState, session: Session) -> Com
     let connection = Arc::new(Connection::open(session, state.engine_options()).await?);
     *state.connection.lock().await = Some(connection.clone());
     *lock(&state.patient) = None;
+    *lock(&state.restore_error) = None;
 
     if let Some(patient) = connection.session.info().patient {
         match fhir::read(&connection.session, "Patient", &patient).await {

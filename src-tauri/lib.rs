@@ -13,6 +13,7 @@ mod study;
 mod transfers;
 
 use tauri::{Emitter, Manager, RunEvent, WindowEvent};
+use tauri_plugin_log::{Target, TargetKind};
 
 use crate::state::{AppState, lock};
 
@@ -25,6 +26,7 @@ macro_rules! app_commands {
             commands::profile_add,
             commands::profile_select,
             commands::session_get,
+            commands::session_problem,
             commands::sign_in,
             commands::sign_out,
             commands::patient_search,
@@ -55,6 +57,7 @@ pub fn run() {
             std::process::exit(1);
         }
     };
+    let log_dir = state.dirs.data_dir.join("logs");
     let context = tauri::generate_context!("tauri.conf.json");
     let bus_name = instance::bus_name(&context.config().identifier);
 
@@ -63,9 +66,20 @@ pub fn run() {
         // anything else and the first instance comes to the front.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| instance::focus_main_window(app)))
         .plugin(
+            // The log file goes to Ferry's data folder (below `FERRY_HOME`
+            // when it is set), beside the journal it describes, rather
+            // than to one folder shared by every Ferry home.
             tauri_plugin_log::Builder::new()
+                .clear_targets()
+                .targets([
+                    Target::new(TargetKind::Stdout),
+                    Target::new(TargetKind::Folder { path: log_dir, file_name: Some("ferry-desktop".to_owned()) }),
+                ])
                 .level(log::LevelFilter::Info)
                 .level_for("ferry_core", log::LevelFilter::Info)
+                // zbus logs each D-Bus handshake at info, with its raw bytes.
+                .level_for("zbus", log::LevelFilter::Warn)
+                .level_for("tracing::span", log::LevelFilter::Warn)
                 .build(),
         )
         .plugin(tauri_plugin_dialog::init())
@@ -106,35 +120,48 @@ pub fn run() {
 }
 
 /// Resumes the selected profile's sign-in from its stored refresh token,
-/// then the transfers that were interrupted when the app last stopped.
+/// then the transfers that were interrupted when the app last stopped. A
+/// failure is kept in the state for the window, which may not listen for
+/// events yet, and is also sent as a sign-in prompt.
 async fn restore_session(app: tauri::AppHandle) {
     let state = app.state::<AppState>();
     let profile = lock(&state.profile).clone();
+    let problem = |message: String| {
+        *lock(&state.restore_error) = Some(message.clone());
+        let _ = app.emit(commands::SIGN_IN_PROMPT_EVENT, message);
+    };
     let context = match state.profile_context().await {
         Ok(context) => context,
         Err(error) => {
             tracing::warn!(profile, %error, "no sign-in to restore");
+            problem(format!("The stored sign-in of {profile} could not be read: {error}. Sign in again."));
             return;
         }
     };
     match ferry_core::login::whoami(&context) {
         Ok(Some(_)) => {}
-        Ok(None) => return,
+        Ok(None) => {
+            tracing::info!(profile, "no stored sign-in; the app starts signed out");
+            return;
+        }
         Err(error) => {
-            tracing::warn!(profile, error = %error::error_chain(&error), "reading the stored sign-in failed");
+            let chain = error::error_chain(&error);
+            tracing::warn!(profile, error = %chain, "reading the stored sign-in failed");
+            problem(format!("The stored sign-in of {profile} could not be read: {chain}. Sign in again."));
             return;
         }
     }
     let session = match ferry_core::login::Session::resume(&context).await {
         Ok(session) => session,
         Err(error) => {
-            tracing::warn!(profile, error = %error::error_chain(&error), "resuming the sign-in failed; sign in again");
-            let _ = app.emit(commands::SIGN_IN_PROMPT_EVENT, error::error_chain(&error));
+            let chain = error::error_chain(&error);
+            tracing::warn!(profile, error = %chain, "resuming the sign-in failed; sign in again");
+            problem(format!("Resuming the sign-in of {profile} failed: {chain}. Sign in again to continue the transfers."));
             return;
         }
     };
     if let Err(error) = commands::connect(&app, &state, session).await {
         tracing::error!(profile, %error, "opening the profile's journal or log failed");
-        let _ = app.emit(commands::SIGN_IN_PROMPT_EVENT, error.message);
+        problem(error.message);
     }
 }

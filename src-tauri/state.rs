@@ -44,6 +44,10 @@ pub struct AppState {
     /// The last progress report of each transfer followed since start-up.
     pub progress: Mutex<HashMap<String, Progress>>,
     pub finished: Mutex<HashMap<String, Finished>>,
+    /// Error that stopped the stored sign-in from resuming at start-up,
+    /// kept until the next sign-in succeeds. The window reads it when it has loaded, so an
+    /// error raised before the window listens for events is not lost.
+    pub restore_error: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -64,6 +68,7 @@ impl AppState {
             patient: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
+            restore_error: Mutex::new(None),
         })
     }
 

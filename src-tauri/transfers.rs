@@ -39,6 +39,9 @@ pub struct TransferView {
     /// Where a finished download landed.
     pub destination_path: Option<String>,
     pub updated_at: String,
+    /// Reason that a transfer the journal lists as active does not run in
+    /// this app, with the action that continues it.
+    pub stalled: Option<String>,
 }
 
 impl TransferView {
@@ -66,16 +69,44 @@ impl TransferView {
             document_id: record.document_id.clone(),
             destination_path: record.destination_path.as_ref().map(|path| path.display().to_string()),
             updated_at: record.updated_at.clone(),
+            stalled: None,
         }
     }
+}
+
+/// Returns why `record`, which the journal lists as active, does not run in
+/// this app, or `None` when it is not active or this app runs it.
+pub fn stalled_reason(record: &TransferRecord, running_here: bool) -> Option<String> {
+    let active = matches!(
+        record.state,
+        TransferState::Queued | TransferState::Running | TransferState::WaitingForNetwork | TransferState::Verifying
+    );
+    if !active || running_here {
+        return None;
+    }
+    let claimant = record.claimed_by.as_ref().filter(|claimant| claimant.pid != std::process::id() && claimant.is_alive());
+    Some(match claimant {
+        Some(claimant) => format!(
+            "Another Ferry program (process {}) is running this transfer. Wait for it to finish there, \
+             or close that program and press Resume.",
+            claimant.pid
+        ),
+        None => "Stopped when Ferry last closed and not running now. Press Resume to continue it.".to_owned(),
+    })
 }
 
 /// Lists every transfer in the journal, newest first.
 pub fn list(state: &AppState, connection: &Connection) -> crate::error::CommandResult<Vec<TransferView>> {
     let records = connection.engine.list()?;
     let progress = lock(&state.progress);
-    let mut views: Vec<TransferView> =
-        records.iter().map(|record| TransferView::new(record, progress.get(&record.id))).collect();
+    let mut views: Vec<TransferView> = records
+        .iter()
+        .map(|record| {
+            let mut view = TransferView::new(record, progress.get(&record.id));
+            view.stalled = stalled_reason(record, connection.engine.handle(&record.id).is_some());
+            view
+        })
+        .collect();
     views.reverse();
     Ok(views)
 }
@@ -234,6 +265,29 @@ mod tests {
 
     fn finished(outcome: &'static str, detail: Option<&str>, error: Option<&str>) -> Finished {
         Finished { outcome, detail: detail.map(str::to_owned), error: error.map(str::to_owned) }
+    }
+
+    fn record(state: TransferState) -> TransferRecord {
+        let mut record = TransferRecord::new("tr_1".to_owned(), Direction::Upload, "ct.zip".to_owned());
+        record.state = state;
+        record
+    }
+
+    #[test]
+    fn interrupted_transfer_not_run_here_is_stalled_with_a_way_out() {
+        let mut running = record(TransferState::Running);
+        running.claimed_by = Some(ferry_core::journal::Claimant { pid: u32::MAX, start: "gone".to_owned() });
+        let reason = stalled_reason(&running, false).expect("a running record that no process runs is stalled");
+        assert!(reason.contains("Press Resume"), "{reason}");
+        assert!(stalled_reason(&record(TransferState::Queued), false).is_some());
+    }
+
+    #[test]
+    fn transfer_run_here_or_ended_is_not_stalled() {
+        assert_eq!(stalled_reason(&record(TransferState::Running), true), None);
+        for state in [TransferState::Paused, TransferState::Failed, TransferState::Completed, TransferState::Cancelled] {
+            assert_eq!(stalled_reason(&record(state), false), None, "{state:?}");
+        }
     }
 
     #[test]

@@ -69,9 +69,10 @@ function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-/** @type {{session: any, patient: any, inputs: string[], inspections: any[], transfers: Map<string, any>, log: any[]}} */
+/** @type {{session: any, sessionProblem: string | null, patient: any, inputs: string[], inspections: any[], transfers: Map<string, any>, log: any[]}} */
 const model = {
   session: null,
+  sessionProblem: null,
   patient: null,
   inputs: [],
   inspections: [],
@@ -136,6 +137,7 @@ function renderSession(session) {
     byId("header-session").textContent = `Signed in as ${user} (${session.profile})`;
   }
   byId("sign-out").disabled = !session;
+  if (!session && model.sessionProblem) byId("sign-in-prompt").textContent = model.sessionProblem;
 }
 
 /** @param {any} patient */
@@ -152,6 +154,7 @@ function renderPatient(patient) {
 }
 
 async function refreshSessionAndPatient() {
+  model.sessionProblem = await call("session_problem");
   renderSession(await call("session_get"));
   renderPatient(await call("patient_get"));
 }
@@ -326,6 +329,7 @@ function renderDownloadResults() {
 // ---- Transfers --------------------------------------------------------------
 
 async function refreshTransfers() {
+  renderTransfersNotice();
   if (!model.session) return;
   const transfers = await call("transfers_list");
   model.transfers = new Map(transfers.map((/** @type {any} */ transfer) => [transfer.id, transfer]));
@@ -333,6 +337,28 @@ async function refreshTransfers() {
   body.replaceChildren(...transfers.map(transferRow));
   renderBadge();
   renderDownloadResults();
+}
+
+/**
+ * Shows on the Transfers screen, while no user is signed in, that the
+ * journal's transfers are listed and resumed after sign-in, and why the
+ * stored sign-in failed.
+ */
+function renderTransfersNotice() {
+  const notice = byId("transfers-notice");
+  if (model.session) {
+    notice.replaceChildren();
+    notice.hidden = true;
+    return;
+  }
+  const problem = model.sessionProblem ? ` ${model.sessionProblem}` : "";
+  const open = h("button", { type: "button", id: "transfers-sign-in" }, "Open the Sign-in screen");
+  open.addEventListener("click", () => showScreen("signin"));
+  notice.replaceChildren(
+    h("p", {}, `Not signed in: transfers are listed, and interrupted ones continue, after you sign in.${problem}`),
+    open,
+  );
+  notice.hidden = false;
 }
 
 /** @param {any} transfer */
@@ -347,11 +373,14 @@ function transferRow(transfer) {
  * @param {any} transfer
  */
 function fillTransferRow(row, transfer) {
-  row.setAttribute("data-state", transfer.state);
+  // A transfer that the journal lists as active but that this app does
+  // not run is shown as stalled, with the shell's reason and a way out.
+  const shownState = transfer.stalled ? "stalled" : transfer.state;
+  row.setAttribute("data-state", shownState);
   const fraction = progressFraction(transfer.bytes_done, transfer.size);
   const bar = h("progress", { max: 1, "aria-label": `Progress of ${transfer.file_name}` });
   if (fraction !== null) /** @type {HTMLProgressElement} */ (bar).value = fraction;
-  const actions = transferActions(transfer.state);
+  const actions = transferActions(shownState);
   const buttons = [];
   for (const [action, label] of /** @type {const} */ ([["pause", "Pause"], ["resume", "Resume"], ["cancel", "Cancel"], ["retry", "Retry"]])) {
     if (!actions[action]) continue;
@@ -359,8 +388,9 @@ function fillTransferRow(row, transfer) {
     button.addEventListener("click", () => transferAction(action, transfer.id));
     buttons.push(button);
   }
-  const state = h("td", { class: `state state-${transfer.state}` }, stateLabel(transfer.state));
-  if (transfer.state === "failed" && transfer.error) state.append(h("div", { class: "reason" }, transfer.error));
+  const state = h("td", { class: `state state-${shownState}` }, stateLabel(shownState));
+  if (transfer.stalled) state.append(h("div", { class: "reason" }, transfer.stalled));
+  else if (transfer.state === "failed" && transfer.error) state.append(h("div", { class: "reason" }, transfer.error));
   row.replaceChildren(
     h("td", {}, transfer.file_name),
     h("td", {}, transfer.direction === "upload" ? "Upload" : "Download"),

@@ -56,6 +56,7 @@ export const STATE_LABELS = Object.freeze({
   completed: "Done",
   failed: "Failed",
   cancelled: "Cancelled",
+  stalled: "Not running",
 });
 
 /**
@@ -76,8 +77,8 @@ export function transferActions(state) {
   const active = ["queued", "running", "waiting_for_network", "verifying"].includes(state);
   return {
     pause: active,
-    resume: state === "paused",
-    cancel: active || state === "paused",
+    resume: state === "paused" || state === "stalled",
+    cancel: active || state === "paused" || state === "stalled",
     retry: state === "failed",
   };
 }

@@ -41,6 +41,7 @@ test("actions follow the transfer state", () => {
   assert.deepEqual(transferActions("paused"), { pause: false, resume: true, cancel: true, retry: false });
   assert.deepEqual(transferActions("failed"), { pause: false, resume: false, cancel: false, retry: true });
   assert.deepEqual(transferActions("completed"), { pause: false, resume: false, cancel: false, retry: false });
+  assert.deepEqual(transferActions("stalled"), { pause: false, resume: true, cancel: true, retry: false });
 });
 
 test("progress fraction needs a size", () => {

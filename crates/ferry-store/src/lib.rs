@@ -51,6 +51,6 @@ pub use hook::{AccessDecision, AccessHook, AccessOutcome, AccessRequest, AllowAl
 pub use multipart::{CompletedPartRef, CompletedUpload, PartInfo, PartPage, UploadInfo};
 pub use server::{ServeError, StoreConfig, StoreHandle, serve, serve_listener};
 pub use store::{
-    MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE, MAX_PUT_OBJECT_SIZE, MIN_PART_SIZE, ObjectInfo,
-    ObjectPage, Store, StoreOptions,
+    MAX_LIST_PAGE, MAX_PART_NUMBER, MAX_PART_SIZE, MAX_PUT_OBJECT_SIZE, MIN_PART_SIZE, ObjectData,
+    ObjectInfo, ObjectPage, Store, StoreOptions,
 };

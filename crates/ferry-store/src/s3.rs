@@ -10,13 +10,13 @@
 //! (`If-Match` and friends) are not supported and their headers are ignored.
 
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio_util::io::ReaderStream;
 use tracing::error;
 
@@ -333,7 +333,7 @@ impl S3 for S3Store {
                 "GetObject with partNumber is not supported; use a Range header",
             ));
         }
-        let (info, file) = run(self.store.open_object(&input.bucket, &input.key))?;
+        let (info, data) = run(self.store.open_object(&input.bucket, &input.key))?;
 
         let (start, length, content_range) = match &input.range {
             None => (0, info.size, None),
@@ -344,15 +344,17 @@ impl S3 for S3Store {
                 (range.start, range.end - range.start, Some(content_range))
             }
         };
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            file.seek(SeekFrom::Start(start)).await.map_err(|err| {
-                to_s3_error(StoreError::io("seek in object data", self.store.root())(
-                    err,
-                ))
-            })?;
-        }
-        let body = ReaderStream::with_capacity(file.take(length), IO_BUFFER_SIZE);
+        let pieces = data.into_range(start, length).map_err(|err| {
+            to_s3_error(StoreError::io("seek in object data", self.store.root())(
+                err,
+            ))
+        })?;
+        let body = futures::stream::iter(pieces).flat_map(|(file, length)| {
+            ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file).take(length),
+                IO_BUFFER_SIZE,
+            )
+        });
 
         // S3 returns the object's checksum only on request, and only for the whole object.
         let whole = content_range.is_none();

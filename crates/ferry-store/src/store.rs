@@ -2,7 +2,9 @@
 //!
 //! Layout under the root folder:
 //! - `store.sqlite3`: buckets, objects, multipart uploads and parts (metadata only);
-//! - `data/<uuid>`: the bytes of one object or one part, never modified after it is written;
+//! - `data/<uuid>`: the bytes of one object or one part, never modified after it is written.
+//!   A completed multipart object keeps its parts' files as its segments: its
+//!   row lists them (see `DataLayout`) instead of naming one file;
 //! - `tmp/<uuid>`: bodies being received or objects being assembled.
 //!
 //! A body is written to `tmp/`, flushed to disk, verified, renamed into `data/`
@@ -73,9 +75,9 @@ pub struct ObjectInfo {
     /// body for `PutObject`, or the composite `<base64 SHA-256 of the part SHA-256s>-<part count>`
     /// for a multipart upload.
     pub checksum_sha256: String,
-    /// SHA-256 of the whole object, computed from the bytes the store wrote:
-    /// while receiving a `PutObject` body, or while assembling a multipart
-    /// upload. `None` for multipart objects completed by store versions that
+    /// SHA-256 of the whole object, computed from the bytes the store holds:
+    /// while receiving a `PutObject` body, or by reading the parts once when a
+    /// multipart upload is completed. `None` for multipart objects completed by store versions that
     /// did not compute it. [`Store::read_object_sha256`] reads any object back.
     pub sha256: Option<[u8; 32]>,
     pub content_type: Option<String>,
@@ -355,24 +357,42 @@ impl Store {
         }
     }
 
-    /// Opens an object's data file for reading, with its metadata.
+    /// Opens an object's data files for reading, with its metadata.
     ///
-    /// The file stays readable after a concurrent overwrite or delete removes its
-    /// name, so a download in progress finishes with the version it started.
+    /// The files stay readable after a concurrent overwrite or delete removes their
+    /// names, so a download in progress finishes with the version it started.
     pub fn open_object(
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<(ObjectInfo, std::fs::File), StoreError> {
-        // An overwrite between the lookup and the open removes the old file;
-        // the second lookup then finds the new one.
+    ) -> Result<(ObjectInfo, ObjectData), StoreError> {
+        // An overwrite between the lookup and the open removes the old files;
+        // the second lookup then finds the new ones.
         for attempt in 0..2 {
             let (info, data_file) = self.object_row(bucket, key)?;
-            let path = self.data_path(&data_file);
-            match std::fs::File::open(&path) {
-                Ok(file) => return Ok((info, file)),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound && attempt == 0 => continue,
-                Err(err) => return Err(StoreError::io("open object data", path)(err)),
+            let layout = DataLayout::parse(&data_file).map_err(|reason| StoreError::Io {
+                stage: "parse object segments",
+                path: self.inner.root.clone(),
+                source: std::io::Error::other(reason),
+            })?;
+            let mut segments = Vec::new();
+            let mut missing = None;
+            for (file, size) in layout.segments(info.size) {
+                let path = self.data_path(&file);
+                match std::fs::File::open(&path) {
+                    Ok(opened) => segments.push((opened, size)),
+                    Err(err) => {
+                        missing = Some((path, err));
+                        break;
+                    }
+                }
+            }
+            match missing {
+                None => return Ok((info, ObjectData { segments })),
+                Some((_, err)) if err.kind() == std::io::ErrorKind::NotFound && attempt == 0 => {
+                    continue;
+                }
+                Some((path, err)) => return Err(StoreError::io("open object data", path)(err)),
             }
         }
         unreachable!("the loop returns on its second attempt")
@@ -386,19 +406,21 @@ impl Store {
         bucket: &str,
         key: &str,
     ) -> Result<[u8; 32], StoreError> {
-        let (_, mut file) = self.open_object(bucket, key)?;
+        let (_, data) = self.open_object(bucket, key)?;
         let path = self.inner.root.clone();
         let digest = tokio::task::spawn_blocking(move || -> Result<[u8; 32], StoreError> {
             let mut hasher = Sha256::new();
             let mut buffer = vec![0u8; IO_BUFFER_SIZE];
-            loop {
-                let read = file
-                    .read(&mut buffer)
-                    .map_err(StoreError::io("read object data", &path))?;
-                if read == 0 {
-                    break;
+            for (mut file, _) in data.segments {
+                loop {
+                    let read = file
+                        .read(&mut buffer)
+                        .map_err(StoreError::io("read object data", &path))?;
+                    if read == 0 {
+                        break;
+                    }
+                    hasher.update(&buffer[..read]);
                 }
-                hasher.update(&buffer[..read]);
             }
             Ok(hasher.finalize())
         })
@@ -421,7 +443,7 @@ impl Store {
             .map_err(StoreError::db("delete an object"))?
         };
         if let Some(file) = data_file {
-            self.remove_data_file(&file);
+            self.remove_object_data(&file);
         }
         Ok(())
     }
@@ -531,7 +553,7 @@ impl Store {
             }
         };
         if let Some(old) = old_file {
-            self.remove_data_file(&old);
+            self.remove_object_data(&old);
         }
         debug!(bucket, key, size = info.size, "stored object");
         Ok(info)
@@ -552,6 +574,24 @@ impl Store {
             .commit()
             .map_err(StoreError::db("commit an object"))?;
         Ok(old)
+    }
+
+    /// Deletes the data files of an object that is no longer referenced: its
+    /// one file, or every segment file of a multipart object.
+    pub(crate) fn remove_object_data(&self, data_file: &str) {
+        match DataLayout::parse(data_file) {
+            Ok(layout) => {
+                for (file, _) in layout.segments(0) {
+                    self.remove_data_file(&file);
+                }
+            }
+            Err(reason) => {
+                warn!(
+                    data_file,
+                    reason, "failed to delete an unreferenced object's data"
+                );
+            }
+        }
     }
 
     pub(crate) fn remove_data_file(&self, file: &str) {
@@ -730,6 +770,97 @@ impl Drop for StagedBody {
             && err.kind() != std::io::ErrorKind::NotFound
         {
             warn!(path = %self.path.display(), error = %err, "failed to delete a temporary file");
+        }
+    }
+}
+
+/// An open object's data: its files in order, each with the byte count it
+/// contributes. An object stored by `PutObject` has one file; a multipart
+/// object has one per part.
+#[derive(Debug)]
+pub struct ObjectData {
+    segments: Vec<(std::fs::File, u64)>,
+}
+
+impl ObjectData {
+    /// Positions the files for reading `length` bytes from `start` and returns,
+    /// in order, each file that holds some of those bytes with the number of
+    /// bytes to read from it.
+    pub fn into_range(self, start: u64, length: u64) -> std::io::Result<Vec<(std::fs::File, u64)>> {
+        use std::io::Seek as _;
+
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        let end = start.saturating_add(length);
+        for (mut file, size) in self.segments {
+            let segment_end = offset + size;
+            if segment_end > start && offset < end {
+                let from = start.saturating_sub(offset);
+                let to = end.min(segment_end) - offset;
+                if from > 0 {
+                    file.seek(std::io::SeekFrom::Start(from))?;
+                }
+                pieces.push((file, to - from));
+            }
+            offset = segment_end;
+        }
+        Ok(pieces)
+    }
+}
+
+/// How an object row's `data_file` column names the object's bytes.
+///
+/// A plain file name is one file holding the whole object. A value starting
+/// with [`SEGMENTS_PREFIX`] lists segment files with their sizes, as
+/// `segments:<file>:<size>,<file>:<size>,...`, read in that order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DataLayout {
+    Single(String),
+    Segments(Vec<(String, u64)>),
+}
+
+/// Prefix of a `data_file` value that lists segments. Data file names are
+/// UUIDs, so no single file name starts with it.
+const SEGMENTS_PREFIX: &str = "segments:";
+
+impl DataLayout {
+    pub(crate) fn parse(data_file: &str) -> Result<Self, String> {
+        let Some(list) = data_file.strip_prefix(SEGMENTS_PREFIX) else {
+            return Ok(Self::Single(data_file.to_owned()));
+        };
+        list.split(',')
+            .map(|entry| {
+                let (file, size) = entry
+                    .split_once(':')
+                    .ok_or_else(|| format!("segment entry {entry:?} has no size"))?;
+                let size = size
+                    .parse::<u64>()
+                    .map_err(|err| format!("segment entry {entry:?} has an invalid size: {err}"))?;
+                Ok((file.to_owned(), size))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Self::Segments)
+    }
+
+    pub(crate) fn to_column(&self) -> String {
+        match self {
+            Self::Single(file) => file.clone(),
+            Self::Segments(segments) => {
+                let list = segments
+                    .iter()
+                    .map(|(file, size)| format!("{file}:{size}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!("{SEGMENTS_PREFIX}{list}")
+            }
+        }
+    }
+
+    /// Returns the files with their sizes; a single file has `object_size` bytes.
+    fn segments(self, object_size: u64) -> Vec<(String, u64)> {
+        match self {
+            Self::Single(file) => vec![(file, object_size)],
+            Self::Segments(segments) => segments,
         }
     }
 }

@@ -71,7 +71,125 @@ async fn multipart_round_trip_with_sha256_parts() {
         .await
         .unwrap();
     assert_eq!(stored.as_slice(), Sha256::digest(&whole).as_slice());
-    assert_eq!(s3.file_count(), 1, "part files remain after completion");
+    assert_eq!(
+        s3.file_count(),
+        2,
+        "the object should keep its two part files as segments and no other file"
+    );
+}
+
+#[tokio::test]
+async fn completed_object_reads_back_across_part_boundaries() {
+    let s3 = store().min_part_size(1).start().await;
+    let key = "segments.bin";
+    let parts = [pattern(1000, 1), pattern(2000, 2), pattern(1500, 3)];
+    let whole = parts.concat();
+    let upload_id = s3.create_upload(key).await;
+    let mut etags = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        etags.push(
+            s3.upload_part(key, &upload_id, index as u32 + 1, part)
+                .await,
+        );
+    }
+    let list: Vec<(u32, &str)> = (1..).zip(etags.iter().map(String::as_str)).collect();
+    let completed = s3.complete(key, &upload_id, &list).await;
+    assert_eq!(completed.status, 200, "{}", completed.text());
+    let url = s3.presign("GET", key, &[], &[], Duration::from_secs(60));
+
+    // Ranges that end at, start at, span and cover part boundaries (1000 and 3000).
+    let ranges = [
+        (0, 999),
+        (999, 1000),
+        (1000, 2999),
+        (998, 3001),
+        (0, 4499),
+        (3000, 4499),
+        (4499, 4499),
+    ];
+    for (first, last) in ranges {
+        let range = format!("bytes={first}-{last}");
+        let response = s3
+            .send_url("GET", &url, &[("range", &range)], Vec::new())
+            .await;
+        assert_eq!(response.status, 206, "{range}: {}", response.text());
+        assert!(
+            response.body.as_ref() == &whole[first..=last],
+            "{range} returned other bytes"
+        );
+    }
+    let download = s3.send_url("GET", &url, &[], Vec::new()).await;
+    assert_eq!(download.status, 200);
+    assert!(
+        download.body.as_ref() == whole.as_slice(),
+        "whole object differs"
+    );
+    let info = s3.handle.store().head_object(BUCKET, key).unwrap();
+    assert_eq!(
+        info.sha256.map(|digest| digest.to_vec()),
+        Some(Sha256::digest(&whole).to_vec())
+    );
+    assert_eq!(s3.file_count(), 3, "completion copied the parts");
+}
+
+#[tokio::test]
+async fn interrupted_completion_recovers_after_reopening() {
+    let s3 = store().min_part_size(1).start().await;
+    let key = "interrupted.bin";
+    let upload_id = s3.create_upload(key).await;
+    let etag1 = s3.upload_part(key, &upload_id, 1, b"first part").await;
+    let etag2 = s3.upload_part(key, &upload_id, 2, b"second part").await;
+    let root = s3.handle.store().root().to_owned();
+    // A completion stopped after marking the upload and before its commit
+    // leaves exactly this row state behind.
+    let db = rusqlite::Connection::open(root.join("store.sqlite3")).unwrap();
+    let marked = db
+        .execute(
+            "UPDATE uploads SET state = 'completing' WHERE upload_id = ?1",
+            [&upload_id],
+        )
+        .unwrap();
+    assert_eq!(marked, 1);
+    drop(db);
+    let busy = s3
+        .complete(key, &upload_id, &[(1, &etag1), (2, &etag2)])
+        .await;
+    assert_ne!(busy.status, 200, "a completing upload was completed twice");
+
+    let reopened =
+        ferry_store::Store::open(&root, ferry_store::StoreOptions { min_part_size: 1 }).unwrap();
+    let parts = [(1, &etag1), (2, &etag2)].map(|(part_number, etag)| CompletedPartRef {
+        part_number,
+        etag: etag.clone(),
+        checksum_sha256: None,
+    });
+    let done = reopened
+        .complete_multipart_upload(BUCKET, key, &upload_id, &parts)
+        .await
+        .unwrap();
+    let replayed = reopened
+        .complete_multipart_upload(BUCKET, key, &upload_id, &parts)
+        .await
+        .unwrap();
+
+    assert_eq!(done.size, 21);
+    assert!(replayed.replayed);
+    let (_, data) = reopened.open_object(BUCKET, key).unwrap();
+    let mut read = Vec::new();
+    for (file, length) in data.into_range(6, 10).unwrap() {
+        use std::io::Read as _;
+        file.take(length).read_to_end(&mut read).unwrap();
+    }
+    assert_eq!(read, b"partsecond");
+    let download = s3
+        .send_url(
+            "GET",
+            &s3.presign("GET", key, &[], &[], Duration::from_secs(60)),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(download.body.as_ref(), b"first partsecond part");
 }
 
 #[tokio::test]

@@ -128,22 +128,28 @@ pub async fn sign_in(app: AppHandle, state: State<'_, AppState>, kind: SignInKin
 /// context of a clinician sign-in, and resumes interrupted transfers.
 pub async fn connect(app: &AppHandle, state: &AppState, session: Session) -> CommandResult<Arc<Connection>> {
     let connection = Arc::new(Connection::open(session, state.engine_options()).await?);
-    *state.connection.lock().await = Some(connection.clone());
-    *lock(&state.patient) = None;
-    *lock(&state.restore_error) = None;
-
+    let mut patient_summary = None;
     if let Some(patient) = connection.session.info().patient {
         match fhir::read(&connection.session, "Patient", &patient).await {
-            Ok(resource) => *lock(&state.patient) = Some(PatientSummary::from_resource(&resource)),
+            Ok(resource) => patient_summary = Some(PatientSummary::from_resource(&resource)),
             Err(error) => tracing::warn!(patient, error = %error, "failed to read the patient in context"),
         }
     }
 
-    let handles = connection.engine.resume_all()?;
-    tracing::info!(count = handles.len(), "resumed interrupted transfers");
-    for handle in handles {
-        transfers::follow(app.clone(), connection.clone(), handle);
+    // The transfers resume before the connection becomes current, so that
+    // the window never lists an interrupted transfer as not running while
+    // its task is being started.
+    let resumed = connection.engine.resume_all();
+    if let Ok(handles) = &resumed {
+        tracing::info!(count = handles.len(), "resumed interrupted transfers");
+        for handle in handles {
+            transfers::follow(app.clone(), connection.clone(), handle.clone());
+        }
     }
+    *state.connection.lock().await = Some(connection.clone());
+    *lock(&state.patient) = patient_summary;
+    *lock(&state.restore_error) = None;
+    resumed?;
     let _ = app.emit(SESSION_EVENT, Some(SessionView::from(connection.session.info())));
     Ok(connection)
 }

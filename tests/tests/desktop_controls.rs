@@ -265,7 +265,7 @@ fn second_launch_focuses_first_and_exits() {
     };
     assert!(status.success(), "the second launch exits with success: {status}");
 
-    let log = home.path().join("xdg-data/org.ferry.desktop/logs/Ferry.log");
+    let log = home.path().join("ferry/data/logs/ferry-desktop.log");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         text.contains("a second launch was forwarded to this instance"),

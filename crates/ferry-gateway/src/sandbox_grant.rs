@@ -348,6 +348,7 @@ pub async fn start(
         config,
     );
     service.issued_downloads = issued_downloads;
+    service.embedded_store = Some(store.store().clone());
     let service = Arc::new(service);
     let admin_token = crate::admin_api::AdminToken::create(data_dir).map_err(|source| {
         GrantStartError::DataDir {

@@ -50,9 +50,9 @@ pub struct GrantConfig {
     /// only tests against the embedded store set it lower, to build uploads
     /// of more than 1,000 parts from little data.
     pub min_part_size: u64,
-    /// After completion, read the object back and compare its SHA-256 with
-    /// the client's. Always on for the embedded store; optional for an
-    /// external one, where it costs a full read of the object.
+    /// After completion, compare the object's SHA-256 with the client's. Always
+    /// on for the embedded store, which records the SHA-256 while completing.
+    /// Optional for an external one, where it costs a full read of the object.
     pub verify_read_back: bool,
     /// How often the cleanup task looks for expired uploads.
     pub cleanup_interval: Duration,
@@ -86,6 +86,9 @@ pub struct GrantService {
     pub issued_downloads: Arc<IssuedDownloads>,
     /// Token buckets of `config.policy.rate_limit`.
     pub rate_limiter: RateLimiter,
+    /// The embedded store behind `store`, when the gateway runs one. Its
+    /// recorded size and SHA-256 replace reading an object back.
+    pub embedded_store: Option<ferry_store::Store>,
 }
 
 impl std::fmt::Debug for GrantService {
@@ -118,6 +121,7 @@ impl GrantService {
             config,
             completion_locks: Mutex::new(HashMap::new()),
             issued_downloads: Arc::default(),
+            embedded_store: None,
         }
     }
 

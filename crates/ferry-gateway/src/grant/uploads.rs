@@ -845,11 +845,14 @@ async fn complete_upload(
 
     // 3. Confirm size and whole-file SHA-256.
     if service.config.verify_read_back {
-        let (size, sha256) = service
-            .store
-            .sha256_object(key)
-            .await
-            .map_err(|error| GrantError::store("read the object back", &error))?;
+        let (size, sha256) = match recorded_sha256(service, key) {
+            Some(recorded) => recorded,
+            None => service
+                .store
+                .sha256_object(key)
+                .await
+                .map_err(|error| GrantError::store("read the object back", &error))?,
+        };
         if size != upload.size || sha256 != request.sha256 {
             discard_object(service, upload).await;
             let message = if size != upload.size {
@@ -989,6 +992,22 @@ fn compare_parts(
         }
     }
     Ok(())
+}
+
+/// Returns the size and hex SHA-256 the embedded store recorded for `key`.
+///
+/// `None` when the gateway uses a third-party store, or when the embedded
+/// store has no SHA-256 for the object (completed by an older version) or
+/// fails to look it up. The caller then reads the object back.
+fn recorded_sha256(service: &GrantService, key: &str) -> Option<(u64, String)> {
+    let store = service.embedded_store.as_ref()?;
+    match store.head_object(service.store.bucket(), key) {
+        Ok(info) => info.sha256.map(|digest| (info.size, hex::encode(digest))),
+        Err(error) => {
+            tracing::warn!(key, %error, "failed to look up the embedded store's SHA-256; reading the object back");
+            None
+        }
+    }
 }
 
 /// Deletes a completed object that failed verification and ends the upload.

@@ -129,6 +129,8 @@ async fn restore_session(app: tauri::AppHandle) {
     let problem = |message: String| {
         *lock(&state.restore_error) = Some(message.clone());
         let _ = app.emit(commands::SIGN_IN_PROMPT_EVENT, message);
+        // A window that has loaded reads the session and its error again.
+        let _ = app.emit(commands::SESSION_EVENT, None::<state::SessionView>);
     };
     let context = match state.profile_context().await {
         Ok(context) => context,

@@ -361,6 +361,9 @@ impl Store {
     ///
     /// The files stay readable after a concurrent overwrite or delete removes their
     /// names, so a download in progress finishes with the version it started.
+    ///
+    /// TODO: a multipart object opens one file per part, up to 10,000, which
+    /// can pass a process's open-file limit (often 1024 by default).
     pub fn open_object(
         &self,
         bucket: &str,

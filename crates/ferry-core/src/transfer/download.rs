@@ -264,8 +264,18 @@ async fn fetch_range(
             continue;
         }
 
+        // The range's write buffer counts against the engine's budget. The
+        // permit is taken before the request opens, so waiting for it is
+        // not a stalled connection, and given back after the attempt.
+        let buffer_bytes = (WRITE_BUFFER as u64).min(range.size);
+        let permit = tokio::select! {
+            permit = context.budget.acquire(buffer_bytes) => permit,
+            () = context.cancelled() => return Err(TransferError::Interrupted),
+        };
         let counted = AtomicU64::new(0);
-        let failure = match get_range(&context, &grant, &etag, &range, &file, &counted).await {
+        let attempted = get_range(&context, &grant, &etag, &range, &file, &counted).await;
+        drop(permit);
+        let failure = match attempted {
             Ok(()) => {
                 context.journal.set_part(&context.id, range.part_number, PartState::Confirmed, None, None)?;
                 context.network_ok()?;

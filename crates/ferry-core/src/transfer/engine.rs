@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+use super::buffers::BufferBudget;
 use super::progress::{Progress, REPORT_INTERVAL, SpeedMeter};
 use super::rate::RateLimiter;
 use super::{
@@ -69,6 +70,7 @@ struct EngineInner {
     store: reqwest::Client,
     options: EngineOptions,
     rate: Arc<RateLimiter>,
+    budget: Arc<BufferBudget>,
     claimant: Claimant,
     running: Mutex<HashMap<String, Running>>,
 }
@@ -117,6 +119,7 @@ impl Engine {
                 grants,
                 store,
                 rate: Arc::new(RateLimiter::new(options.rate_limit)),
+                budget: BufferBudget::new(options.max_buffered_bytes),
                 options,
                 claimant: Claimant::current(),
                 running: Mutex::new(HashMap::new()),
@@ -133,6 +136,19 @@ impl Engine {
     pub fn set_rate_limit(&self, bytes_per_second: u64) {
         self.inner.rate.set_rate(bytes_per_second);
         tracing::info!(bytes_per_second, "bandwidth cap changed");
+    }
+
+    /// Returns the bytes the part buffers of this engine's transfers hold
+    /// now. It stays within [`EngineOptions::max_buffered_bytes`] unless a
+    /// single part is larger than that budget.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.inner.budget.buffered()
+    }
+
+    /// Returns the most bytes the part buffers of this engine's transfers
+    /// held at once, for tests and benchmarks of the memory bound.
+    pub fn buffered_bytes_high_water(&self) -> u64 {
+        self.inner.budget.high_water()
     }
 
     /// The bandwidth cap in bytes per second; 0 when there is none.
@@ -333,6 +349,7 @@ impl Engine {
             self.inner.store.clone(),
             self.inner.options.clone(),
             self.inner.rate.clone(),
+            self.inner.budget.clone(),
             control,
             record.state,
         ));

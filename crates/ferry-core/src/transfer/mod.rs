@@ -44,6 +44,9 @@ pub(crate) use wire::{is_expired_url_body, s3_error_summary};
 pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Parts or ranges sent at the same time by default.
 pub const DEFAULT_IN_FLIGHT: usize = 4;
+/// Bytes the part buffers of all of an engine's transfers may hold at once
+/// by default: 128 MiB, eight parts of the default size.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Settings shared by every transfer of an [`Engine`].
 #[derive(Debug, Clone)]
@@ -51,13 +54,20 @@ pub struct EngineOptions {
     /// Part size proposed in upload grants, in bytes. The gateway may raise it
     /// to respect the store's limits (at least 5 MiB, at most 10,000 parts).
     pub part_size: u64,
-    /// Parts of one upload sent at the same time. Memory use is about
-    /// `parts_in_flight × part_size`.
+    /// Parts of one upload sent at the same time. One upload's buffers use
+    /// at most `parts_in_flight × part_size`, and all transfers together at
+    /// most [`EngineOptions::max_buffered_bytes`].
     pub parts_in_flight: usize,
     /// Size of one ranged `GET` of a download, in bytes.
     pub range_size: u64,
     /// Ranges of one download fetched at the same time.
     pub ranges_in_flight: usize,
+    /// Bytes that the part buffers of every transfer of the engine may hold
+    /// at once: upload parts read and not yet confirmed (or kept for reuse),
+    /// and the write buffers of download ranges in flight. Transfers beyond
+    /// it wait in state `running` until a buffer is freed. A single part
+    /// larger than this budget takes all of it and is read alone.
+    pub max_buffered_bytes: u64,
     /// A request to the store fails when no bytes moved for this long.
     pub idle_timeout: Duration,
     /// Limit on opening a connection to the store.
@@ -83,6 +93,7 @@ impl Default for EngineOptions {
             parts_in_flight: DEFAULT_IN_FLIGHT,
             range_size: DEFAULT_PART_SIZE,
             ranges_in_flight: DEFAULT_IN_FLIGHT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             url_expiry_margin: Duration::ZERO,
@@ -230,6 +241,8 @@ pub(crate) struct TransferContext {
     pub(crate) store: reqwest::Client,
     pub(crate) options: EngineOptions,
     rate: Arc<rate::RateLimiter>,
+    /// The engine's budget of buffered bytes, shared by all its transfers.
+    pub(crate) budget: Arc<buffers::BufferBudget>,
     control: watch::Receiver<Control>,
     state: Mutex<TransferState>,
     /// Bytes sent or received so far, including those of parts in flight.
@@ -245,6 +258,7 @@ impl TransferContext {
         store: reqwest::Client,
         options: EngineOptions,
         rate: Arc<rate::RateLimiter>,
+        budget: Arc<buffers::BufferBudget>,
         control: watch::Receiver<Control>,
         state: TransferState,
     ) -> Self {
@@ -255,6 +269,7 @@ impl TransferContext {
             store,
             options,
             rate,
+            budget,
             control,
             state: Mutex::new(state),
             bytes_done: AtomicU64::new(0),

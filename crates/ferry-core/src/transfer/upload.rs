@@ -2,7 +2,8 @@
 //!
 //! The file is read once, in order. A reader task reads one part into a
 //! buffer, reused from part to part (see [`BufferPool`]), only when one of
-//! `parts_in_flight` slots is free, hashes it, and
+//! `parts_in_flight` slots is free and the engine's budget of buffered bytes
+//! has room for the part (see [`BufferBudget`]), hashes it, and
 //! feeds the whole-file SHA-256; parts the store already holds are read and
 //! hashed but not sent. Parts that are ready together get their URLs in one
 //! `part-urls` request.
@@ -26,7 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::buffers::BufferPool;
+use super::buffers::{BufferPool, PartBuffer};
+#[cfg(doc)]
+use super::buffers::BufferBudget;
 use super::retry::{Activity, with_idle_timeout};
 use super::wire::read_error_body;
 use super::{TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
@@ -243,7 +246,7 @@ async fn send_parts(
     let in_flight = context.options.parts_in_flight.max(1);
     let (ready_sender, mut ready) = mpsc::channel(in_flight);
     let slots = Arc::new(Semaphore::new(in_flight));
-    let buffers = BufferPool::new(in_flight);
+    let buffers = BufferPool::new(in_flight, context.budget.clone());
     let reader = tokio::spawn(
         read_parts(context.clone(), record.clone(), source.to_owned(), parts, ready_sender, slots, buffers)
             .in_current_span(),
@@ -318,12 +321,21 @@ async fn read_parts(
             slot = slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
             () = context.interrupted() => return Ok(None),
         };
+        let length = usize::try_from(part.size).map_err(|_| {
+            TransferError::InconsistentGrant(format!("a part of {} bytes does not fit in memory", part.size))
+        })?;
+        // Waiting here for the budget leaves no request open, so the idle
+        // timeout cannot fire while other transfers hold the budget.
+        let buffer = tokio::select! {
+            buffer = buffers.take(length) => buffer,
+            () = context.interrupted() => return Ok(None),
+        };
         let file = file.clone();
         let path = source.clone();
-        let span = part_span(&part);
+        let offset = part.offset;
         let buffers = buffers.clone();
         let (bytes, sha256, hasher) =
-            tokio::task::spawn_blocking(move || read_part(&file, &path, &span, whole, &buffers))
+            tokio::task::spawn_blocking(move || read_part(&file, &path, offset, buffer, whole, &buffers))
             .await
             .map_err(|error| TransferError::Task(error.to_string()))??;
         whole = hasher;
@@ -348,31 +360,26 @@ async fn read_parts(
     Ok(Some(hex::encode(whole.finalize())))
 }
 
-fn part_span(part: &PartRecord) -> (u64, u64) {
-    (part.offset, part.size)
-}
-
-/// Reads `size` bytes at `offset` into a buffer from `buffers`, returning
-/// them with their SHA-256 and the whole-file hasher fed with them.
+/// Fills `part` from `offset`, returning its bytes with their SHA-256 and
+/// the whole-file hasher fed with them.
 fn read_part(
     file: &File,
     path: &Path,
-    (offset, size): &(u64, u64),
+    offset: u64,
+    mut part: PartBuffer,
     mut whole: Sha256,
     buffers: &Arc<BufferPool>,
 ) -> Result<(Bytes, String, Sha256), TransferError> {
-    let length = usize::try_from(*size).map_err(|_| TransferError::InconsistentGrant(format!("a part of {size} bytes does not fit in memory")))?;
-    let mut buffer = buffers.take(length);
-    read_exact_at(file, &mut buffer, *offset).map_err(|source| match source.kind() {
+    read_exact_at(file, &mut part.buffer, offset).map_err(|source| match source.kind() {
         std::io::ErrorKind::UnexpectedEof => TransferError::SourceChanged {
             path: path.to_owned(),
             detail: "it is shorter than when the transfer began".to_owned(),
         },
         _ => TransferError::Io { stage: "reading", path: path.to_owned(), source },
     })?;
-    let sha256 = hex::encode(Sha256::digest(&buffer));
-    whole.update(&buffer);
-    Ok((buffers.freeze(buffer), sha256, whole))
+    let sha256 = hex::encode(Sha256::digest(&part.buffer));
+    whole.update(&part.buffer);
+    Ok((buffers.freeze(part), sha256, whole))
 }
 
 #[cfg(unix)]

@@ -332,9 +332,14 @@ fn part_urls_expiring_between_and_during_parts_are_renewed() {
     let renewals = stderr
         .matches("part URL expired; requesting a new one")
         .count();
-    assert_eq!(
-        renewals, 2,
-        "the two held requests met expired URLs: {stderr}"
+    // The store rejects an expired URL before it reads the body. The client
+    // then reads either the 403, and renews the URL at once, or a
+    // connection reset while it still sends, and renews the URL on its
+    // retry without this message. The part count below checks that both
+    // held parts were sent again.
+    assert!(
+        (1..=2).contains(&renewals),
+        "the held requests met expired URLs: {stderr}"
     );
     let parts = env.proxy.upload_parts();
     assert_eq!(parts.len(), 3 + 2, "{parts:?}");

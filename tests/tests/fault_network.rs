@@ -286,6 +286,54 @@ fn slow_but_moving_part_is_not_cut_off() {
 }
 
 #[test]
+fn part_whose_answer_was_lost_is_not_sent_again() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = FaultSandbox::start(&SandboxSettings::default());
+    let size = 12 * MIB + 3;
+    let source = env.home.path().join("unanswered.bin");
+    write_pattern_file(&source, size);
+    // The store receives and keeps the first part; its answer never
+    // reaches the client, whose idle timeout then fires.
+    env.proxy.add_rule(Rule {
+        kind: RequestKind::UploadPart,
+        skip: 0,
+        times: 1,
+        action: Action::LoseResponse,
+    });
+
+    let output = run(env
+        .ferry()
+        .args([
+            "-v",
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--part-size",
+            "5",
+            "--parallel",
+            "2",
+        ])
+        .arg(&source));
+    check_round_trip(&env, &source, &output);
+
+    let parts = env.proxy.upload_parts();
+    assert_eq!(
+        parts.len(),
+        3,
+        "each of the three parts was sent once: {parts:?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the store holds the part whose answer was lost"),
+        "the client asked which parts the store holds: {stderr}"
+    );
+    print_figures("lost-part-answer", &figures(&env, size));
+}
+
+#[test]
 fn part_urls_expiring_between_and_during_parts_are_renewed() {
     if skip_without_credential_store() {
         return;

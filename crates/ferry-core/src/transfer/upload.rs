@@ -461,7 +461,23 @@ async fn send_part(
             }
             Err(failure) => failure,
         };
-        context.remove_bytes(counted.load(Ordering::Relaxed));
+        let handed_over = counted.load(Ordering::Relaxed);
+        context.remove_bytes(handed_over);
+
+        // A request that lost its answer after the whole body went out may
+        // have stored the part: ask which parts the store holds before
+        // sending the bytes again.
+        let body_sent = handed_over >= part.bytes.len() as u64;
+        if body_sent
+            && matches!(failure, PutFailure::Retryable { status: None, .. })
+            && let Some(etag) = stored_etag(&context, &upload_id, &part).await
+        {
+            tracing::info!(transfer = %context.id, part = part.number, "the store holds the part whose answer was lost");
+            context.add_bytes(part.bytes.len() as u64);
+            context.journal.set_part(&context.id, part.number, PartState::Confirmed, None, Some(&etag))?;
+            context.network_ok()?;
+            return Ok(());
+        }
 
         match failure {
             PutFailure::UrlExpired => {
@@ -496,6 +512,28 @@ async fn send_part(
             PutFailure::Fatal(error) => return Err(error),
         }
     }
+}
+
+/// Returns the ETag of `part` when the upload's state at the gateway lists
+/// it with the same size and SHA-256, and `None` when it does not or the
+/// gateway cannot be asked.
+async fn stored_etag(context: &TransferContext, upload_id: &str, part: &ReadyPart) -> Option<String> {
+    let state = match context.grants.upload_state(upload_id).await {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::debug!(transfer = %context.id, part = part.number, "asking which parts the store holds failed: {error}");
+            return None;
+        }
+    };
+    state
+        .parts
+        .into_iter()
+        .find(|held| {
+            held.part_number == part.number
+                && held.size == part.bytes.len() as u64
+                && held.sha256.eq_ignore_ascii_case(&part.sha256)
+        })
+        .map(|held| held.etag)
 }
 
 fn expires_soon(context: &TransferContext, url: &PartUrl) -> bool {

@@ -286,7 +286,7 @@ fn slow_but_moving_part_is_not_cut_off() {
 }
 
 #[test]
-fn part_whose_answer_was_lost_is_not_sent_again() {
+fn part_whose_response_was_lost_is_not_sent_again() {
     if skip_without_credential_store() {
         return;
     }
@@ -327,7 +327,7 @@ fn part_whose_answer_was_lost_is_not_sent_again() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("the store holds the part whose answer was lost"),
+        stderr.contains("part already stored; its response was lost, so it is not sent again"),
         "the client asked which parts the store holds: {stderr}"
     );
     print_figures("lost-part-answer", &figures(&env, size));

@@ -464,7 +464,7 @@ async fn send_part(
         let handed_over = counted.load(Ordering::Relaxed);
         context.remove_bytes(handed_over);
 
-        // A request that lost its answer after the whole body went out may
+        // A request that lost its response after the whole body went out may
         // have stored the part: ask which parts the store holds before
         // sending the bytes again.
         let body_sent = handed_over >= part.bytes.len() as u64;
@@ -472,7 +472,7 @@ async fn send_part(
             && matches!(failure, PutFailure::Retryable { status: None, .. })
             && let Some(etag) = stored_etag(&context, &upload_id, &part).await
         {
-            tracing::info!(transfer = %context.id, part = part.number, "the store holds the part whose answer was lost");
+            tracing::info!(transfer = %context.id, part = part.number, "part already stored; its response was lost, so it is not sent again");
             context.add_bytes(part.bytes.len() as u64);
             context.journal.set_part(&context.id, part.number, PartState::Confirmed, None, Some(&etag))?;
             context.network_ok()?;

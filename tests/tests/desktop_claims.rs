@@ -116,6 +116,7 @@ fn transfer_claimed_elsewhere_shows_not_running() {
     let pid = app.app_pid().expect("the app's process is found below tauri-driver");
     let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     assert!(status.is_ok_and(|status| status.success()), "kill -KILL {pid} failed");
+    wait_until_exited(pid, Duration::from_secs(10));
     drop(app);
     drop(driver);
 
@@ -140,4 +141,20 @@ fn transfer_claimed_elsewhere_shows_not_running() {
     app.click(".transfer-resume");
     wait_for_row(&app, "completed", Duration::from_secs(120));
     app.close();
+}
+
+/// Waits until process `pid` has exited: gone, or a zombie that its parent
+/// has not reaped yet. A signal is delivered asynchronously, so the process
+/// can still run for a moment after `kill` returns.
+fn wait_until_exited(pid: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} still runs {timeout:?} after SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -294,7 +294,7 @@ fn part_whose_response_was_lost_is_not_sent_again() {
     let size = 12 * MIB + 3;
     let source = env.home.path().join("unanswered.bin");
     write_pattern_file(&source, size);
-    // The store receives and keeps the first part; its answer never
+    // The store receives and keeps the first part, but its response never
     // reaches the client, whose idle timeout then fires.
     env.proxy.add_rule(Rule {
         kind: RequestKind::UploadPart,

@@ -465,7 +465,7 @@ async fn send_part(
         context.remove_bytes(handed_over);
 
         // A request that lost its response after the whole body went out may
-        // have stored the part: ask which parts the store holds before
+        // have stored the part, so the upload's state is requested before
         // sending the bytes again.
         let body_sent = handed_over >= part.bytes.len() as u64;
         if body_sent
@@ -521,7 +521,7 @@ async fn stored_etag(context: &TransferContext, upload_id: &str, part: &ReadyPar
     let state = match context.grants.upload_state(upload_id).await {
         Ok(state) => state,
         Err(error) => {
-            tracing::debug!(transfer = %context.id, part = part.number, "asking which parts the store holds failed: {error}");
+            tracing::debug!(transfer = %context.id, part = part.number, "requesting the upload's state failed; the part is sent again: {error}");
             return None;
         }
     };

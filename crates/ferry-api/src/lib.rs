@@ -312,6 +312,51 @@ pub struct CheckpointRequest {
     /// introduces: the device's key for this log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_public_key: Option<String>,
+    /// The log's epoch records since its last recorded checkpoint, oldest
+    /// first, from which the gateway checks that each new epoch key was
+    /// signed by the key of the epoch before it. The gateway does not sign
+    /// or store them: a countersigned checkpoint never carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epoch_links: Vec<EpochLink>,
+}
+
+/// A key rotation of a transfer log, as its `epoch` record states it: the
+/// key of epoch `epoch - 1` signed `public_key` at `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochLink {
+    /// The epoch that starts with the record.
+    pub epoch: u64,
+    /// Sequence number of the record.
+    pub seq: u64,
+    /// SHA-256 (hex) of the log's line before the record.
+    pub prev: String,
+    /// Public key (hex, Ed25519) of the new epoch.
+    pub public_key: String,
+    /// Signature (hex, Ed25519) by the previous epoch's key over
+    /// [`epoch_message`].
+    pub signature: String,
+}
+
+const EPOCH_DOMAIN: &[u8] = b"ferry-transfer-log/v1/epoch\0";
+
+/// Bytes the outgoing key of a transfer log signs at a rotation: the
+/// domain, the log id (the UUID's 16 bytes), the new epoch, the record's
+/// seq (both big-endian), the head hash and the new public key.
+pub fn epoch_message(
+    log_id: &[u8; 16],
+    new_epoch: u64,
+    seq: u64,
+    head: &[u8; 32],
+    new_public_key: &[u8; 32],
+) -> Vec<u8> {
+    let mut message = EPOCH_DOMAIN.to_vec();
+    message.extend_from_slice(log_id);
+    message.extend_from_slice(&new_epoch.to_be_bytes());
+    message.extend_from_slice(&seq.to_be_bytes());
+    message.extend_from_slice(head);
+    message.extend_from_slice(new_public_key);
+    message
 }
 
 /// A checkpoint countersigned by the gateway: `jws` is a compact JWS (ES256)

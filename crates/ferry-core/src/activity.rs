@@ -73,7 +73,7 @@ impl ProfileLog {
     /// checkpoint to the log.
     pub async fn checkpoint(&mut self, grants: &GrantClient) -> Result<Checkpoint, ActivityError> {
         let request = self.log.checkpoint_request()?;
-        let countersigned = grants.checkpoint(&request.to_wire()).await?;
+        let countersigned = grants.checkpoint(&request.to_body()).await?;
         let keys = grants.keys().await?;
         let checkpoint = Checkpoint::from_countersigned(&request, countersigned, &keys)?;
         self.log.record_checkpoint(checkpoint.clone())?;

@@ -1,15 +1,51 @@
-//! Checkpoints of one transfer log must keep its device key, and one key
-//! per epoch, over real HTTP against the sandbox.
+//! Checkpoints of one transfer log must keep its device key, one key per
+//! epoch, and a chain of epoch keys each signed by the one before, over
+//! real HTTP against the sandbox.
 
 mod grant_support;
 
+use ed25519_dalek::{Signer, SigningKey};
 use grant_support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 const LOG_ID: &str = "5f0c7a52-9d3e-4c1b-8a61-0b1e2f3a4b5c";
-const DEVICE_KEY: &str = "11aa";
 const OTHER_DEVICE_KEY: &str = "22bb";
+
+/// Derives the Ed25519 key of epoch `epoch` of the test log.
+fn epoch_key(epoch: u64) -> SigningKey {
+    SigningKey::from_bytes(&[epoch as u8 + 1; 32])
+}
+
+fn public_hex(key: &SigningKey) -> String {
+    hex::encode(key.verifying_key().to_bytes())
+}
+
+fn device_key() -> String {
+    public_hex(&epoch_key(0))
+}
+
+/// Builds the epoch record introducing `new_key` as epoch `epoch` at `seq`,
+/// signed by `signer`, as a log writer sends it in `epoch_links`.
+fn link_signed_by(signer: &SigningKey, epoch: u64, seq: u64, new_key: &SigningKey) -> Value {
+    let prev = [seq as u8; 32];
+    let log_id = Uuid::parse_str(LOG_ID).unwrap();
+    let new_public = new_key.verifying_key().to_bytes();
+    let message = ferry_api::epoch_message(log_id.as_bytes(), epoch, seq, &prev, &new_public);
+    json!({
+        "epoch": epoch,
+        "seq": seq,
+        "prev": hex::encode(prev),
+        "public_key": hex::encode(new_public),
+        "signature": hex::encode(signer.sign(&message).to_bytes()),
+    })
+}
+
+/// Builds the correctly signed record introducing epoch `epoch` at `seq`.
+fn link(epoch: u64, seq: u64) -> Value {
+    link_signed_by(&epoch_key(epoch - 1), epoch, seq, &epoch_key(epoch))
+}
 
 fn checkpoint(log_id: &str, seq: u64, epoch: u64, epoch_key: &str, device_key: &str) -> Value {
     json!({
@@ -23,6 +59,19 @@ fn checkpoint(log_id: &str, seq: u64, epoch: u64, epoch_key: &str, device_key: &
     })
 }
 
+/// Builds a checkpoint of the test log at `epoch` that carries `links`.
+fn chained(seq: u64, epoch: u64, links: Vec<Value>) -> Value {
+    let mut body = checkpoint(
+        LOG_ID,
+        seq,
+        epoch,
+        &public_hex(&epoch_key(epoch)),
+        &device_key(),
+    );
+    body["epoch_links"] = Value::Array(links);
+    body
+}
+
 async fn signed_in() -> (GrantSandbox, String) {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(STAFF, STAFF_SCOPE).await;
@@ -30,7 +79,7 @@ async fn signed_in() -> (GrantSandbox, String) {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 4, 0, DEVICE_KEY, DEVICE_KEY),
+            &checkpoint(LOG_ID, 4, 0, &device_key(), &device_key()),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -53,25 +102,108 @@ async fn changed_device_key_is_rejected_naming_log() {
     assert_eq!(body["field"], "device_public_key");
     let message = body["message"].as_str().unwrap();
     assert!(message.contains(LOG_ID), "{message}");
-    assert!(message.contains("device key 11aa, not 22bb"), "{message}");
+    let expected = format!("device key {}, not 22bb", device_key());
+    assert!(message.contains(&expected), "{message}");
     let (_, list) = sandbox.get(&token, "/checkpoints?device_id=dev-2b7f").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
 
 #[tokio::test]
-async fn new_epoch_key_is_accepted() {
+async fn chained_epoch_keys_are_accepted() {
     let (sandbox, token) = signed_in().await;
 
+    // Epoch 1 is chained to the recorded epoch 0, then epochs 2 and 3 to epoch 1.
+    // The link of epoch 1 is sent again, as a client does when the response
+    // to its last checkpoint was lost, and is skipped.
+    let (first_status, first) = sandbox
+        .post(&token, "/checkpoints", &chained(9, 1, vec![link(1, 6)]))
+        .await;
     let (status, body) = sandbox
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 9, 1, "33cc", DEVICE_KEY),
+            &chained(20, 3, vec![link(1, 6), link(2, 12), link(3, 18)]),
         )
         .await;
 
+    assert_eq!(first_status, StatusCode::OK, "{first}");
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["checkpoint"]["epoch"], 1);
+    assert_eq!(body["checkpoint"]["epoch"], 3);
+    assert_eq!(
+        body["checkpoint"]["epoch_public_key"],
+        public_hex(&epoch_key(3))
+    );
+    assert!(body["checkpoint"].get("epoch_links").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn epoch_key_not_signed_by_previous_is_rejected() {
+    let (sandbox, token) = signed_in().await;
+    let stranger = SigningKey::from_bytes(&[0x5a; 32]);
+    let forged = link_signed_by(&stranger, 1, 6, &epoch_key(1));
+
+    let (status, body) = sandbox
+        .post(&token, "/checkpoints", &chained(9, 1, vec![forged]))
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "epoch_links");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(LOG_ID), "{message}");
+    let expected = format!(
+        "the key of epoch 1 ({}) is not signed by the key of epoch 0 ({})",
+        public_hex(&epoch_key(1)),
+        device_key()
+    );
+    assert!(message.contains(&expected), "{message}");
+    let (_, list) = sandbox.get(&token, "/checkpoints?device_id=dev-2b7f").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn epoch_key_without_link_is_rejected() {
+    let (sandbox, token) = signed_in().await;
+
+    let (status, body) = sandbox
+        .post(&token, "/checkpoints", &chained(20, 2, vec![link(2, 12)]))
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "epoch_links");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(LOG_ID), "{message}");
+    assert!(
+        message.contains("no record introducing epoch 1"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn link_chain_ending_at_other_key_is_rejected() {
+    let (sandbox, token) = signed_in().await;
+    let mut body = chained(9, 1, vec![link(1, 6)]);
+    body["epoch_public_key"] = json!(public_hex(&epoch_key(7)));
+
+    let (status, body) = sandbox.post(&token, "/checkpoints", &body).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "epoch_public_key");
+}
+
+#[tokio::test]
+async fn link_before_recorded_seq_is_rejected() {
+    let (sandbox, token) = signed_in().await;
+
+    let (status, body) = sandbox
+        .post(&token, "/checkpoints", &chained(9, 1, vec![link(1, 3)]))
+        .await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "epoch_links");
+    assert!(
+        body["message"].as_str().unwrap().contains("seq 3"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +214,7 @@ async fn other_key_in_same_epoch_is_rejected() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 9, 0, "33cc", DEVICE_KEY),
+            &checkpoint(LOG_ID, 9, 0, "33cc", &device_key()),
         )
         .await;
 
@@ -98,17 +230,13 @@ async fn epoch_going_back_is_rejected() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 9, 2, "33cc", DEVICE_KEY),
+            &chained(9, 2, vec![link(1, 6), link(2, 8)]),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, body) = sandbox
-        .post(
-            &token,
-            "/checkpoints",
-            &checkpoint(LOG_ID, 12, 1, "44dd", DEVICE_KEY),
-        )
+        .post(&token, "/checkpoints", &chained(12, 1, vec![link(1, 6)]))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -134,7 +262,7 @@ async fn new_log_may_have_another_device_key() {
 #[tokio::test]
 async fn checkpoint_without_device_key_is_rejected() {
     let (sandbox, token) = signed_in().await;
-    let mut keyless = checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY);
+    let mut keyless = checkpoint(LOG_ID, 9, 0, &device_key(), &device_key());
     keyless.as_object_mut().unwrap().remove("device_public_key");
 
     let (status, body) = sandbox.post(&token, "/checkpoints", &keyless).await;
@@ -147,10 +275,10 @@ async fn checkpoint_without_device_key_is_rejected() {
 async fn device_key_stays_pinned_after_keyless_checkpoint() {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(STAFF, STAFF_SCOPE).await;
-    let first = checkpoint(LOG_ID, 4, 0, DEVICE_KEY, DEVICE_KEY);
-    let mut keyless = checkpoint(LOG_ID, 5, 0, DEVICE_KEY, DEVICE_KEY);
+    let first = checkpoint(LOG_ID, 4, 0, &device_key(), &device_key());
+    let mut keyless = checkpoint(LOG_ID, 5, 0, &device_key(), &device_key());
     keyless.as_object_mut().unwrap().remove("device_public_key");
-    let mut older_keyless = checkpoint(LOG_ID, 2, 0, DEVICE_KEY, DEVICE_KEY);
+    let mut older_keyless = checkpoint(LOG_ID, 2, 0, &device_key(), &device_key());
     older_keyless
         .as_object_mut()
         .unwrap()
@@ -167,7 +295,7 @@ async fn device_key_stays_pinned_after_keyless_checkpoint() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 6, 0, DEVICE_KEY, OTHER_DEVICE_KEY),
+            &checkpoint(LOG_ID, 6, 0, &device_key(), OTHER_DEVICE_KEY),
         )
         .await;
 
@@ -177,7 +305,7 @@ async fn device_key_stays_pinned_after_keyless_checkpoint() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 7, 0, DEVICE_KEY, DEVICE_KEY),
+            &checkpoint(LOG_ID, 7, 0, &device_key(), &device_key()),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -190,7 +318,7 @@ async fn lower_seq_is_rejected_as_rollback() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 100, 2, "33cc", DEVICE_KEY),
+            &chained(100, 2, vec![link(1, 6), link(2, 8)]),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -200,7 +328,7 @@ async fn lower_seq_is_rejected_as_rollback() {
             .post(
                 &token,
                 "/checkpoints",
-                &checkpoint(LOG_ID, seq, epoch, epoch_key, DEVICE_KEY),
+                &checkpoint(LOG_ID, seq, epoch, epoch_key, &device_key()),
             )
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "seq {seq}: {body}");
@@ -215,7 +343,7 @@ async fn earlier_checkpoint_sent_again_is_accepted() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY),
+            &checkpoint(LOG_ID, 9, 0, &device_key(), &device_key()),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -224,7 +352,7 @@ async fn earlier_checkpoint_sent_again_is_accepted() {
         .post(
             &token,
             "/checkpoints",
-            &checkpoint(LOG_ID, 4, 0, DEVICE_KEY, DEVICE_KEY),
+            &checkpoint(LOG_ID, 4, 0, &device_key(), &device_key()),
         )
         .await;
 
@@ -260,7 +388,7 @@ async fn other_user_cannot_touch_a_log() {
         .post(
             &owner,
             "/checkpoints",
-            &checkpoint(LOG_ID, 9, 0, DEVICE_KEY, DEVICE_KEY),
+            &checkpoint(LOG_ID, 9, 0, &device_key(), &device_key()),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");

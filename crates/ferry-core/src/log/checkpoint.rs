@@ -32,11 +32,14 @@ pub struct CheckpointRequest {
     pub epoch_public_key: String,
     /// Hex Ed25519 public key of epoch 0, the device's key for this log.
     pub device_public_key: String,
+    /// The log's epoch records after its last checkpoint record, from which
+    /// the gateway checks that each epoch key signed the next one.
+    pub epoch_links: Vec<ferry_api::EpochLink>,
 }
 
 impl CheckpointRequest {
-    /// Returns the grant API body of this request, which is also the payload
-    /// the gateway signs.
+    /// Returns the payload the gateway signs: the request without its
+    /// epoch links.
     pub fn to_wire(&self) -> ferry_api::CheckpointRequest {
         ferry_api::CheckpointRequest {
             device_id: self.device.clone(),
@@ -46,7 +49,14 @@ impl CheckpointRequest {
             epoch: self.epoch,
             epoch_public_key: self.epoch_public_key.clone(),
             device_public_key: Some(self.device_public_key.clone()),
+            epoch_links: Vec::new(),
         }
+    }
+
+    /// Returns the grant API body of this request: the signed payload and
+    /// the epoch links.
+    pub fn to_body(&self) -> ferry_api::CheckpointRequest {
+        ferry_api::CheckpointRequest { epoch_links: self.epoch_links.clone(), ..self.to_wire() }
     }
 }
 
@@ -161,6 +171,7 @@ impl Checkpoint {
             epoch: self.epoch,
             epoch_public_key: self.epoch_public_key.clone(),
             device_public_key: self.device_public_key.clone(),
+            epoch_links: Vec::new(),
         }
     }
 

@@ -277,7 +277,6 @@ pub fn line_hash(line: &[u8]) -> String {
 
 const GENESIS_DOMAIN: &[u8] = b"ferry-transfer-log/v1/genesis\0";
 const SEAL_DOMAIN: &[u8] = b"ferry-transfer-log/v1/seal\0";
-const EPOCH_DOMAIN: &[u8] = b"ferry-transfer-log/v1/epoch\0";
 
 /// Decodes a 32-byte hex value, or `None` when it is not one.
 pub fn decode_32(hex_value: &str) -> Option<[u8; 32]> {
@@ -310,6 +309,7 @@ pub fn seal_message(log_id: Uuid, epoch: u64, seq: u64, head: &[u8; 32]) -> Vec<
 
 /// Bytes signed by the outgoing key at a rotation: the domain, the log id,
 /// the new epoch, the record's seq, the head hash and the new public key.
+/// The layout is [`ferry_api::epoch_message`], which the gateway checks too.
 pub fn epoch_message(
     log_id: Uuid,
     new_epoch: u64,
@@ -317,13 +317,7 @@ pub fn epoch_message(
     head: &[u8; 32],
     new_public_key: &[u8; 32],
 ) -> Vec<u8> {
-    let mut message = EPOCH_DOMAIN.to_vec();
-    message.extend_from_slice(log_id.as_bytes());
-    message.extend_from_slice(&new_epoch.to_be_bytes());
-    message.extend_from_slice(&seq.to_be_bytes());
-    message.extend_from_slice(head);
-    message.extend_from_slice(new_public_key);
-    message
+    ferry_api::epoch_message(log_id.as_bytes(), new_epoch, seq, head, new_public_key)
 }
 
 #[cfg(test)]

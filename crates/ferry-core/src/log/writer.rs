@@ -272,9 +272,18 @@ impl TransferLog {
     }
 
     /// Seals the head and returns the request to send to the gateway for
-    /// countersigning.
+    /// countersigning, with the epoch records since the last checkpoint
+    /// record.
     pub fn checkpoint_request(&mut self) -> Result<CheckpointRequest, LogError> {
-        let head = self.seal_now()?;
+        let (head, epoch_links) = self.with_lock(|log| {
+            log.resync_if_changed()?;
+            if !log.head_sealed {
+                log.seal()?;
+            }
+            let links = epoch_links_since_checkpoint(&log.file, &log.path)?;
+            Ok((log.head.clone(), links))
+        })?;
+
         Ok(CheckpointRequest {
             log_id: self.log_id,
             device: self.options.device.clone(),
@@ -283,6 +292,7 @@ impl TransferLog {
             epoch: self.key.epoch,
             epoch_public_key: self.key.public_key_hex(),
             device_public_key: self.device_public_key.clone(),
+            epoch_links,
         })
     }
 
@@ -561,6 +571,37 @@ fn read_genesis(file: &File, path: &Path) -> Result<GenesisRecord, LogError> {
         Ok(Record::Genesis(genesis)) if genesis.format == LOG_FORMAT => Ok(genesis),
         _ => Err(not_a_log("the first line is not a genesis record")),
     }
+}
+
+/// Returns the epoch records after the last checkpoint record, oldest
+/// first. The whole file is read, because the last checkpoint can lie any
+/// distance back. Lines that do not parse (torn bytes) are skipped.
+fn epoch_links_since_checkpoint(file: &File, path: &Path) -> Result<Vec<ferry_api::EpochLink>, LogError> {
+    let mut reader = io::BufReader::new(file);
+    reader.seek(SeekFrom::Start(0)).map_err(|source| LogError::io("read the log", path, source))?;
+
+    let mut links = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = io::BufRead::read_until(&mut reader, b'\n', &mut line)
+            .map_err(|source| LogError::io("read the log", path, source))?;
+        if read == 0 {
+            break;
+        }
+        match serde_json::from_slice::<Record>(line.strip_suffix(b"\n").unwrap_or(&line)) {
+            Ok(Record::Checkpoint(_)) => links.clear(),
+            Ok(Record::Epoch(epoch)) => links.push(ferry_api::EpochLink {
+                epoch: epoch.epoch,
+                seq: epoch.seq,
+                prev: epoch.prev,
+                public_key: epoch.public_key,
+                signature: epoch.signature,
+            }),
+            _ => {}
+        }
+    }
+    Ok(links)
 }
 
 /// Finds the last newline-terminated line that parses as a record, reading

@@ -7,11 +7,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use ferry_api::{Checkpoint, CheckpointRequest, DownloadGrant, DownloadGrantRequest, UploadStatus};
+use ferry_api::{
+    Checkpoint, CheckpointRequest, DownloadGrant, DownloadGrantRequest, EpochLink, UploadStatus,
+};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::epoch_links::{Anchor, check_epoch_links};
 use super::input::{check_fhir_id, check_sha256, check_text, parse_json};
 use super::{GrantError, GrantService, GrantState, new_correlation_id, timestamp_after};
 use crate::audit::{AuditAction, AuditLog, Step};
@@ -119,7 +122,10 @@ pub async fn create_checkpoint(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Checkpoint>, GrantError> {
-    let request: CheckpointRequest = parse_json(&headers, body)?;
+    let mut request: CheckpointRequest = parse_json(&headers, body)?;
+    // The links are evidence for the key check, not part of the head the
+    // gateway signs and stores.
+    let epoch_links = std::mem::take(&mut request.epoch_links);
     check_device_id(&request.device_id)?;
     check_sha256("head_sha256", &request.head_sha256)?;
     check_text("epoch_public_key", &request.epoch_public_key, 256)?;
@@ -130,7 +136,7 @@ pub async fn create_checkpoint(
         check_text("device_public_key", device_public_key, 256)?;
     }
     let service = &state.service;
-    if let Err(error) = check_log_keys(service, &claims.subject, &request) {
+    if let Err(error) = check_log_keys(service, &claims.subject, &request, &epoch_links) {
         let mut record = service.record_for(
             &claims,
             Step::Checkpoint,
@@ -181,14 +187,14 @@ pub async fn create_checkpoint(
 /// the epoch key stays the same. A change of either means another log under
 /// the same id: a replaced file or a swapped key. The log only grows: a seq
 /// below the latest is a rollback unless it repeats the recorded checkpoint,
-/// and epochs never go back as the seq grows.
-// TODO: a new epoch key is accepted without checking that the previous epoch
-// key signed it, because `CheckpointRequest` does not carry that signature.
-// `ferry log verify` checks that link inside the log.
+/// and epochs never go back as the seq grows. A later epoch's key must be
+/// signed by the key of the epoch before it, back to the latest recorded
+/// epoch key, as `epoch_links` shows.
 fn check_log_keys(
     service: &GrantService,
     subject: &str,
     request: &CheckpointRequest,
+    epoch_links: &[EpochLink],
 ) -> Result<(), GrantError> {
     let repository = &service.repository;
     let device_id = request.device_id.as_str();
@@ -246,7 +252,12 @@ fn check_log_keys(
         ))
         .with_field("epoch"));
     }
-    Ok(())
+    let anchor = Anchor {
+        seq: recorded.seq,
+        epoch: recorded.epoch,
+        public_key: &recorded.epoch_public_key,
+    };
+    check_epoch_links(&log, &anchor, request, epoch_links)
 }
 
 fn check_device_id(device_id: &str) -> Result<(), GrantError> {

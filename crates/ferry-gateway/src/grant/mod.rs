@@ -9,6 +9,7 @@
 
 mod documents;
 mod downloads;
+mod epoch_links;
 mod error;
 mod input;
 mod rate_limit;

@@ -38,6 +38,7 @@
 mod access;
 mod credentials;
 mod error;
+mod hash_ahead;
 mod hook;
 mod multipart;
 pub mod presign;

@@ -3,11 +3,12 @@
 //! Each part is stored as its own data file with its MD5 (the part ETag) and
 //! SHA-256, both computed while the part was received. Completion checks the
 //! client's part list against the stored parts and keeps the listed part files
-//! as the object's segments, so no byte is copied. It reads the segments once
-//! to compute the whole-object SHA-256, recorded as [`ObjectInfo::sha256`], so
-//! a caller that checks an upload's whole-file SHA-256 needs no second read of
-//! the object. The object's ETag and composite checksum come from the stored
-//! part digests.
+//! as the object's segments, so no byte is copied. It records the whole-object
+//! SHA-256 as [`ObjectInfo::sha256`], so a caller that checks an upload's
+//! whole-file SHA-256 needs no second read of the object. That SHA-256 is
+//! mostly computed while the parts arrive (see `hash_ahead`); the completion
+//! reads only the parts it does not cover. The object's ETag and composite
+//! checksum come from the stored part digests.
 //!
 //! A completion changes the database in one transaction: the object row, the
 //! deleted upload and part rows, and the record that lets it be replayed. Before
@@ -24,6 +25,7 @@ use s3s::crypto::{Checksum as _, Md5, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::error::StoreError;
+use crate::hash_ahead::HashedPrefix;
 use crate::store::{
     DataLayout, MAX_LIST_PAGE, MAX_PART_NUMBER, ObjectInfo, StagedBody, Store, base64_encode,
     insert_object, ms_to_time, now_ms, time_to_ms,
@@ -191,6 +193,7 @@ impl Store {
                     self.remove_data_file(&old);
                 }
                 debug!(upload_id, part_number, size = part.size, "stored part");
+                self.hash_ahead(upload_id);
                 Ok(part)
             }
             Err(err) => {
@@ -287,9 +290,10 @@ impl Store {
     /// Checks that the list is ascending and that every listed part is stored
     /// with the given ETag (and SHA-256, when given). Every part but the last
     /// must have at least the minimum part size. Any failed check changes
-    /// nothing. Then it reads the listed parts once to compute the object's
-    /// SHA-256 and records them as the object's segments in one transaction, so
-    /// readers see the old object or the new one, never a partial one.
+    /// nothing. Then it computes the object's SHA-256, reading the listed parts
+    /// that the SHA-256 hashed ahead does not cover, and records the parts as
+    /// the object's segments in one transaction, so readers see the old object
+    /// or the new one, never a partial one.
     ///
     /// Repeating a successful completion with the same part list returns the
     /// same result with `replayed` set, as long as the store keeps its record
@@ -445,12 +449,32 @@ impl Store {
         parts: &[(PartInfo, String)],
         part_list: &str,
     ) -> Result<CompletedUpload, StoreError> {
-        let sources: Vec<_> = parts.iter().map(|(_, file)| self.data_path(file)).collect();
         let expected_size: u64 = parts.iter().map(|(part, _)| part.size).sum();
 
-        let (size, sha256) = tokio::task::spawn_blocking(move || hash_segments(&sources))
-            .await
-            .map_err(StoreError::Worker)??;
+        let HashedPrefix {
+            parts: covered,
+            size: initial_size,
+            sha256: initial,
+        } = self.take_hashed_prefix(&upload.upload_id, parts);
+        let sources: Vec<_> = parts[covered..]
+            .iter()
+            .map(|(_, file)| self.data_path(file))
+            .collect();
+
+        let started = std::time::Instant::now();
+        let (rest_size, sha256) =
+            tokio::task::spawn_blocking(move || hash_segments(initial, &sources))
+                .await
+                .map_err(StoreError::Worker)??;
+        let size = initial_size + rest_size;
+        debug!(
+            upload_id = %upload.upload_id,
+            parts_hashed_ahead = covered,
+            parts_hashed = parts.len() - covered,
+            bytes_hashed = rest_size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "hashed the parts of a completion"
+        );
         if size != expected_size {
             return Err(StoreError::Io {
                 stage: "read part data",
@@ -591,6 +615,7 @@ impl Store {
                 .map_err(StoreError::db("commit an abort"))?;
             files
         };
+        self.inner.hash_ahead.forget(upload_id);
         for file in &part_files {
             self.remove_data_file(file);
         }
@@ -725,12 +750,16 @@ const HASH_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 /// is hashed while the next is read.
 const HASH_BUFFERS: usize = 3;
 
-/// Reads the segment files in order and returns their total size and the
-/// SHA-256 of their concatenated bytes.
+/// Reads the segment files in order, feeding their bytes into `sha256`, and
+/// returns the number of bytes read and the final SHA-256.
 ///
 /// This thread reads. A second thread hashes each buffer after it was read,
 /// so hashing overlaps the I/O of the next buffer.
-fn hash_segments(sources: &[std::path::PathBuf]) -> Result<(u64, [u8; 32]), StoreError> {
+fn hash_segments(
+    sha256: sha2::Sha256,
+    sources: &[std::path::PathBuf],
+) -> Result<(u64, [u8; 32]), StoreError> {
+    use sha2::Digest as _;
     use std::sync::mpsc::sync_channel;
 
     let (read_sender, read) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
@@ -741,14 +770,14 @@ fn hash_segments(sources: &[std::path::PathBuf]) -> Result<(u64, [u8; 32]), Stor
             .expect("the channel has room for every buffer");
     }
     let hasher = std::thread::spawn(move || {
-        let mut sha256 = Sha256::new();
+        let mut sha256 = sha256;
         for buffer in read {
             sha256.update(&buffer);
             // The reading thread may have stopped on an error, and then the
             // buffer is not needed any more.
             let _ = free_sender.send(buffer);
         }
-        sha256.finalize()
+        <[u8; 32]>::from(sha256.finalize())
     });
 
     let total = (|| -> Result<u64, StoreError> {
@@ -802,7 +831,7 @@ fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usi
     Ok(filled)
 }
 
-fn part_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartInfo> {
+pub(crate) fn part_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartInfo> {
     Ok(PartInfo {
         part_number: row.get(0)?,
         size: row.get::<_, i64>(1)? as u64,

@@ -76,9 +76,10 @@ pub struct ObjectInfo {
     /// for a multipart upload.
     pub checksum_sha256: String,
     /// SHA-256 of the whole object, computed from the bytes the store holds:
-    /// while receiving a `PutObject` body, or by reading the parts once when a
-    /// multipart upload is completed. `None` for multipart objects completed by store versions that
-    /// did not compute it. [`Store::read_object_sha256`] reads any object back.
+    /// while receiving a `PutObject` body, or from the stored parts of a
+    /// multipart upload, mostly while they arrive and otherwise at completion.
+    /// `None` for multipart objects completed by store versions that did not
+    /// compute it. [`Store::read_object_sha256`] reads any object back.
     pub sha256: Option<[u8; 32]>,
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*` headers, without the prefix).
@@ -109,6 +110,7 @@ pub(crate) struct Inner {
     pub(crate) tmp_dir: PathBuf,
     pub(crate) db: Mutex<Connection>,
     pub(crate) options: StoreOptions,
+    pub(crate) hash_ahead: crate::hash_ahead::HashAhead,
 }
 
 impl std::fmt::Debug for Store {
@@ -215,6 +217,7 @@ impl Store {
                 tmp_dir,
                 db: Mutex::new(db),
                 options,
+                hash_ahead: crate::hash_ahead::HashAhead::default(),
             }),
         })
     }

@@ -61,7 +61,14 @@ pub struct S3Config {
     pub path_style: bool,
     pub access_key_id: String,
     pub secret_access_key: SecretAccessKey,
+    /// Maximum wait for the next bytes of a store response, so a store that
+    /// accepts a connection and then stalls fails the request.
+    pub read_timeout: Duration,
 }
+
+/// Default of [`S3Config::read_timeout`]: two minutes without a byte from
+/// the store.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Errors of store requests. Messages name the operation and object key;
 /// they never contain a signature.
@@ -82,6 +89,12 @@ pub enum S3Error {
         code: String,
         message: String,
     },
+    #[error("{operation} on '{key}' timed out: the store sent nothing for {} s", timeout.as_secs_f64())]
+    TimedOut {
+        operation: &'static str,
+        key: String,
+        timeout: Duration,
+    },
     #[error("{operation} on '{key}' returned a response that is not valid S3 XML: {detail}")]
     Parse {
         operation: &'static str,
@@ -97,6 +110,11 @@ impl S3Error {
             S3Error::Status { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// Returns whether the store request timed out waiting for response bytes.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, S3Error::TimedOut { .. })
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -244,9 +262,25 @@ impl S3Client {
     pub fn new(config: S3Config) -> S3Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(config.read_timeout)
             .build()
             .expect("a reqwest client without custom TLS settings builds");
         S3Client { config, http }
+    }
+
+    fn transport_error(&self, operation: &'static str, key: &str, source: reqwest::Error) -> S3Error {
+        if source.is_timeout() {
+            return S3Error::TimedOut {
+                operation,
+                key: key.to_owned(),
+                timeout: self.config.read_timeout,
+            };
+        }
+        S3Error::Transport {
+            operation,
+            key: key.to_owned(),
+            source,
+        }
     }
 
     pub fn config(&self) -> &S3Config {
@@ -425,11 +459,7 @@ impl S3Client {
         }
         request = request.header("authorization", authorization);
 
-        let response = request.send().await.map_err(|source| S3Error::Transport {
-            operation,
-            key: key.to_owned(),
-            source,
-        })?;
+        let response = request.send().await.map_err(|source| self.transport_error(operation, key, source))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -460,11 +490,7 @@ impl S3Client {
             .send(operation, method, key, query, extra_headers, body)
             .await?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|source| S3Error::Transport {
-            operation,
-            key: key.to_owned(),
-            source,
-        })?;
+        let text = response.text().await.map_err(|source| self.transport_error(operation, key, source))?;
         // CompleteMultipartUpload may fail after sending 200 OK; the body is
         // then an <Error> document.
         if let Some((code, message)) = parse_error(&text) {
@@ -724,11 +750,7 @@ impl S3Client {
         let mut size = 0u64;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| S3Error::Transport {
-                operation: "GetObject",
-                key: key.to_owned(),
-                source,
-            })?;
+            let chunk = chunk.map_err(|source| self.transport_error("GetObject", key, source))?;
             size += chunk.len() as u64;
             hasher.update(&chunk);
         }
@@ -798,6 +820,7 @@ mod tests {
             path_style,
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: SecretAccessKey::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            read_timeout: DEFAULT_READ_TIMEOUT,
         })
     }
 

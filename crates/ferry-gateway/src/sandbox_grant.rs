@@ -322,6 +322,7 @@ pub async fn start(
         path_style: true,
         access_key_id: store_info.access_key_id.clone(),
         secret_access_key: store_info.secret_access_key.clone(),
+        read_timeout: crate::s3::DEFAULT_READ_TIMEOUT,
     });
 
     // Receipts and checkpoints are signed by their own key, kept apart from

@@ -95,6 +95,15 @@ pub struct StoreConfig {
     /// Create the bucket at start if it does not exist (default false).
     #[serde(default)]
     pub create_bucket: bool,
+    /// Seconds to wait for the next bytes of a store response before the
+    /// request fails with `504` (default 120). The wait restarts with every
+    /// byte received, so it does not limit a long response that keeps coming.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_seconds: u64,
+}
+
+fn default_read_timeout() -> u64 {
+    crate::s3::DEFAULT_READ_TIMEOUT.as_secs()
 }
 
 fn default_region() -> String {
@@ -233,6 +242,7 @@ impl StoreConfig {
             path_style: self.path_style,
             access_key_id,
             secret_access_key: SecretAccessKey::new(secret),
+            read_timeout: Duration::from_secs(self.read_timeout_seconds.max(1)),
         })
     }
 }

@@ -16,6 +16,10 @@ use crate::s3::S3Error;
 pub struct GrantError {
     pub status: StatusCode,
     pub body: ApiError,
+    /// FHIR R4 issue type (`timeout`, …). When set, the body is also an
+    /// `OperationOutcome` with one issue of this code, as the rate limiter's
+    /// `429` is, so FHIR tooling reads the failure too.
+    pub fhir_issue: Option<&'static str>,
 }
 
 impl GrantError {
@@ -28,6 +32,7 @@ impl GrantError {
                 field: None,
                 correlation_id: None,
             },
+            fhir_issue: None,
         }
     }
 
@@ -55,9 +60,19 @@ impl GrantError {
         )
     }
 
-    /// `502 internal` for a store failure: logged once, hidden from the client.
+    /// `502 internal` for a store failure, or `504` when the store request
+    /// timed out: logged once, the cause hidden from the client.
     pub fn store(stage: &str, error: &S3Error) -> GrantError {
         tracing::error!(stage, error = %error, "object store request failed");
+        if error.is_timeout() {
+            let mut timeout = GrantError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::Internal,
+                format!("the object store did not answer in time to {stage}; retry later"),
+            );
+            timeout.fhir_issue = Some("timeout");
+            return timeout;
+        }
         GrantError::new(
             StatusCode::BAD_GATEWAY,
             ErrorCode::Internal,
@@ -107,7 +122,23 @@ impl GrantError {
 
 impl IntoResponse for GrantError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let Some(code) = self.fhir_issue else {
+            return (self.status, Json(self.body)).into_response();
+        };
+
+        let mut body = serde_json::to_value(&self.body).unwrap_or_default();
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("resourceType".into(), "OperationOutcome".into());
+            fields.insert(
+                "issue".into(),
+                serde_json::json!([{
+                    "severity": "error",
+                    "code": code,
+                    "diagnostics": self.body.message,
+                }]),
+            );
+        }
+        (self.status, Json(body)).into_response()
     }
 }
 

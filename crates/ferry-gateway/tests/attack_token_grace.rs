@@ -6,17 +6,6 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::Value;
-
-async fn refresh(sandbox: &Sandbox, refresh_token: &str) -> (StatusCode, Value) {
-    sandbox
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "ferry-desktop"),
-            ("refresh_token", refresh_token),
-        ])
-        .await
-}
 
 #[tokio::test]
 async fn grace_thief_branch_dies_on_client_refresh() {

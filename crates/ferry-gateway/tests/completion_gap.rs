@@ -74,13 +74,7 @@ async fn state_finishes_completion_the_store_already_made() {
     assert_eq!(sandbox.document_count(), 1);
 
     // The client's own completion afterwards returns the same receipt.
-    let (status, completed) = sandbox
-        .post(
-            &token,
-            &format!("/uploads/{upload_id}/complete"),
-            &completion,
-        )
-        .await;
+    let (status, completed) = sandbox.complete(&token, &upload_id, &completion).await;
     assert_eq!(status, StatusCode::OK, "{completed}");
     assert_eq!(completed, state["completed"]);
     assert_eq!(sandbox.document_count(), 1);
@@ -93,13 +87,7 @@ async fn completion_finishes_what_the_store_already_made() {
     let data = content(7 * MIB, 22);
     let (upload_id, completion) = complete_on_store_only(&sandbox, &token, &data, true).await;
 
-    let (status, completed) = sandbox
-        .post(
-            &token,
-            &format!("/uploads/{upload_id}/complete"),
-            &completion,
-        )
-        .await;
+    let (status, completed) = sandbox.complete(&token, &upload_id, &completion).await;
 
     assert_eq!(status, StatusCode::OK, "{completed}");
     assert_eq!(completed["receipt"]["receipt"]["sha256"], sha256_hex(&data));
@@ -117,13 +105,7 @@ async fn other_part_list_rejected_after_store_completion() {
     let (upload_id, mut completion) = complete_on_store_only(&sandbox, &token, &data, true).await;
     completion["parts"][1]["etag"] = json!("\"another-etag\"");
 
-    let (status, body) = sandbox
-        .post(
-            &token,
-            &format!("/uploads/{upload_id}/complete"),
-            &completion,
-        )
-        .await;
+    let (status, body) = sandbox.complete(&token, &upload_id, &completion).await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
@@ -215,13 +197,7 @@ async fn denial_after_store_completion_deletes_object() {
         .add_deny(ferry_gateway::policy::DenyKind::Patient, "pat-001")
         .unwrap();
 
-    let (status, body) = sandbox
-        .post(
-            &token,
-            &format!("/uploads/{upload_id}/complete"),
-            &completion,
-        )
-        .await;
+    let (status, body) = sandbox.complete(&token, &upload_id, &completion).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(!object_exists(&sandbox, &upload_id).await);
 
@@ -242,13 +218,7 @@ async fn other_sha256_rejected_after_store_completion() {
     let (upload_id, mut completion) = complete_on_store_only(&sandbox, &token, &data, true).await;
     completion["sha256"] = json!(sha256_hex(b"another file"));
 
-    let (status, body) = sandbox
-        .post(
-            &token,
-            &format!("/uploads/{upload_id}/complete"),
-            &completion,
-        )
-        .await;
+    let (status, body) = sandbox.complete(&token, &upload_id, &completion).await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["field"], "sha256");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{CLINICIAN_SCOPE, Pkce, REDIRECT_URI, STAFF_SCOPE, Sandbox, str_field, with_param};
+use common::{CLINICIAN_SCOPE, Pkce, REDIRECT_URI, STAFF_SCOPE, Sandbox, refresh, str_field, with_param};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -229,13 +229,7 @@ async fn replayed_code_is_rejected_and_revokes_its_tokens() {
 
     let (status, body) = sandbox.redeem(&redirect["code"], &pkce).await;
     let (after, _) = sandbox.get_fhir("/Patient/pat-001", access_token).await;
-    let (refresh_status, _) = sandbox
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "ferry-desktop"),
-            ("refresh_token", str_field(&tokens, "refresh_token")),
-        ])
-        .await;
+    let (refresh_status, _) = refresh(&sandbox, str_field(&tokens, "refresh_token")).await;
 
     assert_eq!(before, StatusCode::OK);
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -243,16 +237,6 @@ async fn replayed_code_is_rejected_and_revokes_its_tokens() {
     assert!(str_field(&body, "error_description").contains("already used"), "{body}");
     assert_eq!(after, StatusCode::UNAUTHORIZED);
     assert_eq!(refresh_status, StatusCode::BAD_REQUEST);
-}
-
-async fn refresh(sandbox: &Sandbox, refresh_token: &str) -> (StatusCode, Value) {
-    sandbox
-        .token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "ferry-desktop"),
-            ("refresh_token", refresh_token),
-        ])
-        .await
 }
 
 #[tokio::test]

@@ -154,6 +154,17 @@ pub fn redirect_params(response: &reqwest::Response) -> HashMap<String, String> 
     url.query_pairs().into_owned().collect()
 }
 
+/// Sends a refresh token request (RFC 6749 §6) for the `ferry-desktop` client.
+pub async fn refresh(sandbox: &Sandbox, refresh_token: &str) -> (StatusCode, Value) {
+    sandbox
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ferry-desktop"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+}
+
 pub fn with_param(params: &[(String, String)], name: &str, value: Option<&str>) -> Vec<(String, String)> {
     let mut changed: Vec<(String, String)> = params.iter().filter(|(key, _)| key != name).cloned().collect();
     if let Some(value) = value {

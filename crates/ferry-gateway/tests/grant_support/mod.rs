@@ -248,6 +248,22 @@ impl GrantSandbox {
         json!({ "parts": parts, "sha256": sha256_hex(data) })
     }
 
+    /// Sends the completion request `completion` of `upload_id`.
+    pub async fn complete(
+        &self,
+        token: &str,
+        upload_id: &str,
+        completion: &Value,
+    ) -> (StatusCode, Value) {
+        self.post(token, &format!("/uploads/{upload_id}/complete"), completion)
+            .await
+    }
+
+    /// Sends `checkpoint`, a transfer log's checkpoint, to be countersigned.
+    pub async fn post_checkpoint(&self, token: &str, checkpoint: &Value) -> (StatusCode, Value) {
+        self.post(token, "/checkpoints", checkpoint).await
+    }
+
     /// Grants, uploads and completes `data` for `patient`; returns grant and completion.
     pub async fn upload(
         &self,
@@ -261,13 +277,7 @@ impl GrantSandbox {
         let upload_id = grant["upload_id"].as_str().unwrap();
         let part_size = grant["part_size"].as_u64().unwrap() as usize;
         let completion = self.upload_parts(token, upload_id, data, part_size).await;
-        let (status, completed) = self
-            .post(
-                token,
-                &format!("/uploads/{upload_id}/complete"),
-                &completion,
-            )
-            .await;
+        let (status, completed) = self.complete(token, upload_id, &completion).await;
         assert_eq!(status, StatusCode::OK, "completion failed: {completed}");
         (grant, completed)
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ferry_api::{
     ApiError, CompleteUploadRequest, CompletedUpload, DownloadGrant, DownloadGrantRequest,
     ErrorCode, PartChecksum, PartUrl, PartUrls, PartUrlsRequest, Receipt, SignedReceipt,
-    UploadGrant, UploadGrantRequest, UploadState,
+    SignedUrl, UploadGrant, UploadGrantRequest, UploadState,
 };
 use futures::future::BoxFuture;
 use jsonwebtoken::jwk::JwkSet;
@@ -27,7 +27,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::http::{HttpError, MAX_ERROR_BODY_BYTES, MAX_JSON_BODY_BYTES, read_limited, read_prefix};
+use crate::http::{
+    HttpError, MAX_ERROR_BODY_BYTES, MAX_JSON_BODY_BYTES, read_limited, read_prefix, require_secure,
+};
 use crate::secrets::Secret;
 
 /// Maximum length of an unexpected response body kept in an error message.
@@ -103,6 +105,25 @@ pub enum GrantError {
          check that the grant API URL points at a Ferry gateway"
     )]
     BodyTooLarge { stage: &'static str, limit: usize },
+    /// The gateway sent a signed URL that Ferry must not use: plain http
+    /// to a host that is not loopback, or a scheme other than http(s).
+    /// Nothing is sent to it, because file bytes and the URL's signature
+    /// would cross the network unencrypted.
+    #[error("{stage}: the gateway sent a store URL that is not allowed: {source}; ask the gateway's operator to serve the store over https")]
+    InsecureStoreUrl {
+        stage: &'static str,
+        #[source]
+        source: HttpError,
+    },
+    /// The gateway's answer describes something other than what was
+    /// requested, for example a download grant for another document.
+    #[error("{stage}: the gateway answered for {field} {actual:?} but {expected:?} was requested; nothing was transferred")]
+    MismatchedAnswer {
+        stage: &'static str,
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
     /// No response: connection refused or reset, DNS, TLS, timeout.
     #[error("{stage}: the request to the gateway failed: {source}")]
     Transport {
@@ -138,7 +159,11 @@ impl GrantError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => Some(*status),
-            Self::AccessToken { .. } | Self::Transport { .. } | Self::BodyTooLarge { .. } => None,
+            Self::AccessToken { .. }
+            | Self::Transport { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::InsecureStoreUrl { .. }
+            | Self::MismatchedAnswer { .. } => None,
         }
     }
 
@@ -160,7 +185,7 @@ impl GrantError {
             Self::Api { status, .. } | Self::UnexpectedResponse { status, .. } => {
                 *status >= 500 || *status == 429
             }
-            Self::BodyTooLarge { .. } => false,
+            Self::BodyTooLarge { .. } | Self::InsecureStoreUrl { .. } | Self::MismatchedAnswer { .. } => false,
         }
     }
 
@@ -222,6 +247,9 @@ impl GrantClient {
         let body = PartUrlsRequest { parts: parts.to_vec() };
         let builder = self.http.post(self.url(&["uploads", upload_id, "part-urls"])).json(&body);
         let urls: PartUrls = self.send_json(stage, builder).await?;
+        for url in &urls.urls {
+            check_store_url(stage, &url.url)?;
+        }
         Ok(urls.urls)
     }
 
@@ -259,7 +287,17 @@ impl GrantClient {
         let stage = "requesting the download grant";
         let body = DownloadGrantRequest { document_id: document_id.to_owned() };
         let builder = self.http.post(self.url(&["downloads"])).json(&body);
-        self.send_json(stage, builder).await
+        let grant: DownloadGrant = self.send_json(stage, builder).await?;
+        if grant.document_id != document_id {
+            return Err(GrantError::MismatchedAnswer {
+                stage,
+                field: "document_id",
+                expected: document_id.to_owned(),
+                actual: grant.document_id,
+            });
+        }
+        check_store_url(stage, &grant.url)?;
+        Ok(grant)
     }
 
     /// `GET /keys`: the JWKS whose keys sign receipts and checkpoints.
@@ -383,6 +421,18 @@ impl GrantClient {
             },
         })
     }
+}
+
+/// Checks a signed URL from the gateway with the same rule as every other
+/// URL Ferry sends to: `https://`, or `http://` to a loopback host.
+fn check_store_url(stage: &'static str, url: &SignedUrl) -> Result<(), GrantError> {
+    let parsed = Url::parse(url.expose()).map_err(|_| GrantError::UnexpectedResponse {
+        stage,
+        status: 200,
+        body: format!("the store URL {} is not a valid URL", url.redacted()),
+        retry_after: None,
+    })?;
+    require_secure(&parsed).map_err(|source| GrantError::InsecureStoreUrl { stage, source })
 }
 
 /// Maps a failure to read a body, which is either a transport error or a

@@ -108,8 +108,12 @@ impl Engine {
         let journal = Arc::new(Journal::open(journal_path)?);
         let store = match &options.store_client {
             Some(client) => client.clone(),
+            // Redirects are not followed: a store that answers with one to
+            // another host must not receive a part's bytes or a range
+            // request from Ferry, which only trusts the URL the gateway signed.
             None => reqwest::Client::builder()
                 .connect_timeout(options.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|error| TransferError::Task(format!("building the store's HTTP client failed: {error}")))?,
         };

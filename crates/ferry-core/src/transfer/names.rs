@@ -16,16 +16,17 @@ const WINDOWS_RESERVED: &[&str] = &[
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
 
-/// Turns a name from the server into a plain file name: directories and
-/// `..` are dropped, NUL and control characters removed, characters Windows
-/// rejects replaced with `_`, leading dots and trailing dots and spaces
-/// trimmed, Windows device names prefixed with `_`, and names longer than
-/// 255 bytes truncated with their extension kept.
+/// Turns a name from the server into a plain file name. Directories and
+/// `..` are dropped. NUL, control characters and bidirectional formatting
+/// characters are removed, and characters Windows rejects become `_`.
+/// Leading dots and trailing dots and spaces are trimmed, Windows device
+/// names get a `_` prefix, and names longer than 255 bytes are truncated
+/// with their extension kept.
 pub fn safe_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_bidi_control(*c))
         .map(|c| if matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
         .collect();
     let trimmed = cleaned
@@ -40,6 +41,13 @@ pub fn safe_file_name(name: &str) -> String {
     let reserved = WINDOWS_RESERVED.iter().any(|device| device.eq_ignore_ascii_case(stem));
     let name = if reserved { format!("_{trimmed}") } else { trimmed };
     truncate_keeping_extension(&name, MAX_NAME_BYTES)
+}
+
+/// True for the Unicode bidirectional formatting characters (Unicode
+/// Standard Annex #9, section 2), which can make `\u{202E}fdp.exe` display
+/// as `exe.pdf`.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn truncate_keeping_extension(name: &str, max_bytes: usize) -> String {
@@ -68,12 +76,20 @@ pub(crate) fn numbered_name(name: &str, number: u32) -> String {
     truncate_keeping_extension(&format!("{stem}{suffix}{extension}"), MAX_NAME_BYTES)
 }
 
-/// Returns the path of the temporary file a download is written to, beside
-/// its destination: `.NAME.ferry-part`.
+/// Returns a new path for the temporary file a download is written to,
+/// beside its destination: `.NAME.RANDOM.ferry-part`, where RANDOM is 16
+/// random hex digits.
+///
+/// Each call returns another name, so two downloads that choose the same
+/// destination at once (two documents of the same name) never write into
+/// one temporary file, and a link planted in advance cannot guess the name.
+/// The caller records the path in the journal so a resumed download finds it.
 pub(crate) fn temp_path_for(destination: &Path) -> PathBuf {
     let name = destination.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
-    let temp_name = truncate_keeping_extension(&format!(".{name}.ferry-part"), MAX_NAME_BYTES);
-    destination.with_file_name(temp_name)
+    let random = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let suffix = format!(".{random}.ferry-part");
+    let stem = truncate_keeping_extension(&format!(".{name}"), MAX_NAME_BYTES - suffix.len());
+    destination.with_file_name(format!("{stem}{suffix}"))
 }
 
 #[cfg(test)]
@@ -102,6 +118,8 @@ mod tests {
             (".hidden", "hidden"),
             ("a<b>c:d\"e|f?g*h.zip", "a_b_c_d_e_f_g_h.zip"),
             ("résumé.pdf", "résumé.pdf"),
+            ("report\u{202E}fdp.exe", "reportfdp.exe"),
+            ("\u{2067}scan\u{2069}.zip", "scan.zip"),
         ];
         for (input, expected) in cases {
             assert_eq!(safe_file_name(input), *expected, "input {input:?}");
@@ -133,6 +151,25 @@ mod tests {
     #[test]
     fn temp_path_is_hidden_beside_destination() {
         let temp = temp_path_for(Path::new("/data/in/scan.zip"));
-        assert_eq!(temp, Path::new("/data/in/.scan.zip.ferry-part"));
+        assert_eq!(temp.parent(), Some(Path::new("/data/in")));
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(".scan.zip."), "{name}");
+        assert!(name.ends_with(".ferry-part"), "{name}");
+        assert_eq!(name.len(), ".scan.zip.".len() + 16 + ".ferry-part".len(), "{name}");
+    }
+
+    #[test]
+    fn temp_paths_differ_for_one_destination() {
+        let destination = Path::new("/data/in/scan.zip");
+        assert_ne!(temp_path_for(destination), temp_path_for(destination));
+    }
+
+    #[test]
+    fn temp_path_of_longest_name_fits() {
+        let destination = PathBuf::from(format!("/data/in/{}.zip", "a".repeat(251)));
+        let temp = temp_path_for(&destination);
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
+        assert!(name.ends_with(".ferry-part"), "{name}");
     }
 }

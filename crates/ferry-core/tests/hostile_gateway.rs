@@ -1,0 +1,409 @@
+//! A hostile or misconfigured gateway and store on loopback against the
+//! transfer engine. The gateway sends store URLs over plain http to a
+//! remote host or a grant for another document. The store redirects
+//! elsewhere. Two documents of the same name are downloaded into one
+//! folder at once.
+//!
+//! The gateway here is a stand-in, not the sandbox, because the sandbox
+//! never sends such answers. It serves only the grant API calls that a
+//! download makes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_api::{DownloadGrant, DownloadGrantRequest, SignedUrl};
+use ferry_core::grant::{GrantClient, GrantError, StaticAccessToken};
+use ferry_core::http::{HttpOptions, ProxySettings, build_client};
+use ferry_core::secrets::Secret;
+use ferry_core::transfer::{DownloadOptions, Engine, EngineOptions, RetryPolicy, TransferOutcome};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use url::Url;
+
+fn client() -> reqwest::Client {
+    build_client(&HttpOptions {
+        proxies: ProxySettings::default(),
+        ..HttpOptions::default()
+    })
+    .expect("build the HTTP client")
+}
+
+/// A document the stand-in gateway grants: its bytes and the URL it hands
+/// out for them.
+#[derive(Clone)]
+struct Document {
+    file_name: String,
+    bytes: Arc<Vec<u8>>,
+    url: String,
+    /// The document id the grant names; the requested id when `None`.
+    granted_id: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Gateway {
+    documents: Arc<HashMap<String, Document>>,
+}
+
+async fn grant_download(
+    State(gateway): State<Gateway>,
+    body: axum::Json<DownloadGrantRequest>,
+) -> Response {
+    let Some(document) = gateway.documents.get(&body.document_id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let grant = DownloadGrant {
+        document_id: document
+            .granted_id
+            .clone()
+            .unwrap_or_else(|| body.document_id.clone()),
+        url: SignedUrl::new(document.url.clone()),
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+        size: document.bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(document.bytes.as_slice())),
+        file_name: document.file_name.clone(),
+        media_type: "application/octet-stream".to_owned(),
+        patient: "Patient/pat-001".to_owned(),
+        correlation_id: "corr-hostile".to_owned(),
+    };
+    axum::Json(grant).into_response()
+}
+
+/// Returns one part URL per requested part, all of them `url`.
+async fn grant_part_urls(
+    State(url): State<String>,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    let urls: Vec<serde_json::Value> = body["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|part| {
+            serde_json::json!({
+                "part_number": part["part_number"],
+                "method": "PUT",
+                "url": url,
+                "headers": {},
+                "expires_at": jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "urls": urls })).into_response()
+}
+
+/// Serves `app` on a free loopback port and returns its base URL.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+async fn start_gateway(documents: HashMap<String, Document>) -> GrantClient {
+    let gateway = Gateway {
+        documents: Arc::new(documents),
+    };
+    let app = Router::new()
+        .route("/grant/v1/downloads", post(grant_download))
+        .with_state(gateway);
+    let base = serve(app).await;
+    let tokens = Arc::new(StaticAccessToken(Secret::new("bearer-secret")));
+    GrantClient::new(
+        Url::parse(&format!("{base}/grant/v1")).unwrap(),
+        client(),
+        tokens,
+    )
+}
+
+/// Serves an object by name with `Range` support, as S3 does for a
+/// presigned `GET`.
+async fn serve_range(
+    State(objects): State<Arc<HashMap<String, Arc<Vec<u8>>>>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(bytes) = objects.get(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(range) = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return (StatusCode::OK, bytes.as_slice().to_vec()).into_response();
+    };
+    let (first, last) = range.trim_start_matches("bytes=").split_once('-').unwrap();
+    let first: usize = first.parse().unwrap();
+    let last: usize = last.parse::<usize>().unwrap().min(bytes.len() - 1);
+    // A short pause per range lets the ranges of two downloads interleave.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let content_range = format!("bytes {first}-{last}/{}", bytes.len());
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_RANGE, content_range),
+            (header::ETAG, format!("\"{name}\"")),
+        ],
+        bytes[first..=last].to_vec(),
+    )
+        .into_response()
+}
+
+fn engine_options() -> EngineOptions {
+    EngineOptions {
+        range_size: 256 * 1024,
+        retry: RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        ..EngineOptions::default()
+    }
+}
+
+/// Bytes derived from `seed`, different for every seed.
+fn content(seed: u8, size: usize) -> Arc<Vec<u8>> {
+    Arc::new((0..size).map(|index| (index % 241) as u8 ^ seed).collect())
+}
+
+#[tokio::test]
+async fn download_grant_to_remote_plain_http_is_rejected() {
+    let document = Document {
+        file_name: "scan.zip".to_owned(),
+        bytes: content(1, 10),
+        url: "http://store.example/bucket/scan.zip?X-Amz-Signature=leak".to_owned(),
+        granted_id: None,
+    };
+    let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
+
+    let error = grants
+        .download("doc-1")
+        .await
+        .expect_err("a plain http store URL was accepted");
+
+    assert!(
+        matches!(error, GrantError::InsecureStoreUrl { .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("http://store.example/bucket/scan.zip"),
+        "{message}"
+    );
+    assert!(!message.contains("X-Amz-Signature"), "{message}");
+}
+
+#[tokio::test]
+async fn download_grant_with_other_scheme_is_rejected() {
+    let document = Document {
+        file_name: "scan.zip".to_owned(),
+        bytes: content(1, 10),
+        url: "file:///etc/passwd".to_owned(),
+        granted_id: None,
+    };
+    let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
+
+    let error = grants
+        .download("doc-1")
+        .await
+        .expect_err("a file URL was accepted");
+
+    assert!(
+        matches!(error, GrantError::InsecureStoreUrl { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn download_grant_for_another_document_is_rejected() {
+    let document = Document {
+        file_name: "scan.zip".to_owned(),
+        bytes: content(1, 10),
+        url: "http://127.0.0.1:9/bucket/scan.zip".to_owned(),
+        granted_id: Some("doc-of-another-patient".to_owned()),
+    };
+    let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
+
+    let error = grants
+        .download("doc-1")
+        .await
+        .expect_err("a grant for another document was accepted");
+
+    assert!(
+        matches!(
+            error,
+            GrantError::MismatchedAnswer {
+                field: "document_id",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("doc-of-another-patient"), "{message}");
+    assert!(message.contains("doc-1"), "{message}");
+}
+
+#[tokio::test]
+async fn part_urls_to_remote_plain_http_are_rejected() {
+    let url =
+        "http://10.0.0.5:9000/bucket/key?partNumber=1&uploadId=u&X-Amz-Signature=leak".to_owned();
+    let app = Router::new()
+        .route(
+            "/grant/v1/uploads/{upload_id}/part-urls",
+            post(grant_part_urls),
+        )
+        .with_state(url);
+    let base = serve(app).await;
+    let tokens = Arc::new(StaticAccessToken(Secret::new("bearer-secret")));
+    let grants = GrantClient::new(
+        Url::parse(&format!("{base}/grant/v1")).unwrap(),
+        client(),
+        tokens,
+    );
+    let parts = [ferry_api::PartChecksum {
+        part_number: 1,
+        sha256: "00".repeat(32),
+    }];
+
+    let error = grants
+        .part_urls("upl-1", &parts)
+        .await
+        .expect_err("a plain http part URL was accepted");
+
+    assert!(
+        matches!(error, GrantError::InsecureStoreUrl { .. }),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("X-Amz-Signature"), "{error}");
+}
+
+#[tokio::test]
+async fn store_redirect_is_not_followed() {
+    let other_requests = Arc::new(AtomicU64::new(0));
+    let counter = other_requests.clone();
+    let other = serve(Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, "elsewhere")
+        }
+    }))
+    .await;
+    let redirect_to = format!("{other}/collected");
+    let store = serve(Router::new().fallback(move || {
+        let location = redirect_to.clone();
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+        }
+    }))
+    .await;
+    let document = Document {
+        file_name: "scan.zip".to_owned(),
+        bytes: content(1, 1024),
+        url: format!("{store}/bucket/scan.zip?X-Amz-Signature=s"),
+        granted_id: None,
+    };
+    let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let engine = Engine::new(home.path().join("journal.sqlite"), grants, engine_options()).unwrap();
+
+    let handle = engine
+        .download("doc-1", folder.path(), DownloadOptions::default())
+        .await
+        .unwrap();
+    let result = handle.wait().await;
+
+    let error = result.expect_err("a download through a redirect completed");
+    assert!(error.to_string().contains("307"), "{error}");
+    assert_eq!(
+        other_requests.load(Ordering::Relaxed),
+        0,
+        "the engine followed the store's redirect"
+    );
+    assert!(
+        !folder.path().join("scan.zip").exists(),
+        "the download was placed"
+    );
+}
+
+#[tokio::test]
+async fn same_name_downloads_into_one_folder_both_complete() {
+    let size = 2 * 1024 * 1024 + 17;
+    let first = content(1, size);
+    let second = content(2, size);
+    let objects = Arc::new(HashMap::from([
+        ("first".to_owned(), first.clone()),
+        ("second".to_owned(), second.clone()),
+    ]));
+    let store = serve(
+        Router::new()
+            .route("/bucket/{name}", get(serve_range))
+            .with_state(objects),
+    )
+    .await;
+    let document = |name: &str, bytes: &Arc<Vec<u8>>| Document {
+        file_name: "study.zip".to_owned(),
+        bytes: bytes.clone(),
+        url: format!("{store}/bucket/{name}?X-Amz-Signature=s"),
+        granted_id: None,
+    };
+    let grants = start_gateway(HashMap::from([
+        ("doc-first".to_owned(), document("first", &first)),
+        ("doc-second".to_owned(), document("second", &second)),
+    ]))
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let engine = Engine::new(home.path().join("journal.sqlite"), grants, engine_options()).unwrap();
+
+    let first_handle = engine
+        .download("doc-first", folder.path(), DownloadOptions::default())
+        .await
+        .unwrap();
+    let second_handle = engine
+        .download("doc-second", folder.path(), DownloadOptions::default())
+        .await
+        .unwrap();
+    let (first_result, second_result) = tokio::join!(first_handle.wait(), second_handle.wait());
+
+    let placed = |result: ferry_core::transfer::TransferResult| match result {
+        Ok(TransferOutcome::Downloaded { path, .. }) => path,
+        other => panic!("the download did not complete: {other:?}"),
+    };
+    let first_path = placed(first_result);
+    let second_path = placed(second_result);
+    assert_ne!(first_path, second_path);
+    assert_eq!(
+        std::fs::read(&first_path).unwrap(),
+        *first,
+        "{}",
+        first_path.display()
+    );
+    assert_eq!(
+        std::fs::read(&second_path).unwrap(),
+        *second,
+        "{}",
+        second_path.display()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(folder.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["study (1).zip", "study.zip"],
+        "temporary files were left behind"
+    );
+}

@@ -4,17 +4,21 @@
 
 #![allow(dead_code)]
 
+// The SMART sign-in and the sandbox start are shared with the SMART flow
+// tests, whose module is `common`.
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_gateway::SandboxHandle;
 use ferry_gateway::grant::GrantService;
-use ferry_gateway::{SandboxConfig, SandboxHandle, start_sandbox};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-pub const REDIRECT_URI: &str = "http://127.0.0.1:53123/callback";
+use common::{sign_in, start_in_temp_dir};
+
 /// A clinician with a patient context: `patient/` scopes on pat-001.
 pub const CLINICIAN: &str = "dr-rivera:pat-001";
 pub const CLINICIAN_SCOPE: &str =
@@ -34,19 +38,7 @@ pub struct GrantSandbox {
 impl GrantSandbox {
     /// Starts a sandbox whose data folder holds `grant_toml` as `grant.toml`.
     pub async fn start(grant_toml: &str) -> GrantSandbox {
-        let data_dir = tempfile::tempdir().expect("temporary data folder");
-        std::fs::write(data_dir.path().join("grant.toml"), grant_toml).unwrap();
-        let handle = start_sandbox(SandboxConfig {
-            data_dir: data_dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            auto_login: None,
-        })
-        .await
-        .expect("sandbox starts");
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let (handle, http, data_dir) = start_in_temp_dir(grant_toml).await;
         GrantSandbox {
             handle,
             http,
@@ -71,55 +63,8 @@ impl GrantSandbox {
     /// Signs in through `/authorize` (the `login_hint` skips the sign-in
     /// page) and `/token` with PKCE; returns the access token.
     pub async fn login(&self, login_hint: &str, scope: &str) -> String {
-        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let response = self
-            .http
-            .get(format!("{}/authorize", self.handle.urls.issuer))
-            .query(&[
-                ("response_type", "code"),
-                ("client_id", "ferry-desktop"),
-                ("redirect_uri", REDIRECT_URI),
-                ("scope", scope),
-                ("state", "s1"),
-                ("aud", self.handle.urls.fhir.as_str()),
-                ("code_challenge", challenge.as_str()),
-                ("code_challenge_method", "S256"),
-                ("login_hint", login_hint),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::FOUND,
-            "authorization did not redirect"
-        );
-        let location = response.headers()["location"].to_str().unwrap().to_owned();
-        let code = url::Url::parse(&location)
-            .unwrap()
-            .query_pairs()
-            .find(|(name, _)| name == "code")
-            .map(|(_, value)| value.into_owned())
-            .expect("redirect carries a code");
-
-        let response = self
-            .http
-            .post(format!("{}/token", self.handle.urls.issuer))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("client_id", "ferry-desktop"),
-                ("code", code.as_str()),
-                ("redirect_uri", REDIRECT_URI),
-                ("code_verifier", verifier.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "token request failed: {body}");
-        body["access_token"].as_str().unwrap().to_owned()
+        let tokens = sign_in(&self.http, &self.handle, login_hint, scope).await;
+        tokens["access_token"].as_str().unwrap().to_owned()
     }
 
     pub async fn post(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {

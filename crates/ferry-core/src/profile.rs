@@ -141,6 +141,15 @@ impl FerryDirs {
         self.config_dir.join("profiles.toml")
     }
 
+    /// Creates the data folder readable by its owner only (mode 0700 on
+    /// Unix), or removes group and other permissions from an existing one.
+    /// The journal, the transfer log and the session file below it name
+    /// patients, documents and local paths, so other local users must not
+    /// read them. Other platforms keep the folder's inherited permissions.
+    pub fn create_private_data_dir(&self) -> std::io::Result<()> {
+        create_private_dir(&self.data_dir)
+    }
+
     /// Returns `{data_dir}/profiles/{name}`; the name must be valid.
     pub fn profile_data_dir(&self, name: &ProfileName) -> PathBuf {
         self.data_dir.join("profiles").join(name.as_str())
@@ -170,7 +179,7 @@ impl FerryDirs {
             return Ok(id);
         }
 
-        std::fs::create_dir_all(&self.data_dir).map_err(error)?;
+        self.create_private_data_dir().map_err(error)?;
         let id = format!("dev-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let created = OpenOptions::new().write(true).create_new(true).open(&path);
         match created {
@@ -539,6 +548,7 @@ fn open_lock_file(dirs: &FerryDirs, name: &ProfileName) -> Result<(File, PathBuf
         path: path.clone(),
         source,
     };
+    dirs.create_private_data_dir().map_err(lock_error)?;
     std::fs::create_dir_all(&folder).map_err(lock_error)?;
     let file = OpenOptions::new()
         .create(true)
@@ -547,6 +557,37 @@ fn open_lock_file(dirs: &FerryDirs, name: &ProfileName) -> Result<(File, PathBuf
         .open(&path)
         .map_err(lock_error)?;
     Ok((file, path))
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+    const OWNER_ONLY: u32 = 0o700;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(OWNER_ONLY)
+        .create(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        // A folder of another owner cannot be changed; it still works, so
+        // the failure is logged rather than returned.
+        let restricted = std::fs::Permissions::from_mode(mode & OWNER_ONLY);
+        match std::fs::set_permissions(path, restricted) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "data folder restricted to its owner");
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "failed to restrict the data folder to its owner");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)
 }
 
 #[cfg(test)]
@@ -669,6 +710,38 @@ mod tests {
             dirs.transfer_log_key_entry(&name).unwrap(),
             format!("{device}/profile/st-mary/transfer-log-key")
         );
+    }
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn data_folder_is_created_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(&root.path().join("home"));
+
+        dirs.device_id().unwrap();
+
+        assert_eq!(mode_of(&dirs.data_dir), 0o700);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn open_data_folder_is_restricted_by_lock() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(root.path());
+        std::fs::create_dir_all(&dirs.data_dir).unwrap();
+        std::fs::set_permissions(&dirs.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let name = ProfileName::new("clinic").unwrap();
+
+        open_lock_file(&dirs, &name).unwrap();
+
+        assert_eq!(mode_of(&dirs.data_dir), 0o700);
     }
 
     #[test]

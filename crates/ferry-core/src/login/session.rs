@@ -548,6 +548,7 @@ pub(super) fn write_session_info(dirs: &FerryDirs, info: &SessionInfo) -> Result
         path: path.clone(),
         source,
     };
+    dirs.create_private_data_dir().map_err(write_error)?;
     std::fs::create_dir_all(&folder).map_err(write_error)?;
     let temporary = folder.join("session.json.tmp");
     let text = serde_json::to_string_pretty(info).expect("session info serialises");

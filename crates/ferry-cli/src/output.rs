@@ -1,6 +1,7 @@
 //! Where `ferry` writes: results to stdout (JSON with `--json`, text
 //! otherwise), status messages and errors to stderr.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal as _, Write as _};
 
 use serde::Serialize;
@@ -31,20 +32,22 @@ impl Output {
         self.stderr_is_terminal
     }
 
-    /// Writes a status message for people to stderr.
+    /// Writes a status message for people to stderr, with control
+    /// characters escaped ([`terminal_safe`]).
     pub fn status(self, message: impl AsRef<str>) {
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "{}", message.as_ref());
+        let _ = writeln!(stderr, "{}", terminal_safe(message.as_ref()));
     }
 
-    /// Writes a command's human-readable result to stdout; nothing in JSON mode,
-    /// where [`Output::json_result`] writes the result instead.
+    /// Writes a command's human-readable result to stdout, with control
+    /// characters escaped ([`terminal_safe`]). Nothing is written in JSON
+    /// mode, where [`Output::json_result`] writes the result instead.
     pub fn text(self, text: impl AsRef<str>) {
         if self.json {
             return;
         }
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", text.as_ref());
+        let _ = writeln!(stdout, "{}", terminal_safe(text.as_ref()));
     }
 
     /// Writes a command's result as one JSON document on one line of stdout,
@@ -77,6 +80,35 @@ impl Output {
             }));
         }
     }
+}
+
+/// Escapes the characters of `text` that a terminal would act on rather
+/// than show. These are control characters other than newline and tab, and
+/// bidirectional formatting characters. ESC is one of them, because it
+/// starts ANSI sequences that can rewrite the screen or the window title.
+/// Each becomes its Rust escape, such as `\u{1b}`. File names, FHIR
+/// resources, DICOM attributes and server error bodies reach the output,
+/// and a hostile server or archive chooses them.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let is_unsafe = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c);
+    if !text.contains(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            safe.extend(c.escape_unicode());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
+
+/// True for the Unicode bidirectional formatting characters (Unicode
+/// Standard Annex #9, section 2), which reorder the text shown after them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn write_json_line(value: &impl Serialize) {
@@ -166,6 +198,34 @@ mod tests {
         assert_eq!(count(1, "part", "parts"), "1 part");
         assert_eq!(count(0, "part", "parts"), "0 parts");
         assert_eq!(count(12, "entry", "entries"), "12 entries");
+    }
+
+    #[test]
+    fn terminal_safe_escapes_ansi_sequences() {
+        let text = "scan\u{1b}[2J\u{1b}]0;title\u{7}.zip";
+
+        let safe = terminal_safe(text);
+
+        assert_eq!(safe, "scan\\u{1b}[2J\\u{1b}]0;title\\u{7}.zip");
+        assert!(!safe.contains('\u{1b}'), "{safe}");
+    }
+
+    #[test]
+    fn terminal_safe_escapes_c1_and_bidi_controls() {
+        assert_eq!(terminal_safe("a\u{9b}31m"), "a\\u{9b}31m");
+        assert_eq!(
+            terminal_safe("report\u{202e}fdp.exe"),
+            "report\\u{202e}fdp.exe"
+        );
+        assert_eq!(terminal_safe("carriage\rreturn"), "carriage\\u{d}return");
+    }
+
+    #[test]
+    fn terminal_safe_keeps_plain_text_and_layout() {
+        let text = "ID     NAME\ndoc-1\tJürgen Müller  ct.zip";
+
+        assert!(matches!(terminal_safe(text), Cow::Borrowed(_)));
+        assert_eq!(terminal_safe(text), text);
     }
 
     #[test]

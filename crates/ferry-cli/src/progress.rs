@@ -9,7 +9,7 @@ use ferry_core::transfer::Progress;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::output::Output;
+use crate::output::{Output, terminal_safe};
 
 /// Shortest time between two JSON progress events of one transfer; state
 /// changes are always written.
@@ -68,7 +68,7 @@ impl ProgressView {
     /// Ends a transfer's bar with a final message, leaving it on screen.
     pub fn finish(&mut self, transfer_id: &str, message: impl Into<String>) {
         if let Some(bar) = self.bars.remove(transfer_id) {
-            bar.finish_with_message(message.into());
+            bar.finish_with_message(terminal_safe(&message.into()).into_owned());
         }
         self.last_event.remove(transfer_id);
     }
@@ -77,7 +77,7 @@ impl ProgressView {
     pub fn println(&self, message: impl AsRef<str>) {
         match &self.multi {
             Some(multi) => {
-                let _ = multi.println(message.as_ref());
+                let _ = multi.println(terminal_safe(message.as_ref()));
             }
             None => self.output.status(message),
         }
@@ -116,8 +116,12 @@ fn new_bar(progress: &Progress) -> ProgressBar {
 /// e.g. `ct.zip (waiting_for_network)`.
 fn bar_message(progress: &Progress) -> String {
     match progress.state {
-        TransferState::Running => progress.file_name.clone(),
-        other => format!("{} ({})", progress.file_name, other.as_str()),
+        TransferState::Running => terminal_safe(&progress.file_name).into_owned(),
+        other => format!(
+            "{} ({})",
+            terminal_safe(&progress.file_name),
+            other.as_str()
+        ),
     }
 }
 
@@ -147,6 +151,14 @@ mod tests {
             bar_message(&progress(TransferState::Paused, 10)),
             "ct.zip (paused)"
         );
+    }
+
+    #[test]
+    fn bar_message_escapes_control_characters() {
+        let mut hostile = progress(TransferState::Running, 10);
+        hostile.file_name = "ct\u{1b}]0;title\u{7}.zip".into();
+
+        assert_eq!(bar_message(&hostile), "ct\\u{1b}]0;title\\u{7}.zip");
     }
 
     #[test]

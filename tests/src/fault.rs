@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use crate::cli::{binary, describe, ferry, run};
 
+mod transfers;
+
+pub use transfers::*;
+
 /// Which requests a [`Rule`] applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -854,10 +858,7 @@ impl FaultSandbox {
         let profile = format!("fault-{}-{suffix}", std::process::id());
         let added = run(ferry(home.path()).args(["profiles", "add", &profile, &fhir_url]));
         assert!(added.status.success(), "{}", describe(&added));
-        let login = run(ferry(home.path())
-            .args(["--profile", &profile, "login", "--as", "imaging-staff"])
-            .env("BROWSER", "curl -sfL -o /dev/null"));
-        assert!(login.status.success(), "{}", describe(&login));
+        sign_in_as_imaging_staff(home.path(), &profile);
 
         let grant_proxy = grant_proxy.then(|| {
             let proxy = FaultProxy::start(gateway_address);

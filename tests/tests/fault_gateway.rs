@@ -9,83 +9,22 @@
 //! The default suite restarts 3 times per direction; `FERRY_LONG_TESTS=1`
 //! restarts 20 times. `FERRY_FAULT_SEED` repeats a run's instants.
 
-use std::io::{Seek as _, SeekFrom, Write as _};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{describe, run, sha256_file};
 use ferry_tests::fault::{
-    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, SeededRng, has_aws_cli,
-    long_tests, partial_files, print_figures, skip_without_credential_store,
+    Action, FaultSandbox, Figures, MIB, PART_MIB, RequestKind, Rule, SandboxSettings, SeededRng,
+    check_one_object_per_upload, check_resent_part_bytes, check_uploaded, finish,
+    finished_download_matches, print_figures, repetitions, skip_without_credential_store,
+    spawn_piped, uploaded_document_id, write_distinct_file,
 };
 
-const MIB: u64 = 1024 * 1024;
-const PART_MIB: u64 = 5;
 const PARALLEL: u64 = 2;
 /// Time the gateway stays down before it starts again.
 const DOWNTIME: Duration = Duration::from_millis(500);
 /// Time a transfer gets to finish after the restart.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn restarts() -> u64 {
-    if long_tests() {
-        20
-    } else {
-        eprintln!("3 restarts; FERRY_LONG_TESTS=1 runs 20");
-        3
-    }
-}
-
-/// Writes a file of `size` bytes whose content differs from every other
-/// index's.
-fn write_distinct_file(path: &Path, size: u64, index: u64) {
-    write_pattern_file(path, size);
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    for offset in [0, size / 2, size - 8] {
-        file.seek(SeekFrom::Start(offset)).unwrap();
-        file.write_all(&index.to_le_bytes()).unwrap();
-    }
-}
-
-fn upload_command(env: &FaultSandbox, path: &Path) -> Command {
-    let mut command = env.ferry();
-    command
-        .args(["--json", "upload", "--patient", "pat-001", "--part-size"])
-        .arg(PART_MIB.to_string())
-        .arg("--parallel")
-        .arg(PARALLEL.to_string())
-        .arg(path);
-    command
-}
-
-fn spawn(mut command: Command) -> Child {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry starts")
-}
-
-/// Waits for `child` to end within [`FINISH_TIMEOUT`], killing it after.
-fn finish(child: Child) -> Output {
-    let pid = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match receiver.recv_timeout(FINISH_TIMEOUT) {
-        Ok(output) => output.expect("ferry ran"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let output = receiver.recv().unwrap().expect("ferry ran");
-            panic!(
-                "ferry did not finish within {FINISH_TIMEOUT:?} of the restart\n{}",
-                describe(&output)
-            );
-        }
-    }
-}
 
 /// Waits `delay`, then restarts the gateway if `child` is still running.
 /// Returns whether it restarted.
@@ -102,19 +41,6 @@ fn restart_while_running(env: &mut FaultSandbox, child: &mut Child, delay: Durat
     }
     env.restart_gateway(DOWNTIME);
     true
-}
-
-/// States of the journal's transfers.
-fn journal_states(env: &FaultSandbox) -> Vec<String> {
-    let listed = run(env.ferry().args(["--json", "transfers"]));
-    assert!(listed.status.success(), "{}", describe(&listed));
-    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    document["transfers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|record| record["state"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[test]
@@ -138,33 +64,30 @@ fn gateway_restart_mid_upload_loses_nothing() {
     let mut sizes = vec![20 * MIB + 1];
     write_distinct_file(&first, sizes[0], 0);
     let started = Instant::now();
-    let output = run(&mut upload_command(&env, &first));
+    let output = run(&mut env.upload_command(&first, PARALLEL));
     let duration = started.elapsed();
     assert!(output.status.success(), "{}", describe(&output));
     eprintln!("an upload of {} bytes takes {duration:?}", sizes[0]);
 
     let mut restarted = 0;
-    for index in 1..=restarts() {
+    for index in 1..=repetitions("restarts", 20) {
         let size = 20 * MIB + index * 4099 + 1;
         let path = env.home.path().join(format!("upload-{index}.bin"));
         write_distinct_file(&path, size, index);
         sizes.push(size);
 
         let delay = Duration::from_millis(rng.below(duration.as_millis() as u64));
-        let mut child = spawn(upload_command(&env, &path));
+        let mut child = spawn_piped(&mut env.upload_command(&path, PARALLEL));
         let was_restarted = restart_while_running(&mut env, &mut child, delay);
-        let output = finish(child);
+        let output = finish(child, FINISH_TIMEOUT);
         eprintln!("upload {index}: restart after {delay:?}, restarted={was_restarted}");
         restarted += u64::from(was_restarted);
 
-        assert!(output.status.success(), "{}", describe(&output));
-        let uploaded = events(&output.stdout, "uploaded");
-        assert_eq!(uploaded.len(), 1, "{}", describe(&output));
-        assert_eq!(uploaded[0]["sha256"], sha256_file(&path));
+        check_uploaded(&output, &path);
     }
     assert!(restarted > 0, "no restart fell inside an upload");
 
-    let states = journal_states(&env);
+    let states = env.transfer_states();
     assert_eq!(states.len(), sizes.len(), "{states:?}");
     assert!(
         states.iter().all(|state| state == "completed"),
@@ -172,41 +95,13 @@ fn gateway_restart_mid_upload_loses_nothing() {
     );
 
     let total: u64 = sizes.iter().sum();
-    let resent = env.proxy.upload_part_bytes().saturating_sub(total);
     let bound = restarted * PARALLEL * PART_MIB * MIB;
-    assert!(
-        resent <= bound,
-        "{resent} bytes were sent again; at most {bound} were in flight at the restarts"
-    );
-
-    if has_aws_cli() {
-        let mut stored: Vec<u64> = env
-            .objects()
-            .unwrap()
-            .iter()
-            .map(|(_, size)| *size)
-            .collect();
-        stored.sort_unstable();
-        let mut expected = sizes.clone();
-        expected.sort_unstable();
-        assert_eq!(
-            stored, expected,
-            "one whole object per upload, no duplicates"
-        );
-    } else {
-        eprintln!("the aws CLI is missing: the store's listing is not checked");
-    }
+    let resent = check_resent_part_bytes(&env, total, bound, "were in flight at the restarts");
+    check_one_object_per_upload(&env, &sizes);
 
     print_figures(
         "gateway-restart-upload",
-        &Figures {
-            runs: restarted,
-            transfers: sizes.len() as u64,
-            bytes_moved: total,
-            bytes_resent: resent,
-            lost: 0,
-            corrupted: 0,
-        },
+        &Figures::uploads(restarted, &sizes, resent),
     );
 }
 
@@ -221,12 +116,9 @@ fn gateway_restart_mid_download_loses_nothing() {
     let size = 30 * MIB + 5;
     let source = env.home.path().join("study.bin");
     write_distinct_file(&source, size, 99);
-    let uploaded = run(&mut upload_command(&env, &source));
+    let uploaded = run(&mut env.upload_command(&source, PARALLEL));
     assert!(uploaded.status.success(), "{}", describe(&uploaded));
-    let document_id = events(&uploaded.stdout, "uploaded")[0]["document_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let document_id = uploaded_document_id(&uploaded);
     let expected = sha256_file(&source);
 
     // Ranges come back at 4 MiB/s per connection, so a download lasts
@@ -237,47 +129,34 @@ fn gateway_restart_mid_download_loses_nothing() {
         times: u32::MAX,
         action: Action::Throttle(4 * MIB),
     });
-    let download = |env: &FaultSandbox, folder: &Path| {
-        let mut command = env.ferry();
-        command
-            .args(["--json", "download", &document_id, "--to"])
-            .arg(folder);
-        command
-    };
     let before = env.proxy.downstream_bytes();
     let folder = env.home.path().join("download-0");
     let started = Instant::now();
-    let output = run(&mut download(&env, &folder));
+    let output = run(&mut env.download_command(&document_id, &folder));
     let duration = started.elapsed();
     assert!(output.status.success(), "{}", describe(&output));
     eprintln!("a download of {size} bytes takes {duration:?}");
 
-    let count = restarts();
+    let count = repetitions("restarts", 20);
     let mut restarted = 0;
     let mut corrupted = 0;
     for index in 1..=count {
         let folder = env.home.path().join(format!("download-{index}"));
         let delay = Duration::from_millis(rng.below(duration.as_millis() as u64));
-        let mut child = spawn(download(&env, &folder));
+        let mut child = spawn_piped(&mut env.download_command(&document_id, &folder));
         let was_restarted = restart_while_running(&mut env, &mut child, delay);
-        let output = finish(child);
+        let output = finish(child, FINISH_TIMEOUT);
         eprintln!("download {index}: restart after {delay:?}, restarted={was_restarted}");
         restarted += u64::from(was_restarted);
 
         assert!(output.status.success(), "{}", describe(&output));
-        let names: Vec<String> = std::fs::read_dir(&folder)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["study.bin"], "only the finished file is left");
-        assert!(partial_files(&folder).is_empty());
-        if sha256_file(&folder.join("study.bin")) != expected {
+        if !finished_download_matches(&folder, "study.bin", &expected) {
             corrupted += 1;
         }
     }
     assert!(restarted > 0, "no restart fell inside a download");
     assert_eq!(corrupted, 0, "every download matches the source");
-    let states = journal_states(&env);
+    let states = env.transfer_states();
     assert!(
         states.iter().all(|state| state == "completed"),
         "unfinished transfers: {states:?}"
@@ -287,13 +166,6 @@ fn gateway_restart_mid_download_loses_nothing() {
     let fetched = env.proxy.downstream_bytes() - before;
     print_figures(
         "gateway-restart-download",
-        &Figures {
-            runs: restarted,
-            transfers,
-            bytes_moved: transfers * size,
-            bytes_resent: fetched.saturating_sub(transfers * size),
-            lost: 0,
-            corrupted,
-        },
+        &Figures::downloads(restarted, transfers, size, fetched, corrupted),
     );
 }

@@ -11,39 +11,16 @@
 //! The default suite makes 3 runs; `FERRY_LONG_TESTS=1` makes 10.
 //! `FERRY_FAULT_SEED` repeats a run's offsets.
 
-use std::io::{Seek as _, SeekFrom, Write as _};
-use std::path::Path;
 use std::time::Duration;
 
-use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{describe, events, run, sha256_file};
 use ferry_tests::fault::{
-    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, SeededRng, has_aws_cli,
-    long_tests, partial_files, print_figures, skip_without_credential_store,
+    Action, FaultSandbox, Figures, MIB, PART_MIB, RequestKind, Rule, SandboxSettings, SeededRng,
+    check_one_object_per_upload, check_resent_part_bytes, partial_files, print_figures,
+    repetitions, skip_without_credential_store, write_distinct_file,
 };
 
-const MIB: u64 = 1024 * 1024;
-const PART_MIB: u64 = 5;
 const LATENCY: Duration = Duration::from_millis(2);
-
-fn runs() -> u64 {
-    if long_tests() {
-        10
-    } else {
-        eprintln!("3 runs; FERRY_LONG_TESTS=1 makes 10");
-        3
-    }
-}
-
-/// Writes a file of `size` bytes whose content differs from every other
-/// index's.
-fn write_distinct_file(path: &Path, size: u64, index: u64) {
-    write_pattern_file(path, size);
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    for offset in [0, size / 2, size - 8] {
-        file.seek(SeekFrom::Start(offset)).unwrap();
-        file.write_all(&index.to_le_bytes()).unwrap();
-    }
-}
 
 #[test]
 fn latency_and_random_resets_lose_nothing() {
@@ -53,7 +30,7 @@ fn latency_and_random_resets_lose_nothing() {
     let mut rng = SeededRng::from_env("latency_and_resets");
     let env = FaultSandbox::start(&SandboxSettings::default());
 
-    let count = runs();
+    let count = repetitions("runs", 10);
     let mut sizes = Vec::new();
     let mut corrupted = 0;
     let mut downloaded = 0;
@@ -99,12 +76,7 @@ fn latency_and_random_resets_lose_nothing() {
             });
         }
 
-        let uploaded = run(env
-            .ferry()
-            .args(["--json", "upload", "--patient", "pat-001", "--part-size"])
-            .arg(PART_MIB.to_string())
-            .args(["--parallel", "2"])
-            .arg(&path));
+        let uploaded = run(&mut env.upload_command(&path, 2));
         assert!(uploaded.status.success(), "{}", describe(&uploaded));
         let event = &events(&uploaded.stdout, "uploaded")[0];
         assert_eq!(event["sha256"], sha256_file(&path));
@@ -112,10 +84,7 @@ fn latency_and_random_resets_lose_nothing() {
 
         let folder = env.home.path().join(format!("back-{index}"));
         let before = env.proxy.downstream_bytes();
-        let download = run(env
-            .ferry()
-            .args(["--json", "download", &document_id, "--to"])
-            .arg(&folder));
+        let download = run(&mut env.download_command(&document_id, &folder));
         assert!(download.status.success(), "{}", describe(&download));
         downloaded += env.proxy.downstream_bytes() - before;
         assert!(partial_files(&folder).is_empty());
@@ -140,30 +109,9 @@ fn latency_and_random_resets_lose_nothing() {
     assert_eq!(resets, 2 * count, "every run met both resets");
 
     let total: u64 = sizes.iter().sum();
-    let resent = env.proxy.upload_part_bytes().saturating_sub(total);
     let bound = count * PART_MIB * MIB;
-    assert!(
-        resent <= bound,
-        "{resent} bytes were sent again; the cut-off parts hold at most {bound}"
-    );
-
-    if has_aws_cli() {
-        let mut stored: Vec<u64> = env
-            .objects()
-            .unwrap()
-            .iter()
-            .map(|(_, size)| *size)
-            .collect();
-        stored.sort_unstable();
-        let mut expected = sizes.clone();
-        expected.sort_unstable();
-        assert_eq!(
-            stored, expected,
-            "one whole object per upload, no duplicates"
-        );
-    } else {
-        eprintln!("the aws CLI is missing: the store's listing is not checked");
-    }
+    let resent = check_resent_part_bytes(&env, total, bound, "were in the cut-off parts");
+    check_one_object_per_upload(&env, &sizes);
 
     print_figures(
         "latency-and-random-resets",

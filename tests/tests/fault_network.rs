@@ -6,73 +6,11 @@
 //! between parts and during a part. Each test uploads through the real CLI,
 //! checks the object in the store and downloads it back.
 
-use std::process::Output;
-
-use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{run, write_pattern_file};
 use ferry_tests::fault::{
-    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, print_figures,
-    skip_without_credential_store,
+    Action, FaultSandbox, Figures, MIB, RequestKind, Rule, SandboxSettings, check_round_trip,
+    http_date_in, print_figures, skip_without_credential_store,
 };
-
-const MIB: u64 = 1024 * 1024;
-
-fn upload(env: &FaultSandbox, path: &std::path::Path, parallel: &str) -> Output {
-    run(env
-        .ferry()
-        .args([
-            "--json",
-            "upload",
-            "--patient",
-            "pat-001",
-            "--part-size",
-            "5",
-            "--parallel",
-            parallel,
-        ])
-        .arg(path))
-}
-
-/// Checks the upload's result, the object in the store and a download
-/// back; returns the document id.
-fn check_round_trip(env: &FaultSandbox, source: &std::path::Path, upload: &Output) -> String {
-    assert!(upload.status.success(), "{}", describe(upload));
-    let uploaded = events(&upload.stdout, "uploaded");
-    assert_eq!(uploaded.len(), 1, "{}", describe(upload));
-    assert_eq!(uploaded[0]["sha256"], sha256_file(source));
-    let document_id = uploaded[0]["document_id"].as_str().unwrap().to_owned();
-
-    let size = std::fs::metadata(source).unwrap().len();
-    if let Some(objects) = env.objects() {
-        assert_eq!(objects.len(), 1, "one object in the store: {objects:?}");
-        assert_eq!(objects[0].1, size, "the object has the file's size");
-    }
-
-    let folder = env.home.path().join("back");
-    let download = run(env
-        .ferry()
-        .args(["--json", "download", &document_id, "--overwrite", "--to"])
-        .arg(&folder));
-    assert!(download.status.success(), "{}", describe(&download));
-    let name = source.file_name().unwrap();
-    assert_eq!(sha256_file(&folder.join(name)), sha256_file(source));
-    document_id
-}
-
-/// Bytes of `UploadPart` bodies that reached the store beyond the file.
-fn resent(env: &FaultSandbox, size: u64) -> u64 {
-    env.proxy.upload_part_bytes().saturating_sub(size)
-}
-
-fn figures(env: &FaultSandbox, size: u64) -> Figures {
-    Figures {
-        runs: 1,
-        transfers: 2,
-        bytes_moved: 2 * size,
-        bytes_resent: resent(env, size),
-        lost: 0,
-        corrupted: 0,
-    }
-}
 
 #[test]
 fn connection_reset_mid_part_resends_the_whole_part() {
@@ -90,7 +28,7 @@ fn connection_reset_mid_part_resends_the_whole_part() {
         action: Action::ResetAfter(MIB),
     });
 
-    let output = upload(&env, &source, "2");
+    let output = run(&mut env.upload_command(&source, 2));
     check_round_trip(&env, &source, &output);
 
     let parts = env.proxy.upload_parts();
@@ -107,44 +45,11 @@ fn connection_reset_mid_part_resends_the_whole_part() {
         "the retry sends the whole part"
     );
     assert_eq!(resends[0].body_length, reset.body_length);
-    assert_eq!(resent(&env, size), MIB);
-    print_figures("connection-reset-mid-part", &figures(&env, size));
-}
-
-/// Formats a time as an HTTP date (RFC 9110 IMF-fixdate).
-fn http_date(time: std::time::SystemTime) -> String {
-    let seconds = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let month_name = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
-    format!(
-        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} GMT",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-#[test]
-fn http_date_is_formatted_as_imf_fixdate() {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_445_412_480);
-    assert_eq!(http_date(time), "Wed, 21 Oct 2015 07:28:00 GMT");
+    assert_eq!(env.resent_part_bytes(size), MIB);
+    print_figures(
+        "connection-reset-mid-part",
+        &Figures::round_trip(&env, size),
+    );
 }
 
 #[test]
@@ -171,9 +76,7 @@ fn bursts_of_503_429_and_500_with_retry_after_are_retried() {
         times: 2,
         action: Action::Respond {
             status: 429,
-            retry_after: Some(http_date(
-                std::time::SystemTime::now() + std::time::Duration::from_secs(2),
-            )),
+            retry_after: Some(http_date_in(2)),
         },
     });
     env.proxy.add_rule(Rule {
@@ -195,14 +98,18 @@ fn bursts_of_503_429_and_500_with_retry_after_are_retried() {
         },
     });
 
-    let output = upload(&env, &source, "2");
+    let output = run(&mut env.upload_command(&source, 2));
     check_round_trip(&env, &source, &output);
 
     let parts = env.proxy.upload_parts();
     let faulted = parts.iter().filter(|seen| seen.fault.is_some()).count();
     assert_eq!(faulted, 7, "every injected answer was reached: {parts:?}");
     assert_eq!(parts.len(), 3 + 7, "{parts:?}");
-    assert_eq!(resent(&env, size), 0, "answered errors carry no part bytes");
+    assert_eq!(
+        env.resent_part_bytes(size),
+        0,
+        "answered errors carry no part bytes"
+    );
     let gets = env
         .proxy
         .seen()
@@ -210,7 +117,7 @@ fn bursts_of_503_429_and_500_with_retry_after_are_retried() {
         .filter(|seen| seen.method == "GET" && seen.fault.is_some())
         .count();
     assert_eq!(gets, 3, "the download met the 503 burst too");
-    print_figures("http-503-429-500-burst", &figures(&env, size));
+    print_figures("http-503-429-500-burst", &Figures::round_trip(&env, size));
 }
 
 #[test]
@@ -235,7 +142,7 @@ fn store_that_stalls_or_never_answers_is_left_after_the_idle_timeout() {
         action: Action::StallAfter(MIB),
     });
 
-    let output = upload(&env, &source, "2");
+    let output = run(&mut env.upload_command(&source, 2));
     check_round_trip(&env, &source, &output);
 
     let parts = env.proxy.upload_parts();
@@ -257,7 +164,7 @@ fn store_that_stalls_or_never_answers_is_left_after_the_idle_timeout() {
         2,
         "both parts were given up on by the idle timeout: {stderr}"
     );
-    print_figures("stall-and-no-answer", &figures(&env, size));
+    print_figures("stall-and-no-answer", &Figures::round_trip(&env, size));
 }
 
 #[test]
@@ -278,11 +185,11 @@ fn slow_but_moving_part_is_not_cut_off() {
         action: Action::Throttle(128 * 1024),
     });
 
-    let output = upload(&env, &source, "1");
+    let output = run(&mut env.upload_command(&source, 1));
     check_round_trip(&env, &source, &output);
     let parts = env.proxy.upload_parts();
     assert_eq!(parts.len(), 1, "the slow part was sent once: {parts:?}");
-    print_figures("slow-moving-part", &figures(&env, size));
+    print_figures("slow-moving-part", &Figures::round_trip(&env, size));
 }
 
 #[test]
@@ -303,20 +210,7 @@ fn part_whose_response_was_lost_is_not_sent_again() {
         action: Action::LoseResponse,
     });
 
-    let output = run(env
-        .ferry()
-        .args([
-            "-v",
-            "--json",
-            "upload",
-            "--patient",
-            "pat-001",
-            "--part-size",
-            "5",
-            "--parallel",
-            "2",
-        ])
-        .arg(&source));
+    let output = run(env.upload_command(&source, 2).arg("-v"));
     check_round_trip(&env, &source, &output);
 
     let parts = env.proxy.upload_parts();
@@ -330,7 +224,7 @@ fn part_whose_response_was_lost_is_not_sent_again() {
         stderr.contains("part already stored; its response was lost, so it is not sent again"),
         "the client asked which parts the store holds: {stderr}"
     );
-    print_figures("lost-part-answer", &figures(&env, size));
+    print_figures("lost-part-answer", &Figures::round_trip(&env, size));
 }
 
 #[test]
@@ -360,20 +254,7 @@ fn part_urls_expiring_between_and_during_parts_are_renewed() {
         action: Action::Throttle(MIB),
     });
 
-    let output = run(env
-        .ferry()
-        .args([
-            "-v",
-            "--json",
-            "upload",
-            "--patient",
-            "pat-001",
-            "--part-size",
-            "5",
-            "--parallel",
-            "2",
-        ])
-        .arg(&source));
+    let output = run(env.upload_command(&source, 2).arg("-v"));
     check_round_trip(&env, &source, &output);
 
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -404,5 +285,5 @@ fn part_urls_expiring_between_and_during_parts_are_renewed() {
         throttled_whole, 3,
         "every part outlived its URL and was stored: {parts:?}"
     );
-    print_figures("part-url-expiry", &figures(&env, size));
+    print_figures("part-url-expiry", &Figures::round_trip(&env, size));
 }

@@ -8,71 +8,23 @@
 //! without sending the parts the store confirmed again. An access token
 //! that expires must be refreshed without the user noticing.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_core::credentials::open_credential_store;
 use ferry_core::profile::{FerryDirs, ProfileName};
 use ferry_core::secrets::SecretStore as _;
-use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{describe, write_pattern_file};
 use ferry_tests::fault::{
-    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, has_aws_cli, long_tests,
-    print_figures, skip_without_credential_store,
+    Action, FaultSandbox, Figures, MIB, PART_MIB, RequestKind, Rule, SandboxSettings,
+    check_one_object_per_upload, check_resent_part_bytes, check_uploaded, finish, long_tests,
+    print_figures, skip_without_credential_store, spawn_piped,
 };
 
-const MIB: u64 = 1024 * 1024;
-const PART_MIB: u64 = 5;
 const PARALLEL: u64 = 2;
 /// Lifetime of the sandbox's access tokens (`ACCESS_TOKEN_LIFETIME` in the
 /// gateway), which no setting shortens.
 const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-
-fn upload_command(env: &FaultSandbox, path: &Path, parallel: u64) -> Command {
-    let mut command = env.ferry();
-    command
-        .args([
-            "-vv",
-            "--json",
-            "upload",
-            "--patient",
-            "pat-001",
-            "--part-size",
-        ])
-        .arg(PART_MIB.to_string())
-        .arg("--parallel")
-        .arg(parallel.to_string())
-        .arg(path);
-    command
-}
-
-fn spawn(mut command: Command) -> Child {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry starts")
-}
-
-/// Waits for `child` to end within `timeout`, killing it after.
-fn finish(child: Child, timeout: Duration) -> Output {
-    let pid = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match receiver.recv_timeout(timeout) {
-        Ok(output) => output.expect("ferry ran"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let output = receiver.recv().unwrap().expect("ferry ran");
-            panic!(
-                "ferry did not finish within {timeout:?}\n{}",
-                describe(&output)
-            );
-        }
-    }
-}
 
 /// Reads the profile's refresh token from the credential store, where
 /// `ferry login` put it.
@@ -143,29 +95,6 @@ fn wait_for_stored_parts(env: &FaultSandbox, count: usize, child: &mut Child) {
     }
 }
 
-/// States of the journal's transfers.
-fn journal_states(env: &FaultSandbox) -> Vec<String> {
-    let listed = run(env.ferry().args(["--json", "transfers"]));
-    assert!(listed.status.success(), "{}", describe(&listed));
-    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    document["transfers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|record| record["state"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
-fn check_stored_object(env: &FaultSandbox, size: u64) {
-    if has_aws_cli() {
-        let objects = env.objects().unwrap();
-        assert_eq!(objects.len(), 1, "one object in the store: {objects:?}");
-        assert_eq!(objects[0].1, size, "the object has the file's size");
-    } else {
-        eprintln!("the aws CLI is missing: the store's listing is not checked");
-    }
-}
-
 #[test]
 fn revoked_refresh_token_pauses_until_sign_in() {
     if skip_without_credential_store() {
@@ -184,7 +113,7 @@ fn revoked_refresh_token_pauses_until_sign_in() {
     let source = env.home.path().join("revoked.bin");
     write_pattern_file(&source, size);
 
-    let mut child = spawn(upload_command(&env, &source, PARALLEL));
+    let mut child = spawn_piped(env.upload_command(&source, PARALLEL).arg("-vv"));
     wait_for_stored_parts(&env, 1, &mut child);
     revoke(&env, &stored_refresh_token(&env));
     let output = finish(child, Duration::from_secs(180));
@@ -209,21 +138,14 @@ fn revoked_refresh_token_pauses_until_sign_in() {
         .filter(|seen| seen.body_forwarded == seen.body_length)
         .filter_map(|seen| seen.part_number)
         .collect();
-    let states = journal_states(&env);
+    let states = env.transfer_states();
     assert_eq!(states, ["paused"], "the upload waits for the user");
     eprintln!("parts stored before the revocation took effect: {confirmed:?}");
 
-    let login = run(env
-        .ferry()
-        .args(["login", "--as", "imaging-staff"])
-        .env("BROWSER", "curl -sfL -o /dev/null"));
-    assert!(login.status.success(), "{}", describe(&login));
-    let resumed = run(env.ferry().args(["--json", "resume"]));
-    assert!(resumed.status.success(), "{}", describe(&resumed));
-    let uploaded = events(&resumed.stdout, "uploaded");
-    assert_eq!(uploaded.len(), 1, "{}", describe(&resumed));
-    assert_eq!(uploaded[0]["sha256"], sha256_file(&source));
-    check_stored_object(&env, size);
+    env.sign_in();
+    let resumed = env.resume();
+    check_uploaded(&resumed, &source);
+    check_one_object_per_upload(&env, &[size]);
 
     let after_resume = &env.proxy.upload_parts()[before_resume.len()..];
     let sent_again: Vec<u32> = after_resume
@@ -235,23 +157,9 @@ fn revoked_refresh_token_pauses_until_sign_in() {
         sent_again.is_empty(),
         "parts the store had confirmed were sent again: {sent_again:?}"
     );
-    let resent = env.proxy.upload_part_bytes().saturating_sub(size);
     let bound = PARALLEL * PART_MIB * MIB;
-    assert!(
-        resent <= bound,
-        "{resent} bytes were sent again; at most {bound} were in flight at the revocation"
-    );
-    print_figures(
-        "refresh-token-revoked",
-        &Figures {
-            runs: 1,
-            transfers: 1,
-            bytes_moved: size,
-            bytes_resent: resent,
-            lost: 0,
-            corrupted: 0,
-        },
-    );
+    check_resent_part_bytes(&env, size, bound, "were in flight at the revocation");
+    print_figures("refresh-token-revoked", &Figures::one_upload(&env, size));
 }
 
 #[test]
@@ -281,36 +189,22 @@ fn access_token_expiring_mid_upload_is_refreshed() {
     write_pattern_file(&source, size);
 
     let started = Instant::now();
-    let child = spawn(upload_command(&env, &source, 1));
+    let child = spawn_piped(env.upload_command(&source, 1).arg("-vv"));
     let output = finish(child, Duration::from_secs(540));
     let elapsed = started.elapsed();
     eprintln!("the upload took {elapsed:?}");
 
-    assert!(output.status.success(), "{}", describe(&output));
     assert!(
         elapsed > ACCESS_TOKEN_LIFETIME,
         "the upload outlived the access token: {elapsed:?}"
     );
-    let uploaded = events(&output.stdout, "uploaded");
-    assert_eq!(uploaded.len(), 1, "{}", describe(&output));
-    assert_eq!(uploaded[0]["sha256"], sha256_file(&source));
+    check_uploaded(&output, &source);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("access token refreshed"),
         "the upload refreshed its access token: {stderr}"
     );
-    check_stored_object(&env, size);
-    let resent = env.proxy.upload_part_bytes().saturating_sub(size);
-    assert_eq!(resent, 0, "no part was sent twice");
-    print_figures(
-        "access-token-expiry",
-        &Figures {
-            runs: 1,
-            transfers: 1,
-            bytes_moved: size,
-            bytes_resent: resent,
-            lost: 0,
-            corrupted: 0,
-        },
-    );
+    check_one_object_per_upload(&env, &[size]);
+    assert_eq!(env.resent_part_bytes(size), 0, "no part was sent twice");
+    print_figures("access-token-expiry", &Figures::one_upload(&env, size));
 }

@@ -32,6 +32,12 @@ use crate::http::{
 };
 use crate::secrets::Secret;
 
+/// Largest object a download grant may describe: 5 TiB, the largest
+/// object S3 stores and the gateway's upload limit. No real object is
+/// larger, and planning the ranges of a larger `size` can exhaust memory:
+/// 1 PiB in 256 KiB ranges asks for about 300 GB of range records.
+pub const MAX_DOWNLOAD_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
 /// Maximum length of an unexpected response body kept in an error message.
 const MAX_BODY_IN_ERROR: usize = 300;
 
@@ -294,6 +300,18 @@ impl GrantClient {
                 field: "document_id",
                 expected: document_id.to_owned(),
                 actual: grant.document_id,
+            });
+        }
+        if grant.size > MAX_DOWNLOAD_SIZE {
+            return Err(GrantError::UnexpectedResponse {
+                stage,
+                status: 200,
+                body: format!(
+                    "the grant's size of {} bytes is larger than the {MAX_DOWNLOAD_SIZE} bytes (5 TiB) \
+                     an object can have",
+                    grant.size
+                ),
+                retry_after: None,
             });
         }
         check_store_url(stage, &grant.url)?;

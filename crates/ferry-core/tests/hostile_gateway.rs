@@ -44,6 +44,8 @@ struct Document {
     url: String,
     /// The document id the grant names; the requested id when `None`.
     granted_id: Option<String>,
+    /// The size the grant names; the length of `bytes` when `None`.
+    granted_size: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -65,7 +67,7 @@ async fn grant_download(
             .unwrap_or_else(|| body.document_id.clone()),
         url: SignedUrl::new(document.url.clone()),
         expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
-        size: document.bytes.len() as u64,
+        size: document.granted_size.unwrap_or(document.bytes.len() as u64),
         sha256: hex::encode(Sha256::digest(document.bytes.as_slice())),
         file_name: document.file_name.clone(),
         media_type: "application/octet-stream".to_owned(),
@@ -178,6 +180,7 @@ async fn download_grant_to_remote_plain_http_is_rejected() {
         bytes: content(1, 10),
         url: "http://store.example/bucket/scan.zip?X-Amz-Signature=leak".to_owned(),
         granted_id: None,
+        granted_size: None,
     };
     let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
 
@@ -206,6 +209,7 @@ async fn download_grant_with_other_scheme_is_rejected() {
         bytes: content(1, 10),
         url: "file:///etc/passwd".to_owned(),
         granted_id: None,
+        granted_size: None,
     };
     let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
 
@@ -227,6 +231,7 @@ async fn download_grant_for_another_document_is_rejected() {
         bytes: content(1, 10),
         url: "http://127.0.0.1:9/bucket/scan.zip".to_owned(),
         granted_id: Some("doc-of-another-patient".to_owned()),
+        granted_size: None,
     };
     let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
 
@@ -248,6 +253,37 @@ async fn download_grant_for_another_document_is_rejected() {
     let message = error.to_string();
     assert!(message.contains("doc-of-another-patient"), "{message}");
     assert!(message.contains("doc-1"), "{message}");
+}
+
+#[tokio::test]
+async fn download_larger_than_an_object_is_rejected() {
+    let document = Document {
+        file_name: "scan.zip".to_owned(),
+        bytes: content(1, 10),
+        url: "http://127.0.0.1:9/bucket/scan.zip".to_owned(),
+        granted_id: None,
+        granted_size: Some(1 << 50),
+    };
+    let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let engine = Engine::new(home.path().join("journal.sqlite"), grants, engine_options()).unwrap();
+
+    let handle = engine
+        .download("doc-1", folder.path(), DownloadOptions::default())
+        .await
+        .unwrap();
+    let error = handle
+        .wait()
+        .await
+        .expect_err("a 1 PiB download was planned");
+
+    assert!(error.to_string().contains("5 TiB"), "{error}");
+    assert_eq!(
+        std::fs::read_dir(folder.path()).unwrap().count(),
+        0,
+        "a file was created"
+    );
 }
 
 #[tokio::test]
@@ -312,6 +348,7 @@ async fn store_redirect_is_not_followed() {
         bytes: content(1, 1024),
         url: format!("{store}/bucket/scan.zip?X-Amz-Signature=s"),
         granted_id: None,
+        granted_size: None,
     };
     let grants = start_gateway(HashMap::from([("doc-1".to_owned(), document)])).await;
     let home = tempfile::tempdir().unwrap();
@@ -357,6 +394,7 @@ async fn same_name_downloads_into_one_folder_both_complete() {
         bytes: bytes.clone(),
         url: format!("{store}/bucket/{name}?X-Amz-Signature=s"),
         granted_id: None,
+        granted_size: None,
     };
     let grants = start_gateway(HashMap::from([
         ("doc-first".to_owned(), document("first", &first)),

@@ -76,9 +76,8 @@ async fn signed_in() -> (GrantSandbox, String) {
     let sandbox = GrantSandbox::start("").await;
     let token = sandbox.login(STAFF, STAFF_SCOPE).await;
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(LOG_ID, 4, 0, &device_key(), &device_key()),
         )
         .await;
@@ -91,11 +90,7 @@ async fn changed_device_key_is_rejected_naming_log() {
     let (sandbox, token) = signed_in().await;
 
     let (status, body) = sandbox
-        .post(
-            &token,
-            "/checkpoints",
-            &checkpoint(LOG_ID, 9, 1, "33cc", OTHER_DEVICE_KEY),
-        )
+        .post_checkpoint(&token, &checkpoint(LOG_ID, 9, 1, "33cc", OTHER_DEVICE_KEY))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -116,12 +111,11 @@ async fn chained_epoch_keys_are_accepted() {
     // The link of epoch 1 is sent again, as a client does when the response
     // to its last checkpoint was lost, and is skipped.
     let (first_status, first) = sandbox
-        .post(&token, "/checkpoints", &chained(9, 1, vec![link(1, 6)]))
+        .post_checkpoint(&token, &chained(9, 1, vec![link(1, 6)]))
         .await;
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &chained(20, 3, vec![link(1, 6), link(2, 12), link(3, 18)]),
         )
         .await;
@@ -143,7 +137,7 @@ async fn epoch_key_not_signed_by_previous_is_rejected() {
     let forged = link_signed_by(&stranger, 1, 6, &epoch_key(1));
 
     let (status, body) = sandbox
-        .post(&token, "/checkpoints", &chained(9, 1, vec![forged]))
+        .post_checkpoint(&token, &chained(9, 1, vec![forged]))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -165,7 +159,7 @@ async fn epoch_key_without_link_is_rejected() {
     let (sandbox, token) = signed_in().await;
 
     let (status, body) = sandbox
-        .post(&token, "/checkpoints", &chained(20, 2, vec![link(2, 12)]))
+        .post_checkpoint(&token, &chained(20, 2, vec![link(2, 12)]))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -184,7 +178,7 @@ async fn link_chain_ending_at_other_key_is_rejected() {
     let mut body = chained(9, 1, vec![link(1, 6)]);
     body["epoch_public_key"] = json!(public_hex(&epoch_key(7)));
 
-    let (status, body) = sandbox.post(&token, "/checkpoints", &body).await;
+    let (status, body) = sandbox.post_checkpoint(&token, &body).await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["field"], "epoch_public_key");
@@ -195,7 +189,7 @@ async fn link_before_recorded_seq_is_rejected() {
     let (sandbox, token) = signed_in().await;
 
     let (status, body) = sandbox
-        .post(&token, "/checkpoints", &chained(9, 1, vec![link(1, 3)]))
+        .post_checkpoint(&token, &chained(9, 1, vec![link(1, 3)]))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -211,11 +205,7 @@ async fn other_key_in_same_epoch_is_rejected() {
     let (sandbox, token) = signed_in().await;
 
     let (status, body) = sandbox
-        .post(
-            &token,
-            "/checkpoints",
-            &checkpoint(LOG_ID, 9, 0, "33cc", &device_key()),
-        )
+        .post_checkpoint(&token, &checkpoint(LOG_ID, 9, 0, "33cc", &device_key()))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -227,16 +217,12 @@ async fn other_key_in_same_epoch_is_rejected() {
 async fn epoch_going_back_is_rejected() {
     let (sandbox, token) = signed_in().await;
     let (status, _) = sandbox
-        .post(
-            &token,
-            "/checkpoints",
-            &chained(9, 2, vec![link(1, 6), link(2, 8)]),
-        )
+        .post_checkpoint(&token, &chained(9, 2, vec![link(1, 6), link(2, 8)]))
         .await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, body) = sandbox
-        .post(&token, "/checkpoints", &chained(12, 1, vec![link(1, 6)]))
+        .post_checkpoint(&token, &chained(12, 1, vec![link(1, 6)]))
         .await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -249,9 +235,8 @@ async fn new_log_may_have_another_device_key() {
     let other_log = "0d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5a";
 
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(other_log, 1, 0, OTHER_DEVICE_KEY, OTHER_DEVICE_KEY),
         )
         .await;
@@ -265,7 +250,7 @@ async fn checkpoint_without_device_key_is_rejected() {
     let mut keyless = checkpoint(LOG_ID, 9, 0, &device_key(), &device_key());
     keyless.as_object_mut().unwrap().remove("device_public_key");
 
-    let (status, body) = sandbox.post(&token, "/checkpoints", &keyless).await;
+    let (status, body) = sandbox.post_checkpoint(&token, &keyless).await;
 
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["field"], "device_public_key");
@@ -284,17 +269,16 @@ async fn device_key_stays_pinned_after_keyless_checkpoint() {
         .unwrap()
         .remove("device_public_key");
     // A keyless row stored before the key was pinned, then the pinned key.
-    let (status, _) = sandbox.post(&token, "/checkpoints", &older_keyless).await;
+    let (status, _) = sandbox.post_checkpoint(&token, &older_keyless).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = sandbox.post(&token, "/checkpoints", &first).await;
+    let (status, _) = sandbox.post_checkpoint(&token, &first).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = sandbox.post(&token, "/checkpoints", &keyless).await;
+    let (status, _) = sandbox.post_checkpoint(&token, &keyless).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(LOG_ID, 6, 0, &device_key(), OTHER_DEVICE_KEY),
         )
         .await;
@@ -302,9 +286,8 @@ async fn device_key_stays_pinned_after_keyless_checkpoint() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["field"], "device_public_key");
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(LOG_ID, 7, 0, &device_key(), &device_key()),
         )
         .await;
@@ -315,19 +298,14 @@ async fn device_key_stays_pinned_after_keyless_checkpoint() {
 async fn lower_seq_is_rejected_as_rollback() {
     let (sandbox, token) = signed_in().await;
     let (status, _) = sandbox
-        .post(
-            &token,
-            "/checkpoints",
-            &chained(100, 2, vec![link(1, 6), link(2, 8)]),
-        )
+        .post_checkpoint(&token, &chained(100, 2, vec![link(1, 6), link(2, 8)]))
         .await;
     assert_eq!(status, StatusCode::OK);
 
     for (seq, epoch, epoch_key) in [(50, 1, "44dd"), (60, 9, "55ee"), (60, 2, "33cc")] {
         let (status, body) = sandbox
-            .post(
+            .post_checkpoint(
                 &token,
-                "/checkpoints",
                 &checkpoint(LOG_ID, seq, epoch, epoch_key, &device_key()),
             )
             .await;
@@ -340,18 +318,16 @@ async fn lower_seq_is_rejected_as_rollback() {
 async fn earlier_checkpoint_sent_again_is_accepted() {
     let (sandbox, token) = signed_in().await;
     let (status, _) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(LOG_ID, 9, 0, &device_key(), &device_key()),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &token,
-            "/checkpoints",
             &checkpoint(LOG_ID, 4, 0, &device_key(), &device_key()),
         )
         .await;
@@ -367,17 +343,15 @@ async fn other_user_cannot_touch_a_log() {
 
     // The intruder's checkpoints form the intruder's own log.
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &intruder,
-            "/checkpoints",
             &checkpoint(LOG_ID, 4, 0, OTHER_DEVICE_KEY, OTHER_DEVICE_KEY),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &intruder,
-            "/checkpoints",
             &checkpoint(LOG_ID, 500, 0, OTHER_DEVICE_KEY, OTHER_DEVICE_KEY),
         )
         .await;
@@ -385,9 +359,8 @@ async fn other_user_cannot_touch_a_log() {
 
     // The owner's log goes on with its own key and seq.
     let (status, body) = sandbox
-        .post(
+        .post_checkpoint(
             &owner,
-            "/checkpoints",
             &checkpoint(LOG_ID, 9, 0, &device_key(), &device_key()),
         )
         .await;

@@ -243,7 +243,9 @@ impl GrantClient {
     pub async fn create_upload(&self, request: &UploadGrantRequest) -> Result<UploadGrant, GrantError> {
         let stage = "creating the upload grant";
         let builder = self.http.post(self.url(&["uploads"])).json(request);
-        self.send_json(stage, builder).await
+        let grant: UploadGrant = self.send_json(stage, builder).await?;
+        check_upload_plan(stage, request, &grant)?;
+        Ok(grant)
     }
 
     /// `POST /uploads/{upload_id}/part-urls` for at most
@@ -439,6 +441,28 @@ impl GrantClient {
             },
         })
     }
+}
+
+/// Checks an upload grant's part plan against the S3 multipart limits and
+/// the request. The gateway may raise the proposed part size but never
+/// lower it. Without this check a gateway that sent 1-byte parts would make
+/// the client plan one part record per byte of the file.
+fn check_upload_plan(stage: &'static str, request: &UploadGrantRequest, grant: &UploadGrant) -> Result<(), GrantError> {
+    let problem = if grant.part_size < request.part_size {
+        format!("a part size of {} bytes, below the {} bytes requested", grant.part_size, request.part_size)
+    } else if grant.part_size > ferry_api::MAX_PART_SIZE {
+        format!("a part size of {} bytes, above the S3 limit of {} bytes", grant.part_size, ferry_api::MAX_PART_SIZE)
+    } else if grant.part_count > ferry_api::MAX_PART_COUNT {
+        format!("{} parts, more than the S3 limit of {}", grant.part_count, ferry_api::MAX_PART_COUNT)
+    } else {
+        return Ok(());
+    };
+    Err(GrantError::UnexpectedResponse {
+        stage,
+        status: 201,
+        body: format!("upload {} has {problem}", grant.upload_id),
+        retry_after: None,
+    })
 }
 
 /// Checks a signed URL from the gateway with the same rule as every other

@@ -286,6 +286,52 @@ async fn download_larger_than_an_object_is_rejected() {
     );
 }
 
+/// Answers an upload grant request with one-byte parts.
+async fn grant_one_byte_parts(body: axum::Json<ferry_api::UploadGrantRequest>) -> Response {
+    let grant = ferry_api::UploadGrant {
+        upload_id: "upl-tiny".to_owned(),
+        part_size: 1,
+        part_count: u32::try_from(body.size).unwrap_or(u32::MAX),
+        size: body.size,
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+        correlation_id: "corr-hostile".to_owned(),
+    };
+    (StatusCode::CREATED, axum::Json(grant)).into_response()
+}
+
+#[tokio::test]
+async fn upload_grant_of_one_byte_parts_is_rejected() {
+    let app = Router::new().route("/grant/v1/uploads", post(grant_one_byte_parts));
+    let base = serve(app).await;
+    let tokens = Arc::new(StaticAccessToken(Secret::new("bearer-secret")));
+    let grants = GrantClient::new(
+        Url::parse(&format!("{base}/grant/v1")).unwrap(),
+        client(),
+        tokens,
+    );
+    let request = ferry_api::UploadGrantRequest {
+        file_name: "ct.zip".to_owned(),
+        size: 3_000_000_000,
+        media_type: "application/zip".to_owned(),
+        patient: "pat-001".to_owned(),
+        part_size: 16 * 1024 * 1024,
+        study: None,
+        patient_mismatch_confirmation: None,
+    };
+
+    let error = grants
+        .create_upload(&request)
+        .await
+        .expect_err("one-byte parts were accepted");
+
+    assert!(!error.is_retryable(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("a part size of 1 bytes, below the 16777216 bytes requested"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn part_urls_to_remote_plain_http_are_rejected() {
     let url =

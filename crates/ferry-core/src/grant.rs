@@ -35,7 +35,7 @@ use crate::secrets::Secret;
 /// Largest object a download grant may describe: 5 TiB, the largest
 /// object S3 stores and the gateway's upload limit. No real object is
 /// larger, and planning the ranges of a larger `size` can exhaust memory:
-/// 1 PiB in 256 KiB ranges asks for about 300 GB of range records.
+/// 1 PiB in 256 KiB ranges needs about 300 GB of range records.
 pub const MAX_DOWNLOAD_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 /// Maximum length of an unexpected response body kept in an error message.

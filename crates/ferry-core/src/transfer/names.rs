@@ -10,10 +10,14 @@ const MAX_KEPT_EXTENSION_BYTES: usize = 32;
 /// Name used when nothing of the server's name remains.
 const FALLBACK_NAME: &str = "download";
 
-/// Device names Windows reserves in every folder, with or without an extension.
+/// Device names Windows reserves in every folder, with or without an
+/// extension: those of the Win32 "Naming Files, Paths, and Namespaces"
+/// page, including the superscript-digit ports, plus the console names
+/// `CONIN$` and `CONOUT$` that `CreateFile` opens as devices.
 const WINDOWS_RESERVED: &[&str] = &[
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    "CON", "PRN", "AUX", "NUL", "COM0", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7",
+    "COM8", "COM9", "COM¹", "COM²", "COM³", "LPT0", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6",
+    "LPT7", "LPT8", "LPT9", "LPT¹", "LPT²", "LPT³", "CONIN$", "CONOUT$",
 ];
 
 /// Turns a name from the server into a plain file name. Directories and
@@ -112,6 +116,9 @@ mod tests {
             ("con.txt", "_con.txt"),
             ("Com1.zip", "_Com1.zip"),
             ("LPT9", "_LPT9"),
+            ("com¹.zip", "_com¹.zip"),
+            ("LPT0", "_LPT0"),
+            ("conout$.txt", "_conout$.txt"),
             ("console.txt", "console.txt"),
             ("trailing dots...", "trailing dots"),
             ("trailing spaces   ", "trailing spaces"),

@@ -141,8 +141,45 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
         }
     }
     let request = CompleteUploadRequest { parts: completed_parts, sha256 };
-    let completed = context.gateway(|| context.grants.complete(&upload_id, &request)).await?;
+    let completed = complete(&context, &upload_id, &request).await?;
     finish(&context, record, completed).await
+}
+
+/// Sends the completion and retries it like any grant API request, except
+/// after a transport error (reset, timeout), when the gateway may have
+/// completed the upload and only the response was lost. The retry then
+/// requests the upload's state first, which returns the receipt of a
+/// completed upload, and completes again only when the state shows no
+/// completion. A lost response shows as the HTTP client's idle timeout
+/// (`crate::http::HttpOptions::read_timeout`, 60 s by default), because the gateway
+/// sends no byte before the completion is done.
+async fn complete(
+    context: &TransferContext,
+    upload_id: &str,
+    request: &CompleteUploadRequest,
+) -> Result<CompletedUpload, TransferError> {
+    let response_lost = std::sync::atomic::AtomicBool::new(false);
+    let response_lost = &response_lost;
+    context
+        .gateway(|| async move {
+            if response_lost.load(Ordering::Relaxed) {
+                let state = context.grants.upload_state(upload_id).await?;
+                if let (UploadStatus::Completed, Some(completed)) = (state.status, state.completed) {
+                    tracing::info!(transfer = %context.id, %upload_id, "the completion's response was lost, but the gateway completed the upload");
+                    return Ok(completed);
+                }
+                response_lost.store(false, Ordering::Relaxed);
+            }
+
+            let result = context.grants.complete(upload_id, request).await;
+            if let Err(error) = &result
+                && error.status().is_none()
+            {
+                response_lost.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+        .await
 }
 
 /// Creates the upload at the gateway and records it with its parts.

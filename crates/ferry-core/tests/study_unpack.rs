@@ -284,3 +284,27 @@ fn link_in_destination_is_not_followed() {
     );
     assert!(!outside.join("IM1.dcm").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn destination_that_is_a_link_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let dest = dir.path().join("ct-study");
+    std::os::unix::fs::symlink(&outside, &dest).unwrap();
+    let archive = dir.path().join("ct-study.zip");
+    write_zip(&archive, &[("IM1.dcm", b"x"), ("series1/IM2.dcm", b"y")]);
+
+    let error = unpack(&archive, &dest).unwrap_err();
+
+    assert!(
+        matches!(&error, UnpackError::LinkInDestination { path } if *path == dest),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "a file was written through the link"
+    );
+}

@@ -11,7 +11,7 @@
 //! appears twice, and the declared sizes fit [`MAX_EXPANSION_RATIO`]. While
 //! writing, an entry that inflates beyond its declared size stops the
 //! unpack, and no file is written through a symbolic link in the
-//! destination folder.
+//! destination folder or at its name.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -347,7 +347,15 @@ fn remove_unpacked(target: &Path) {
     }
 }
 
+/// Creates the destination folder. A destination that is a symbolic link is
+/// rejected like a link below it, because a link planted at the folder's
+/// name would send every file of the archive elsewhere.
 fn create_dir(path: &Path) -> Result<(), UnpackError> {
+    if fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+        return Err(UnpackError::LinkInDestination {
+            path: path.to_owned(),
+        });
+    }
     fs::create_dir_all(path).map_err(|source| UnpackError::Write {
         path: path.to_owned(),
         source,

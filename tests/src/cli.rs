@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Returns the folder of the built binaries: the parent of the test
 /// executable's `deps` folder.
@@ -75,29 +75,20 @@ impl Sandbox {
     /// data in `data_dir`, signing every authorization request in as
     /// `auto_login` (`USER` or `USER:PATIENT`).
     pub fn start(data_dir: &Path, auto_login: &str) -> Sandbox {
-        let mut child = Command::new(binary("ferry-gateway"))
-            .args(["sandbox", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--auto-login", auto_login])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+        let mut child = sandbox_command("127.0.0.1:0", data_dir, auto_login)
             .spawn()
             .expect("ferry-gateway starts");
 
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = fhir_url_in_line(&line) {
-                    let _ = sender.send(url);
-                }
+        let lines = stdout_lines(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let fhir_url = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the sandbox gateway prints its FHIR URL within 60 s");
+            if let Some(url) = fhir_url_in_line(&line) {
+                break url;
             }
-        });
-        let fhir_url = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the sandbox gateway prints its FHIR URL within 60 s");
+        };
         Sandbox { child, fhir_url }
     }
 }
@@ -107,6 +98,35 @@ impl Drop for Sandbox {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds a `ferry-gateway sandbox` command listening on `listen` with its
+/// data in `data_dir`, signing every authorization request in as
+/// `auto_login`. Its stdout is piped, for [`stdout_lines`].
+pub fn sandbox_command(listen: &str, data_dir: &Path, auto_login: &str) -> Command {
+    let mut command = Command::new(binary("ferry-gateway"));
+    command
+        .args(["sandbox", "--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .args(["--auto-login", auto_login])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Passes each line that `child` prints on its piped stdout to the returned
+/// channel, from a thread of its own, until the stream ends.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = sender.send(line);
+        }
+    });
+    receiver
 }
 
 /// Finds an `http://…/fhir` URL in a line of the gateway's output.
@@ -150,20 +170,7 @@ impl SignedIn {
     pub fn start(auto_login: &str, kind: &str) -> SignedIn {
         let home = tempfile::tempdir().expect("a temporary folder");
         let sandbox = Sandbox::start(&home.path().join("gateway"), auto_login);
-
-        let suffix = home
-            .path()
-            .file_name()
-            .map(|name| name.to_string_lossy().to_lowercase())
-            .unwrap_or_default()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        let profile = format!("test-{}-{suffix}", std::process::id());
-        let added = run(ferry(home.path()).args(["profiles", "add", &profile, &sandbox.fhir_url]));
-        assert!(added.status.success(), "{}", describe(&added));
-        let login = run(ferry(home.path())
-            .args(["--profile", &profile, "login", "--as", kind])
-            .env("BROWSER", "curl -sfL -o /dev/null"));
-        assert!(login.status.success(), "{}", describe(&login));
+        let profile = add_signed_in_profile(home.path(), "test", &sandbox.fhir_url, kind);
 
         SignedIn {
             home,
@@ -178,6 +185,34 @@ impl SignedIn {
         command.args(["--profile", &self.profile]);
         command
     }
+}
+
+/// Adds a profile for the FHIR server at `fhir_url` in `home`, signs it in
+/// as `kind` with [`sign_in`], and returns its name. Credential store
+/// entries are named by profile, not by `FERRY_HOME`, so the name joins
+/// `prefix`, the process id and the name of `home` to keep parallel tests
+/// apart.
+pub fn add_signed_in_profile(home: &Path, prefix: &str, fhir_url: &str, kind: &str) -> String {
+    let suffix = home
+        .file_name()
+        .map(|name| name.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let profile = format!("{prefix}-{}-{suffix}", std::process::id());
+    let added = run(ferry(home).args(["profiles", "add", &profile, fhir_url]));
+    assert!(added.status.success(), "{}", describe(&added));
+    sign_in(home, &profile, kind);
+    profile
+}
+
+/// Signs in the profile `profile` of `home` as `kind` (`clinician` or
+/// `imaging-staff`) through the real login flow, with `curl` as the browser
+/// that follows the redirects to the loopback listener.
+pub fn sign_in(home: &Path, profile: &str, kind: &str) {
+    let login = run(ferry(home)
+        .args(["--profile", profile, "login", "--as", kind])
+        .env("BROWSER", "curl -sfL -o /dev/null"));
+    assert!(login.status.success(), "{}", describe(&login));
 }
 
 /// Parses NDJSON output and returns the events named `name`.

@@ -15,10 +15,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cli::{binary, describe, ferry, run};
+use crate::cli::{add_signed_in_profile, ferry, sandbox_command, stdout_lines};
 
 mod transfers;
 
@@ -736,26 +736,11 @@ struct Started {
 /// Starts `ferry-gateway sandbox` on `listen` and reads its URLs and store
 /// keys from stdout.
 fn start_gateway(data_dir: &Path, listen: SocketAddr) -> Started {
-    let mut child = Command::new(binary("ferry-gateway"))
-        .args(["sandbox", "--listen"])
-        .arg(listen.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--auto-login", "tech-okafor"])
+    let mut child = sandbox_command(&listen.to_string(), data_dir, "tech-okafor")
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("ferry-gateway starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = sender.send(line);
-        }
-    });
+    let receiver = stdout_lines(&mut child);
     let mut fhir_url = None;
     let mut store = StoreAccess::default();
     while fhir_url.is_none() || store.secret_access_key.is_empty() {
@@ -849,16 +834,7 @@ impl FaultSandbox {
         } = start_gateway(&data_dir, gateway_address);
         store.endpoint = format!("http://{store_address}");
 
-        let suffix = home
-            .path()
-            .file_name()
-            .map(|name| name.to_string_lossy().to_lowercase())
-            .unwrap_or_default()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        let profile = format!("fault-{}-{suffix}", std::process::id());
-        let added = run(ferry(home.path()).args(["profiles", "add", &profile, &fhir_url]));
-        assert!(added.status.success(), "{}", describe(&added));
-        sign_in_as_imaging_staff(home.path(), &profile);
+        let profile = add_signed_in_profile(home.path(), "fault", &fhir_url, "imaging-staff");
 
         let grant_proxy = grant_proxy.then(|| {
             let proxy = FaultProxy::start(gateway_address);

@@ -165,11 +165,7 @@ fn killed_downloads_resume_without_partial_files() {
         }
     }
     assert_eq!(corrupted, 0, "every download matches the source");
-    let records = env.transfers();
-    assert!(
-        records.iter().all(|record| record.state == "completed"),
-        "unfinished transfers: {records:?}"
-    );
+    env.check_transfers_completed();
 
     let transfers = count + 1;
     let fetched = env.proxy.downstream_bytes() - before;

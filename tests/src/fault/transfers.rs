@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::cli::{describe, events, ferry, run, sha256_file, write_pattern_file};
+use crate::cli::{describe, events, run, sha256_file, sign_in, write_pattern_file};
 
 use super::{FaultSandbox, Figures, has_aws_cli, long_tests, partial_files};
 
@@ -101,6 +101,17 @@ impl FaultSandbox {
             .collect()
     }
 
+    /// Asserts that every transfer in the journal is completed, and returns
+    /// their states.
+    pub fn check_transfers_completed(&self) -> Vec<String> {
+        let states = self.transfer_states();
+        assert!(
+            states.iter().all(|state| state == "completed"),
+            "unfinished transfers: {states:?}"
+        );
+        states
+    }
+
     /// Runs `ferry --json resume`, asserts that it succeeded and returns its
     /// output.
     pub fn resume(&self) -> Output {
@@ -112,7 +123,7 @@ impl FaultSandbox {
     /// Signs the profile in again as imaging staff, through the gateway's
     /// real login flow with curl as the browser that follows the redirects.
     pub fn sign_in(&self) {
-        sign_in_as_imaging_staff(self.home.path(), &self.profile);
+        sign_in(self.home.path(), &self.profile, "imaging-staff");
     }
 
     /// Returns the body bytes of `UploadPart` requests that reached the
@@ -120,15 +131,6 @@ impl FaultSandbox {
     pub fn resent_part_bytes(&self, moved: u64) -> u64 {
         self.proxy.upload_part_bytes().saturating_sub(moved)
     }
-}
-
-/// Runs `ferry login --as imaging-staff` for `profile` in `home`, with curl
-/// as the browser, and asserts that it succeeded.
-pub(super) fn sign_in_as_imaging_staff(home: &Path, profile: &str) {
-    let login = run(ferry(home)
-        .args(["--profile", profile, "login", "--as", "imaging-staff"])
-        .env("BROWSER", "curl -sfL -o /dev/null"));
-    assert!(login.status.success(), "{}", describe(&login));
 }
 
 /// Starts `command` with its stdout and stderr piped.

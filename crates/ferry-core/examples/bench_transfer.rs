@@ -9,7 +9,9 @@
 //!
 //! Sign-in goes through the sandbox's `--auto-login` with a credential
 //! store in memory, so nothing is written outside `JOURNAL`. Transfers
-//! use the engine's default settings.
+//! use the engine's default settings. `RUST_LOG` (for example
+//! `ferry_core=debug`) turns on logs to standard error, among them the
+//! elapsed time of each phase of a download.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,6 +36,12 @@ fn usage() -> ! {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["upload", fhir, file, journal] => {

@@ -9,7 +9,6 @@
 //! without an `Authorization` header.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,19 +17,17 @@ use bytes::BytesMut;
 use ferry_api::DownloadGrant;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::names::{numbered_name, safe_file_name, temp_path_for};
+use super::range_digest::{RangeDigest, RangeDigestError};
 use super::retry::{Activity, with_idle_timeout};
 use super::wire::{parse_content_range, read_error_body};
 use super::{ExistingFile, TransferContext, TransferError, TransferOutcome, is_expired_url_body, s3_error_summary};
 use crate::grant::parse_retry_after;
 use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
 
-/// Read buffer of the verification pass.
-const VERIFY_BUFFER: usize = 1024 * 1024;
 /// Bytes of a range gathered before one positional write to the temporary file.
 const WRITE_BUFFER: usize = 1024 * 1024;
 /// Numbered names tried before a download fails with the destination taken.
@@ -77,25 +74,37 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
     file.set_len(size).map_err(io_error("sizing the temporary file", &temp))?;
     let file = Arc::new(file);
 
-    let ranges: Vec<PartRecord> = context
-        .journal
-        .parts(&context.id)?
+    // Ranges confirmed by an earlier run are hashed too, from the bytes
+    // already in the temporary file.
+    let ranges = context.journal.parts(&context.id)?;
+    let digest = RangeDigest::start(file.clone(), &ranges);
+    let ranges: Vec<PartRecord> = ranges
         .into_iter()
         .filter(|range| {
             if range.state == PartState::Confirmed {
                 context.add_bytes(range.size);
+                digest.complete(range.part_number);
                 false
             } else {
                 true
             }
         })
         .collect();
-    fetch_ranges(&context, &record, grant, file.clone(), ranges).await?;
+    let started = std::time::Instant::now();
+    fetch_ranges(&context, &record, grant, file.clone(), ranges, &digest).await?;
+    let fetched = started.elapsed();
 
     context.set_state(TransferState::Verifying)?;
-    verify(&context, &record, &temp).await?;
+    let actual = digest.finish().await.map_err(|error| match error {
+        RangeDigestError::Read { source, .. } => io_error("verifying", &temp)(source),
+        other => TransferError::Task(other.to_string()),
+    })?;
+    let actual_size = file.metadata().map_err(io_error("verifying", &temp))?.len();
+    verify(&context, &record, &temp, actual_size, &actual.sha256)?;
+    let verified = started.elapsed();
     file.sync_all().map_err(io_error("flushing the temporary file", &temp))?;
     drop(file);
+    let synced = started.elapsed();
 
     let destination = record.destination_path.clone().unwrap_or_default();
     let policy = ExistingFile::parse(record.existing_file.as_deref());
@@ -106,6 +115,14 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
     record.error = None;
     context.journal.update(&record)?;
     context.set_state(TransferState::Completed)?;
+    tracing::debug!(
+        transfer = %context.id,
+        fetched_ms = fetched.as_millis() as u64,
+        verified_ms = verified.as_millis() as u64,
+        synced_ms = synced.as_millis() as u64,
+        placed_ms = started.elapsed().as_millis() as u64,
+        "download phases, elapsed since the first range request"
+    );
     tracing::info!(transfer = %context.id, %document_id, path = %placed.display(), "download completed and verified");
     Ok(TransferOutcome::Downloaded { path: placed, size, sha256: record.sha256.unwrap_or_default() })
 }
@@ -206,12 +223,15 @@ impl SharedGrant {
     }
 }
 
+/// Fetches `ranges`, several in flight, and reports each confirmed range to
+/// `digest`.
 async fn fetch_ranges(
     context: &Arc<TransferContext>,
     record: &TransferRecord,
     grant: DownloadGrant,
     file: Arc<File>,
     ranges: Vec<PartRecord>,
+    digest: &RangeDigest,
 ) -> Result<(), TransferError> {
     let shared = Arc::new(SharedGrant { current: tokio::sync::Mutex::new((0, grant)) });
     let etag = Arc::new(Mutex::new(record.object_etag.clone()));
@@ -227,10 +247,13 @@ async fn fetch_ranges(
         }
         let Some(joined) = tasks.join_next().await else { break };
         let result = joined.map_err(|error| TransferError::Task(error.to_string())).and_then(|result| result);
-        if let Err(error) = result {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            return Err(error);
+        match result {
+            Ok(part_number) => digest.complete(part_number),
+            Err(error) => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                return Err(error);
+            }
         }
     }
     if context.control() != super::Control::Run {
@@ -246,13 +269,15 @@ enum GetFailure {
     Fatal(TransferError),
 }
 
+/// Fetches one range until it is written and confirmed, and returns its
+/// part number.
 async fn fetch_range(
     context: Arc<TransferContext>,
     shared: Arc<SharedGrant>,
     etag: Arc<Mutex<Option<String>>>,
     file: Arc<File>,
     range: PartRecord,
-) -> Result<(), TransferError> {
+) -> Result<u32, TransferError> {
     context.journal.set_part(&context.id, range.part_number, PartState::Sent, None, None)?;
     let mut attempt = 0;
 
@@ -279,7 +304,7 @@ async fn fetch_range(
             Ok(()) => {
                 context.journal.set_part(&context.id, range.part_number, PartState::Confirmed, None, None)?;
                 context.network_ok()?;
-                return Ok(());
+                return Ok(range.part_number);
             }
             Err(failure) => failure,
         };
@@ -508,30 +533,16 @@ fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Resu
     Ok(())
 }
 
-/// Hashes the temporary file in one sequential read and compares size and
-/// SHA-256 with the grant. On a mismatch the temporary file is deleted and
-/// every range is set back to pending.
-async fn verify(context: &TransferContext, record: &TransferRecord, temp: &Path) -> Result<(), TransferError> {
-    let path = temp.to_owned();
-    let (actual_size, actual_sha256) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-        let mut file = File::open(&path)?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0; VERIFY_BUFFER];
-        let mut size = 0;
-        loop {
-            let read = file.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-            size += read as u64;
-        }
-        Ok((size, hex::encode(hasher.finalize())))
-    })
-    .await
-    .map_err(|error| TransferError::Task(error.to_string()))?
-    .map_err(io_error("verifying", temp))?;
-
+/// Compares the temporary file's size and SHA-256 with the grant. On a
+/// mismatch the temporary file is deleted and every range is set back to
+/// pending.
+fn verify(
+    context: &TransferContext,
+    record: &TransferRecord,
+    temp: &Path,
+    actual_size: u64,
+    actual_sha256: &str,
+) -> Result<(), TransferError> {
     let expected_size = record.size.unwrap_or(0);
     let expected_sha256 = record.sha256.clone().unwrap_or_default();
     if actual_size == expected_size && actual_sha256.eq_ignore_ascii_case(&expected_sha256) {
@@ -547,7 +558,7 @@ async fn verify(context: &TransferContext, record: &TransferRecord, temp: &Path)
         expected_size,
         expected_sha256,
         actual_size,
-        actual_sha256,
+        actual_sha256: actual_sha256.to_owned(),
     })
 }
 

@@ -16,6 +16,7 @@ mod download;
 mod engine;
 mod names;
 mod progress;
+mod range_digest;
 mod rate;
 mod retry;
 mod upload;

@@ -193,18 +193,31 @@ impl Default for HttpOptions {
 /// module. Callers still check each URL with [`require_secure`] before
 /// sending anything to it.
 pub fn build_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> {
+    let builder = base_builder(options)?.read_timeout(options.read_timeout);
+    builder.build().map_err(HttpError::Build)
+}
+
+/// Builds the client for requests to the object store, with the TLS, proxy
+/// and redirect rules of [`build_client`] but without its read timeout:
+/// the transfer engine applies its own idle timeout, which also counts the
+/// bytes a part upload sends while the store has nothing to answer yet.
+/// So a loopback store is reached directly even when `HTTP_PROXY` is set,
+/// and a signed URL never reaches a proxy in plain text.
+pub fn build_store_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> {
+    base_builder(options)?.build().map_err(HttpError::Build)
+}
+
+fn base_builder(options: &HttpOptions) -> Result<reqwest::ClientBuilder, HttpError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(options.connect_timeout)
-        .read_timeout(options.read_timeout);
+        .connect_timeout(options.connect_timeout);
 
     builder = options.proxies.apply(builder)?;
     if !options.extra_roots.is_empty() {
         builder = builder.tls_certs_merge(options.extra_roots.iter().cloned());
     }
-
-    builder.build().map_err(HttpError::Build)
+    Ok(builder)
 }
 
 /// Checks that `url` is `https://`, or `http://` to a loopback host

@@ -492,6 +492,115 @@ async fn same_name_downloads_into_one_folder_both_complete() {
     );
 }
 
+/// Downloads `FERRY_TEST_DOCUMENT` from the grant API at
+/// `FERRY_TEST_GRANT_API` into `FERRY_TEST_FOLDER` with the engine's
+/// default store client. It runs in a child process that
+/// [`loopback_store_is_reached_without_proxy`] starts with `HTTP_PROXY` set,
+/// and returns at once in a normal run.
+#[tokio::test]
+async fn child_downloads_with_default_store_client() {
+    let Ok(grant_api) = std::env::var("FERRY_TEST_GRANT_API") else {
+        return;
+    };
+    let document = std::env::var("FERRY_TEST_DOCUMENT").unwrap();
+    let folder = std::env::var("FERRY_TEST_FOLDER").unwrap();
+    let tokens = Arc::new(StaticAccessToken(Secret::new("bearer-secret")));
+    let grants = GrantClient::new(Url::parse(&grant_api).unwrap(), client(), tokens);
+    let home = tempfile::tempdir().unwrap();
+    let engine = Engine::new(home.path().join("journal.sqlite"), grants, engine_options()).unwrap();
+
+    let handle = engine
+        .download(&document, &folder, DownloadOptions::default())
+        .await
+        .unwrap();
+    let outcome = handle.wait().await;
+
+    assert!(
+        matches!(outcome, Ok(TransferOutcome::Downloaded { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn loopback_store_is_reached_without_proxy() {
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_address = proxy.local_addr().unwrap();
+    let proxy_connections = Arc::new(AtomicU64::new(0));
+    let counter = proxy_connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = proxy.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let response =
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, response).await;
+        }
+    });
+    let bytes = content(4, 300 * 1024);
+    let objects = Arc::new(HashMap::from([("direct".to_owned(), bytes.clone())]));
+    let store = serve(
+        Router::new()
+            .route("/bucket/{name}", get(serve_range))
+            .with_state(objects),
+    )
+    .await;
+    let document = Document {
+        file_name: "direct.zip".to_owned(),
+        bytes: bytes.clone(),
+        url: format!("{store}/bucket/direct?X-Amz-Signature=s"),
+        granted_id: None,
+        granted_size: None,
+    };
+    let gateway = Gateway {
+        documents: Arc::new(HashMap::from([("doc-direct".to_owned(), document)])),
+    };
+    let grant_api = serve(
+        Router::new()
+            .route("/grant/v1/downloads", post(grant_download))
+            .with_state(gateway),
+    )
+    .await;
+    let folder = tempfile::tempdir().unwrap();
+
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "child_downloads_with_default_store_client",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("FERRY_TEST_GRANT_API", format!("{grant_api}/grant/v1"))
+        .env("FERRY_TEST_DOCUMENT", "doc-direct")
+        .env("FERRY_TEST_FOLDER", folder.path())
+        .env("HTTP_PROXY", format!("http://{proxy_address}"))
+        .env("HTTPS_PROXY", format!("http://{proxy_address}"))
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "child did not run:\n{stdout}");
+    assert_eq!(
+        proxy_connections.load(Ordering::Relaxed),
+        0,
+        "a loopback store request went through the proxy"
+    );
+    assert_eq!(
+        std::fs::read(folder.path().join("direct.zip")).unwrap(),
+        *bytes
+    );
+}
+
 /// Serves every range request with a complete `206` response that carries
 /// only the first half of the requested bytes, so the response is well
 /// formed and no connection fails.

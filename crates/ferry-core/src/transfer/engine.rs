@@ -18,6 +18,7 @@ use super::{
     guess_media_type, upload,
 };
 use crate::grant::{GrantClient, GrantError};
+use crate::http::{HttpOptions, build_store_client};
 use crate::journal::{Claimant, Direction, Journal, TransferRecord, TransferState};
 
 /// How a transfer ended, shared by every handle of it.
@@ -108,14 +109,15 @@ impl Engine {
         let journal = Arc::new(Journal::open(journal_path)?);
         let store = match &options.store_client {
             Some(client) => client.clone(),
-            // Redirects are not followed: a store that answers with one to
-            // another host must not receive a part's bytes or a range
-            // request from Ferry, which only trusts the URL the gateway signed.
-            None => reqwest::Client::builder()
-                .connect_timeout(options.connect_timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|error| TransferError::Task(format!("building the store's HTTP client failed: {error}")))?,
+            // The store client follows no redirect, because a store that
+            // answers with one to another host must not receive a part's
+            // bytes. It reaches loopback stores without a proxy and others
+            // through the environment's proxy, as every Ferry client does.
+            None => {
+                let http = HttpOptions { connect_timeout: options.connect_timeout, ..HttpOptions::default() };
+                build_store_client(&http)
+                    .map_err(|error| TransferError::Task(format!("building the store's HTTP client failed: {error}")))?
+            }
         };
         Ok(Self {
             inner: Arc::new(EngineInner {

@@ -82,8 +82,9 @@ pub struct EngineOptions {
     /// every transfer of the engine; 0 means no cap.
     pub rate_limit: u64,
     /// Client for requests to the store, for example one configured for a
-    /// proxy or a private CA. It must not add an `Authorization` header.
-    /// `None` builds a plain client.
+    /// proxy or a private CA. It must not add an `Authorization` header
+    /// and should not follow redirects. `None` builds one with
+    /// [`crate::http::build_store_client`] and the environment's proxies.
     pub store_client: Option<reqwest::Client>,
 }
 

@@ -690,6 +690,14 @@ async fn finish_completion(
     match complete_upload(service, claims, &upload, &request).await {
         Ok(completion) => Ok(completion),
         Err(error) => {
+            // Another gateway over this database may have completed the
+            // upload since it was read above. The store then conflicts with
+            // this completion: s3s-fs, for one, lists no parts any more.
+            if error.status == StatusCode::CONFLICT
+                && let Ok(recorded) = completion_recorded_first(service, claims, &upload, &request)
+            {
+                return Ok(recorded);
+            }
             if error.status == StatusCode::CONFLICT {
                 let mut record = service.record_for(
                     claims,
@@ -890,8 +898,11 @@ async fn complete_upload(
         author: &claims.fhir_user,
         completed_at,
     };
-    // NOTE: a completion that fails after this point and is retried may
-    // register a second DocumentReference with registries that assign ids.
+    // The serve-mode registry derives the document id from the upload id
+    // and keeps an existing row, so gateways over one database that both
+    // reach this point register one DocumentReference.
+    // NOTE: the sandbox registry assigns ids, so a completion that fails
+    // after this call and is retried registers a second DocumentReference.
     let document_id = service
         .documents
         .create(&document)
@@ -915,10 +926,7 @@ async fn complete_upload(
         receipt: SignedReceipt { receipt, jws },
     };
     if !service.repository.complete(&upload.id, &completion)? {
-        return Err(GrantError::conflict(format!(
-            "upload '{}' changed state during completion; fetch its state and retry",
-            upload.id
-        )));
+        return completion_recorded_first(service, claims, upload, request);
     }
 
     let mut record = service.record_for(
@@ -934,6 +942,30 @@ async fn complete_upload(
     service.audit.record(&record)?;
     tracing::info!(upload_id = %upload.id, document_id, correlation_id = %upload.correlation_id, "upload completed");
     Ok(completion)
+}
+
+/// Returns the completion that another gateway over the same database
+/// recorded while this one completed the same upload, when it is for the
+/// same whole-file SHA-256. Its document id is this completion's too,
+/// because the serve-mode registry derives ids from the upload id.
+fn completion_recorded_first(
+    service: &Arc<GrantService>,
+    claims: &AccessClaims,
+    upload: &UploadRecord,
+    request: &CompleteUploadRequest,
+) -> Result<CompletedUpload, GrantError> {
+    let current = load_upload(service, claims, &upload.id)?;
+    match current.completion {
+        Some(recorded) if recorded.receipt.receipt.sha256 == request.sha256 => {
+            tracing::info!(upload_id = %upload.id, document_id = %recorded.document_id, correlation_id = %upload.correlation_id, "another gateway recorded this upload's completion first; returning its receipt");
+            Ok(recorded)
+        }
+        _ => Err(GrantError::conflict(format!(
+            "upload '{}' changed state during completion; fetch its state and retry",
+            upload.id
+        ))
+        .with_correlation(&upload.correlation_id)),
+    }
 }
 
 /// Checks the client's part list against the store's: same numbers, ETags,

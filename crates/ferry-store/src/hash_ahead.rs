@@ -33,14 +33,14 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use rusqlite::{OptionalExtension as _, params};
 use sha2::{Digest as _, Sha256};
 use tracing::{debug, warn};
 
 use crate::multipart::PartInfo;
-use crate::store::{IO_BUFFER_SIZE, Store};
+use crate::store::{IO_BUFFER_SIZE, Inner, Store};
 
 /// Maximum number of uploads with a running SHA-256. Uploads beyond it are
 /// hashed in full at completion.
@@ -263,69 +263,9 @@ impl Store {
             }
             state.advancing = true;
         }
-        let store = self.clone();
+        let store = Arc::downgrade(&self.inner);
         let upload_id = upload_id.to_owned();
-        runtime.spawn_blocking(move || store.advance(&upload_id, &tracked));
-    }
-
-    /// Hashes stored parts k + 1, k + 2, ... into the run until the next part
-    /// is missing or the state is closed.
-    fn advance(&self, upload_id: &str, tracked: &Tracked) {
-        loop {
-            let (next, mut sha256) = {
-                let mut state = lock(&tracked.state);
-                if state.closed {
-                    state.advancing = false;
-                    tracked.changed.notify_all();
-                    return;
-                }
-                (state.parts.len() as u32 + 1, state.sha256.clone())
-            };
-
-            let step = self.next_part(upload_id, next).and_then(|(part, file)| {
-                let hashed = HashedPart::of(&part)?;
-                let path = self.data_path(&file);
-                match hash_file(&path, &mut sha256) {
-                    Ok(size) if size == part.size => Some(hashed),
-                    Ok(size) => {
-                        warn!(
-                            upload_id,
-                            part_number = next,
-                            size,
-                            expected = part.size,
-                            "part data file has another size than its record; not hashing ahead"
-                        );
-                        None
-                    }
-                    // The part was replaced and its file deleted since the lookup.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(err) => {
-                        warn!(upload_id, part_number = next, path = %path.display(), error = %err,
-                            "failed to read a part to hash ahead");
-                        None
-                    }
-                }
-            });
-
-            let mut state = lock(&tracked.state);
-            match step {
-                Some(hashed) if !state.closed => {
-                    state.sha256 = sha256;
-                    state.size += hashed.size;
-                    state.parts.push(hashed);
-                    tracked.changed.notify_all();
-                }
-                _ => {
-                    state.advancing = false;
-                    tracked.changed.notify_all();
-                    if !state.closed && step.is_none() {
-                        drop(state);
-                        self.forget_if_gone(upload_id);
-                    }
-                    return;
-                }
-            }
-        }
+        runtime.spawn_blocking(move || advance(&store, &upload_id, &tracked));
     }
 
     /// Returns the stored part `part_number` of an upload with its data file.
@@ -366,14 +306,93 @@ impl Store {
     }
 }
 
-/// Feeds a file's bytes into `sha256` and returns their count.
-pub(crate) fn hash_file(path: &Path, sha256: &mut Sha256) -> std::io::Result<u64> {
+/// Hashes stored parts k + 1, k + 2, ... into the run until the next part
+/// is missing, the state is closed or every handle of the store is dropped.
+///
+/// The task holds the store only while it looks a part up, and it checks
+/// between buffers whether to stop, because a tokio runtime that shuts down
+/// waits for its blocking tasks to return.
+fn advance(store: &Weak<Inner>, upload_id: &str, tracked: &Tracked) {
+    loop {
+        let (next, mut sha256) = {
+            let mut state = lock(&tracked.state);
+            if state.closed {
+                state.advancing = false;
+                tracked.changed.notify_all();
+                return;
+            }
+            (state.parts.len() as u32 + 1, state.sha256.clone())
+        };
+
+        let found = store.upgrade().and_then(|inner| {
+            let store = Store { inner };
+            let (part, file) = store.next_part(upload_id, next)?;
+            Some((part, store.data_path(&file)))
+        });
+        let stop = || store.strong_count() == 0 || lock(&tracked.state).closed;
+        let step = found.and_then(|(part, path)| {
+            let hashed = HashedPart::of(&part)?;
+            match hash_file(&path, &mut sha256, stop) {
+                Ok(Some(size)) if size == part.size => Some(hashed),
+                Ok(Some(size)) => {
+                    warn!(
+                        upload_id,
+                        part_number = next,
+                        size,
+                        expected = part.size,
+                        "part data file has another size than its record; not hashing ahead"
+                    );
+                    None
+                }
+                Ok(None) => None,
+                // The part was replaced and its file deleted since the lookup.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(err) => {
+                    warn!(upload_id, part_number = next, path = %path.display(), error = %err,
+                        "failed to read a part to hash ahead");
+                    None
+                }
+            }
+        });
+
+        let mut state = lock(&tracked.state);
+        match step {
+            Some(hashed) if !state.closed => {
+                state.sha256 = sha256;
+                state.size += hashed.size;
+                state.parts.push(hashed);
+                tracked.changed.notify_all();
+            }
+            _ => {
+                state.advancing = false;
+                tracked.changed.notify_all();
+                let closed = state.closed;
+                drop(state);
+                if !closed && let Some(inner) = store.upgrade() {
+                    Store { inner }.forget_if_gone(upload_id);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Feeds a file's bytes into `sha256` and returns their count, or `None`
+/// when `stop` returned true before the file ended.
+fn hash_file(
+    path: &Path,
+    sha256: &mut Sha256,
+    stop: impl Fn() -> bool,
+) -> std::io::Result<Option<u64>> {
     let mut file = std::fs::File::open(path)?;
     let mut buffer = vec![0u8; IO_BUFFER_SIZE];
     let mut total = 0u64;
     loop {
+        if stop() {
+            return Ok(None);
+        }
         let read = match file.read(&mut buffer) {
-            Ok(0) => return Ok(total),
+            Ok(0) => return Ok(Some(total)),
             Ok(read) => read,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),

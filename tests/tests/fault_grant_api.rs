@@ -6,69 +6,16 @@
 //! sends another request. Each test uploads through the real
 //! CLI, checks the object in the store and downloads it back.
 
-use std::process::Output;
-
-use ferry_tests::cli::{describe, events, run, sha256_file, write_pattern_file};
+use ferry_tests::cli::{describe, run, write_pattern_file};
 use ferry_tests::fault::{
-    Action, FaultSandbox, Figures, RequestKind, Rule, SandboxSettings, print_figures,
-    skip_without_credential_store,
+    Action, FaultSandbox, Figures, MIB, RequestKind, Rule, SandboxSettings, check_round_trip,
+    http_date_in, print_figures, skip_without_credential_store,
 };
-
-const MIB: u64 = 1024 * 1024;
-
-fn upload(env: &FaultSandbox, path: &std::path::Path) -> Output {
-    run(env
-        .ferry()
-        .args([
-            "--json",
-            "upload",
-            "--patient",
-            "pat-001",
-            "--part-size",
-            "5",
-            "--parallel",
-            "2",
-        ])
-        .arg(path))
-}
-
-/// Checks the upload's result, the object in the store and a download
-/// back; returns the document id.
-fn check_round_trip(env: &FaultSandbox, source: &std::path::Path, upload: &Output) -> String {
-    assert!(upload.status.success(), "{}", describe(upload));
-    let uploaded = events(&upload.stdout, "uploaded");
-    assert_eq!(uploaded.len(), 1, "{}", describe(upload));
-    assert_eq!(uploaded[0]["sha256"], sha256_file(source));
-    let document_id = uploaded[0]["document_id"].as_str().unwrap().to_owned();
-
-    let size = std::fs::metadata(source).unwrap().len();
-    if let Some(objects) = env.objects() {
-        assert_eq!(objects.len(), 1, "one object in the store: {objects:?}");
-        assert_eq!(objects[0].1, size, "the object has the file's size");
-    }
-
-    let folder = env.home.path().join("back");
-    let download = run(env
-        .ferry()
-        .args(["--json", "download", &document_id, "--overwrite", "--to"])
-        .arg(&folder));
-    assert!(download.status.success(), "{}", describe(&download));
-    let name = source.file_name().unwrap();
-    assert_eq!(sha256_file(&folder.join(name)), sha256_file(source));
-    document_id
-}
 
 fn grant_proxy(env: &FaultSandbox) -> &ferry_tests::fault::FaultProxy {
     env.grant_proxy
         .as_ref()
         .expect("started with a grant proxy")
-}
-
-/// Formats the time `seconds` from now as an HTTP date (RFC 9110
-/// IMF-fixdate).
-fn http_date_in(seconds: i64) -> String {
-    let time = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
-    time.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
 fn respond(status: u16, retry_after: Option<String>) -> Action {
@@ -140,7 +87,7 @@ fn grant_api_resets_and_error_bursts_are_retried() {
         action: Action::ResetAfter(0),
     });
 
-    let output = upload(&env, &source);
+    let output = run(&mut env.upload_command(&source, 2));
     check_round_trip(&env, &source, &output);
 
     let seen = proxy.seen();
@@ -158,11 +105,7 @@ fn grant_api_resets_and_error_bursts_are_retried() {
         "grant-api-reset-503-429",
         &Figures {
             runs: faulted as u64,
-            transfers: 2,
-            bytes_moved: 2 * size,
-            bytes_resent: env.proxy.upload_part_bytes().saturating_sub(size),
-            lost: 0,
-            corrupted: 0,
+            ..Figures::round_trip(&env, size)
         },
     );
 }
@@ -185,7 +128,7 @@ fn lost_completion_response_records_the_upload_once() {
     });
 
     let started = std::time::Instant::now();
-    let output = upload(&env, &source);
+    let output = run(&mut env.upload_command(&source, 2));
     eprintln!("the upload took {:?}", started.elapsed());
     check_round_trip(&env, &source, &output);
 
@@ -232,13 +175,6 @@ fn lost_completion_response_records_the_upload_once() {
     );
     print_figures(
         "grant-api-lost-completion",
-        &Figures {
-            runs: 1,
-            transfers: 2,
-            bytes_moved: 2 * size,
-            bytes_resent: env.proxy.upload_part_bytes().saturating_sub(size),
-            lost: 0,
-            corrupted: 0,
-        },
+        &Figures::round_trip(&env, size),
     );
 }

@@ -630,13 +630,15 @@ async fn cleanup_aborts_only_expired_uploads() {
     let s3 = store().start().await;
     let old = s3.create_upload("old.bin").await;
     s3.upload_part("old.bin", &old, 1, b"old part").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The uploads' ages differ by 600 ms, so that the fresh one stays under
+    // the 300 ms limit on a busy machine, where a request can take tens of ms.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let fresh = s3.create_upload("fresh.bin").await;
 
     let aborted = s3
         .handle
         .store()
-        .abort_expired_uploads(Duration::from_millis(25))
+        .abort_expired_uploads(Duration::from_millis(300))
         .unwrap();
 
     assert_eq!(aborted.len(), 1);

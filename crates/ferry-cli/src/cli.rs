@@ -2,6 +2,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -13,7 +14,9 @@ Exit codes:
   2    usage error (an invalid argument or a missing file)
   3    sign-in required (run `ferry login`)
   4    transfer or verification failed (a checksum, a receipt or the log did not verify)
-  5    interrupted and resumable (for example the network went away); run `ferry resume`
+  5    interrupted and resumable (for example the network stayed away past
+         --offline-timeout, or the server kept failing); run `ferry resume`,
+         or `ferry transfers resume ID` for a transfer listed as failed
   6    upload blocked because the study names another patient
          (check the study, or pass --confirm-patient-mismatch REASON)
   7    not found: a document, patient or upload id does not exist or is not
@@ -82,6 +85,8 @@ pub enum Command {
     Resume {
         #[command(flatten)]
         rate: RateArgs,
+        #[command(flatten)]
+        offline: OfflineArgs,
     },
     /// Scan a DICOM folder or zip archive and check its patient, without uploading.
     Scan(ScanArgs),
@@ -152,6 +157,20 @@ pub struct UploadArgs {
 
     #[command(flatten)]
     pub rate: RateArgs,
+
+    #[command(flatten)]
+    pub offline: OfflineArgs,
+}
+
+/// How long one command's transfers wait for a network that went away.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OfflineArgs {
+    /// Pause the transfers and exit with code 5 once the gateway or the
+    /// store has been unreachable for this long: a whole number with the
+    /// unit s, m or h (90s, 10m, 1h). Without it, transfers wait and
+    /// continue by themselves until Ctrl-C pauses them.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub offline_timeout: Option<Duration>,
 }
 
 /// The bandwidth cap of one command's transfers.
@@ -186,18 +205,40 @@ pub struct DownloadArgs {
 
     #[command(flatten)]
     pub rate: RateArgs,
+
+    #[command(flatten)]
+    pub offline: OfflineArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TransfersAction {
     /// List the transfers in the journal (the default action).
     List,
-    /// Pause a running or queued transfer.
-    Pause { id: String },
-    /// Resume a paused or interrupted transfer and wait for it to finish.
-    Resume { id: String },
-    /// Cancel a transfer; an upload is aborted at the gateway.
-    Cancel { id: String },
+    /// Mark a queued or interrupted transfer as paused, so that `ferry
+    /// resume` leaves it until it is resumed by id. A transfer that another
+    /// `ferry` process is running is paused with Ctrl-C in that process.
+    Pause {
+        /// Transfer id from `ferry transfers`.
+        #[arg(value_name = "TRANSFER_ID")]
+        id: String,
+    },
+    /// Resume a paused, interrupted or failed transfer and wait for it to finish.
+    Resume {
+        /// Transfer id from `ferry transfers`.
+        #[arg(value_name = "TRANSFER_ID")]
+        id: String,
+        #[command(flatten)]
+        rate: RateArgs,
+        #[command(flatten)]
+        offline: OfflineArgs,
+    },
+    /// Cancel a transfer that no other `ferry` process is running; an
+    /// upload is aborted at the gateway.
+    Cancel {
+        /// Transfer id from `ferry transfers`.
+        #[arg(value_name = "TRANSFER_ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +326,28 @@ fn parse_rate(text: &str) -> Result<u64, String> {
     value
         .checked_mul(multiplier)
         .ok_or_else(|| format!("'{text}' is too large a rate; give at most 16000000G"))
+}
+
+/// Parses a duration such as `90s`, `10m` or `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || {
+        format!("'{text}' is not a duration; give a whole number with the unit s, m or h, e.g. 10m")
+    };
+    let trimmed = text.trim();
+    let (digits, seconds_per_unit) = match trimmed.char_indices().last() {
+        Some((at, 's' | 'S')) => (&trimmed[..at], 1),
+        Some((at, 'm' | 'M')) => (&trimmed[..at], 60),
+        Some((at, 'h' | 'H')) => (&trimmed[..at], 3600),
+        _ => return Err(invalid()),
+    };
+    let value: u64 = digits.parse().map_err(|_| invalid())?;
+    if value == 0 {
+        return Err(format!("'{text}' is zero; give at least 1s"));
+    }
+    value
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(invalid)
 }
 
 fn parse_parallel(text: &str) -> Result<NonZeroUsize, String> {
@@ -382,7 +445,7 @@ mod tests {
         };
         assert_eq!(download.rate.limit_rate, Some(1024));
 
-        let Command::Resume { rate } =
+        let Command::Resume { rate, .. } =
             Cli::try_parse_from(["ferry", "resume", "--limit-rate", "5M"])
                 .unwrap()
                 .command
@@ -390,6 +453,40 @@ mod tests {
             panic!("expected resume");
         };
         assert_eq!(rate.limit_rate, Some(5 * 1024 * 1024));
+    }
+
+    #[test]
+    fn offline_timeout_takes_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for text in ["", "10", "0s", "1.5m", "m", "-1s", "10 days"] {
+            assert!(parse_duration(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn transfers_resume_takes_limit_rate_and_offline_timeout() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "transfers",
+            "resume",
+            "t-1",
+            "--limit-rate",
+            "1M",
+            "--offline-timeout",
+            "2m",
+        ])
+        .unwrap();
+        let Command::Transfers {
+            action: Some(TransfersAction::Resume { id, rate, offline }),
+        } = cli.command
+        else {
+            panic!("expected transfers resume, got {:?}", cli.command);
+        };
+        assert_eq!(id, "t-1");
+        assert_eq!(rate.limit_rate, Some(1024 * 1024));
+        assert_eq!(offline.offline_timeout, Some(Duration::from_secs(120)));
     }
 
     #[test]

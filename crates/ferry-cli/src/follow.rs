@@ -1,16 +1,18 @@
 //! Opening a profile's transfer engine, following its transfers to the end
 //! with progress, and pausing them cleanly on Ctrl-C.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ferry_api::ErrorCode;
 use ferry_core::grant::{GrantClient, GrantError};
-use ferry_core::journal::JournalError;
+use ferry_core::journal::{JournalError, TransferState};
 use ferry_core::login::{ProfileContext, Session};
 use ferry_core::transfer::{
-    Engine, EngineOptions, Progress, TransferError, TransferHandle, TransferOutcome,
+    Engine, EngineOptions, Progress, RetryPolicy, TransferError, TransferHandle, TransferOutcome,
 };
 use tokio::sync::mpsc;
 
@@ -56,6 +58,77 @@ pub struct Followed {
     pub finished: Vec<Finished>,
     /// Ctrl-C was pressed and the transfers were paused.
     pub interrupted: bool,
+    /// The `--offline-timeout` after which transfers that waited for the
+    /// network were paused, when that happened.
+    pub offline_timeout: Option<Duration>,
+}
+
+/// True while at least one followed transfer waits for the network. The
+/// log filter in `main` then hides the engine's WARN line of each retry,
+/// because [`follow`] has printed one line that stands for all of them.
+static WAITING_FOR_NETWORK: AtomicBool = AtomicBool::new(false);
+
+/// Returns whether a followed transfer waits for the network now.
+pub fn is_waiting_for_network() -> bool {
+    WAITING_FOR_NETWORK.load(Ordering::Relaxed)
+}
+
+/// The transfers that wait for the network, each with the time it started
+/// waiting, and the messages printed when waiting starts and ends.
+#[derive(Debug, Default)]
+struct NetworkWaits {
+    since: HashMap<String, Instant>,
+}
+
+impl NetworkWaits {
+    /// Records a transfer's state and returns the line to print when it
+    /// started or stopped waiting for the network.
+    fn update(&mut self, progress: &Progress) -> Option<String> {
+        let waiting = progress.state == TransferState::WaitingForNetwork;
+        let line = match (waiting, self.since.get(&progress.transfer_id)) {
+            (true, None) => {
+                self.since
+                    .insert(progress.transfer_id.clone(), Instant::now());
+                Some(format!(
+                    "{}: the gateway or the store cannot be reached; retrying at most {} s apart. \
+                     Ctrl-C pauses the transfer, and `ferry resume` continues it later.",
+                    progress.file_name,
+                    RetryPolicy::default().max_delay.as_secs()
+                ))
+            }
+            (false, Some(started)) => {
+                let seconds = started.elapsed().as_secs();
+                self.since.remove(&progress.transfer_id);
+                Some(format!(
+                    "{}: reached the network again after {seconds} s; the transfer continues.",
+                    progress.file_name
+                ))
+            }
+            _ => None,
+        };
+        WAITING_FOR_NETWORK.store(!self.since.is_empty(), Ordering::Relaxed);
+        line
+    }
+
+    fn remove(&mut self, transfer_id: &str) {
+        self.since.remove(transfer_id);
+        WAITING_FOR_NETWORK.store(!self.since.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Returns when the longest wait reaches `timeout`, or `None` when no
+    /// transfer waits.
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.since.values().min().map(|started| *started + timeout)
+    }
+
+    /// Returns the transfers that have waited for `timeout` or longer.
+    fn expired(&self, timeout: Duration) -> Vec<String> {
+        self.since
+            .iter()
+            .filter(|(_, started)| started.elapsed() >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 enum Event {
@@ -68,6 +141,17 @@ enum Event {
 /// records where each stopped); a second Ctrl-C stops waiting at once, which
 /// the journal also survives.
 pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Output) -> Followed {
+    follow_offline(engine, handles, output, None).await
+}
+
+/// Follows the transfers like [`follow`] and, with an `offline_timeout`,
+/// pauses each transfer that has waited that long for the network.
+pub async fn follow_offline(
+    engine: &Engine,
+    handles: Vec<TransferHandle>,
+    output: Output,
+    offline_timeout: Option<Duration>,
+) -> Followed {
     let started = Instant::now();
     let (sender, mut events) = mpsc::unbounded_channel();
     for handle in &handles {
@@ -80,15 +164,24 @@ pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Outpu
     let mut last: std::collections::HashMap<String, Progress> = std::collections::HashMap::new();
     let mut finished = Vec::new();
     let mut interrupted = false;
+    let mut waits = NetworkWaits::default();
+    let mut paused_offline = false;
 
     while finished.len() < handles.len() {
+        let offline_deadline = offline_timeout
+            .filter(|_| !interrupted)
+            .and_then(|timeout| Some((timeout, waits.deadline(timeout)?)));
         tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Progress(progress)) => {
                     view.update(&progress);
+                    if let Some(line) = waits.update(&progress) {
+                        view.println(line);
+                    }
                     last.insert(progress.transfer_id.clone(), progress);
                 }
                 Some(Event::Done(id, result)) => {
+                    waits.remove(&id);
                     let progress = last.get(&id);
                     let file_name = progress.map(|p| p.file_name.clone()).unwrap_or_default();
                     view.finish(&id, finish_message(&file_name, &result));
@@ -100,6 +193,20 @@ pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Outpu
                     });
                 }
                 None => break,
+            },
+            () = sleep_until(offline_deadline.map(|(_, at)| at)) => {
+                let Some((timeout, _)) = offline_deadline else { continue };
+                for id in waits.expired(timeout) {
+                    view.println(format!(
+                        "Transfer {id} has waited {} s for the network (--offline-timeout); pausing it.",
+                        timeout.as_secs()
+                    ));
+                    if let Err(error) = engine.pause(&id) {
+                        tracing::warn!(transfer = %id, "pausing failed: {error}");
+                    }
+                    waits.remove(&id);
+                    paused_offline = true;
+                }
             },
             Some(()) = ctrl_c.recv() => {
                 if interrupted {
@@ -116,9 +223,19 @@ pub async fn follow(engine: &Engine, handles: Vec<TransferHandle>, output: Outpu
             },
         }
     }
+    WAITING_FOR_NETWORK.store(false, Ordering::Relaxed);
     Followed {
         finished,
         interrupted,
+        offline_timeout: offline_timeout.filter(|_| paused_offline),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -242,7 +359,17 @@ pub fn exit_of(followed: &Followed) -> CliResult<()> {
         })
         .collect();
     let Some((first, first_error)) = failures.first() else {
-        return Ok(());
+        return match followed.offline_timeout {
+            Some(timeout) => Err(CliError::new(
+                Exit::Interrupted,
+                format!(
+                    "the gateway or the store stayed unreachable for {} s (--offline-timeout); \
+                     the transfers are paused in the journal; run `ferry resume` once the network is back",
+                    timeout.as_secs()
+                ),
+            )),
+            None => Ok(()),
+        };
     };
     let mut error = transfer_error(first_error);
     error.message = format!(

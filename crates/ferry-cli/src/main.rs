@@ -52,13 +52,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Returns whether an event is the engine's WARN line of one retry, which
+/// names the attempt and the delay before the next one.
+fn is_retry_event(metadata: &tracing::Metadata<'_>) -> bool {
+    let fields = metadata.fields();
+    *metadata.level() == tracing::Level::WARN
+        && fields.field("attempt").is_some()
+        && fields.field("delay_ms").is_some()
+}
+
 /// Sends `tracing` output to stderr: `warn` by default, `info` with `-v`,
 /// `debug` with `-vv` and more. `RUST_LOG`, when set, replaces the default.
 ///
 /// At the default verbosity ERROR events are left out, because every
 /// failure that ends a command reaches the user once, as the `error: …`
 /// line, and the engine's ERROR event for the same failure would repeat it.
-/// `-v` and `RUST_LOG` show them.
+/// `-v` and `RUST_LOG` show them. For the same reason the WARN line of each
+/// retry is left out while a transfer waits for the network: `follow`
+/// prints one line when the wait starts and one when it ends.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -79,6 +90,13 @@ fn init_logging(verbose: u8) {
         .with_filter(filter)
         .with_filter(tracing_subscriber::filter::filter_fn(move |metadata| {
             !(hide_errors && *metadata.level() == tracing::Level::ERROR)
-        }));
+        }))
+        // A dynamic filter, asked at every event, because whether a
+        // transfer waits for the network changes while the command runs.
+        .with_filter(tracing_subscriber::filter::DynFilterFn::new(
+            move |metadata, _| {
+                !(hide_errors && is_retry_event(metadata) && follow::is_waiting_for_network())
+            },
+        ));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }

@@ -25,7 +25,7 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
         Command::Upload(args) => transfer::upload(profile, args, output).await,
         Command::Download(args) => transfer::download(profile, args, output).await,
         Command::Transfers { action } => transfer::transfers(profile, action, output).await,
-        Command::Resume { rate } => transfer::resume(profile, rate, output).await,
+        Command::Resume { rate, offline } => transfer::resume(profile, rate, offline, output).await,
         Command::Demo(args) => demo::demo(args, output).await,
         Command::Log { action } => log::run(profile, action, output).await,
     }

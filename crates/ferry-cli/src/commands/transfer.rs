@@ -15,10 +15,10 @@ use ferry_core::log::{Direction as LogDirection, Event, NewEntry};
 
 use super::study::prepare_study;
 use crate::activity::ActivityLog;
-use crate::cli::{DownloadArgs, RateArgs, TransfersAction, UploadArgs};
+use crate::cli::{DownloadArgs, OfflineArgs, RateArgs, TransfersAction, UploadArgs};
 use crate::context;
 use crate::exit::{CliError, CliResult, Exit};
-use crate::follow::{Followed, exit_of, follow, open_engine, transfer_error};
+use crate::follow::{Followed, exit_of, follow_offline, open_engine, transfer_error};
 use crate::output::{Output, count, format_bytes, format_rate, table};
 
 const MIB: u64 = 1024 * 1024;
@@ -117,7 +117,10 @@ pub async fn upload(profile: Option<&str>, args: UploadArgs, output: Output) -> 
     }
 
     let log_confirmations = append_confirmations(&engine, confirmations, &mut activity, output);
-    let (followed, ()) = tokio::join!(follow(&engine, handles, output), log_confirmations);
+    let (followed, ()) = tokio::join!(
+        follow_offline(&engine, handles, output, args.offline.offline_timeout),
+        log_confirmations
+    );
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
@@ -276,7 +279,7 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
         handles.push(handle);
     }
 
-    let followed = follow(&engine, handles, output).await;
+    let followed = follow_offline(&engine, handles, output, args.offline.offline_timeout).await;
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed).map_err(|mut error| {
@@ -364,11 +367,20 @@ pub async fn transfers(
     let context = context::profile_context(profile)?;
 
     let session = context::resume_session(&context).await?;
-    let engine = open_engine(&context, &session, EngineOptions::default())?;
+    let rate_limit = match &action {
+        TransfersAction::Resume { rate, .. } => rate.limit_rate.unwrap_or(0),
+        _ => 0,
+    };
+    let options = EngineOptions {
+        rate_limit,
+        ..EngineOptions::default()
+    };
+    let engine = open_engine(&context, &session, options)?;
     match action {
         TransfersAction::List => unreachable!("handled above"),
         TransfersAction::Pause { id } => {
             engine.pause(&id).map_err(|error| transfer_error(&error))?;
+            append_user_action(&context, &session, &engine, &id, Event::Paused, output).await;
             output.status(format!(
                 "Paused transfer {id}; continue it with `ferry transfers resume {id}`."
             ));
@@ -380,15 +392,17 @@ pub async fn transfers(
                 .cancel(&id)
                 .await
                 .map_err(|error| transfer_error(&error))?;
+            append_user_action(&context, &session, &engine, &id, Event::Cancelled, output).await;
             output.status(format!("Cancelled transfer {id}."));
             output.json_result(&json!({ "transfer_id": id, "state": "cancelled" }));
             Ok(())
         }
-        TransfersAction::Resume { id } => {
+        TransfersAction::Resume { id, offline, .. } => {
             let handle = engine.resume(&id).map_err(|error| transfer_error(&error))?;
             let mut activity =
                 ActivityLog::for_context(&context, Some(&session.info()), output).await;
-            let followed = follow(&engine, vec![handle], output).await;
+            let followed =
+                follow_offline(&engine, vec![handle], output, offline.offline_timeout).await;
             report(&context, &engine, &followed, &mut activity, output);
             close_log(&context, &session, &followed, activity, output).await;
             exit_of(&followed)
@@ -396,7 +410,38 @@ pub async fn transfers(
     }
 }
 
-pub async fn resume(profile: Option<&str>, rate: RateArgs, output: Output) -> CliResult<()> {
+/// Appends the `paused` or `cancelled` entry of a transfer that the user
+/// paused or cancelled with `ferry transfers`, so that the log and its FHIR
+/// export record the action. The transfer is not running in this process,
+/// so no outcome of its task writes the entry instead.
+async fn append_user_action(
+    context: &ProfileContext,
+    session: &Session,
+    engine: &Engine,
+    id: &str,
+    event: Event,
+    output: Output,
+) {
+    let Some(mut log) = ActivityLog::for_context(context, Some(&session.info()), output).await
+    else {
+        return;
+    };
+    match engine.get(id) {
+        Ok(record) => log.append(activity::transfer_entry(event, &record), output),
+        Err(error) => output.status(format!(
+            "warning: the transfer log has no entry for transfer {id}: {}",
+            crate::exit::error_chain(&error)
+        )),
+    }
+    log.close(output);
+}
+
+pub async fn resume(
+    profile: Option<&str>,
+    rate: RateArgs,
+    offline: OfflineArgs,
+    output: Output,
+) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let session = context::resume_session(&context).await?;
     let options = EngineOptions {
@@ -435,7 +480,7 @@ pub async fn resume(profile: Option<&str>, rate: RateArgs, output: Output) -> Cl
     }
     output.status(format!("Resuming {}.", count(handles.len() as u64, "transfer", "transfers")));
     let mut activity = ActivityLog::for_context(&context, Some(&session.info()), output).await;
-    let followed = follow(&engine, handles, output).await;
+    let followed = follow_offline(&engine, handles, output, offline.offline_timeout).await;
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
     exit_of(&followed)
@@ -461,10 +506,11 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
             .iter()
             .filter(|part| part.state == PartState::Confirmed)
             .count();
+        let state = shown_state(record);
         rows.push(vec![
             record.id.clone(),
             record.direction.as_str().to_owned(),
-            record.state.as_str().to_owned(),
+            state.to_owned(),
             record.file_name.clone(),
             record.size.map(format_bytes).unwrap_or_default(),
             if parts.is_empty() {
@@ -478,7 +524,7 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
         documents.push(json!({
             "transfer_id": record.id,
             "direction": record.direction,
-            "state": record.state,
+            "state": state,
             "file_name": record.file_name,
             "size": record.size,
             "parts_confirmed": confirmed,
@@ -518,6 +564,29 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
     }
     output.json_result(&json!({ "transfers": documents }));
     Ok(())
+}
+
+/// Returns the state to show for a journal record: `interrupted` for one
+/// the journal lists as running, waiting for the network or verifying (or
+/// queued and claimed) while no live process claims it, because the process
+/// that ran it was killed or crashed; the journal's state otherwise.
+fn shown_state(record: &TransferRecord) -> &'static str {
+    let active = match record.state {
+        TransferState::Running | TransferState::WaitingForNetwork | TransferState::Verifying => {
+            true
+        }
+        TransferState::Queued => record.claimed_by.is_some(),
+        _ => false,
+    };
+    let claimed = record
+        .claimed_by
+        .as_ref()
+        .is_some_and(|claimant| claimant.is_alive());
+    if active && !claimed {
+        "interrupted"
+    } else {
+        record.state.as_str()
+    }
 }
 
 /// Prints one line (and in JSON mode one event) per finished transfer, and

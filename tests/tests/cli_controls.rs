@@ -1,0 +1,220 @@
+//! `ferry transfers pause|cancel`, offline waits, and the exit codes and
+//! messages of commands that name something missing or reach a stopped
+//! gateway. Each test runs the binaries against a sandbox gateway started
+//! for it and signs in through the real login flow, so they need a Secret
+//! Service for the refresh token (scripts/test provides one); without one
+//! they are skipped with a message.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Stdio};
+
+use ferry_tests::cli::{SignedIn, describe, has_credential_store, run, write_pattern_file};
+
+const MIB: u64 = 1024 * 1024;
+
+fn skip_without_credential_store() -> bool {
+    if has_credential_store() {
+        return false;
+    }
+    eprintln!(
+        "skipped: no Secret Service (DBUS_SESSION_BUS_ADDRESS is unset); run the tests with scripts/test"
+    );
+    true
+}
+
+/// Starts a slow upload (capped at 64 KiB/s) and returns the child and the
+/// transfer id once the upload reports the state `running`.
+fn start_slow_upload(env: &SignedIn, name: &str) -> (Child, String) {
+    let source = env.home.path().join(name);
+    write_pattern_file(&source, 2 * MIB);
+    let mut child = env
+        .ferry()
+        .args([
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--limit-rate",
+            "64K",
+        ])
+        .arg(&source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ferry upload starts");
+    let stdout = child.stdout.take().unwrap();
+    let transfer_id = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["event"] == "progress" && event["state"] == "running")
+        .and_then(|event| event["transfer_id"].as_str().map(str::to_owned))
+        .expect("the upload reports the state running");
+    (child, transfer_id)
+}
+
+/// Kills the process that runs an upload, as a crash would.
+fn kill(mut child: Child) {
+    child.kill().expect("SIGKILL is sent");
+    child.wait().unwrap();
+}
+
+fn listed_state(env: &SignedIn, transfer_id: &str) -> String {
+    let listed = run(env.ferry().args(["--json", "transfers"]));
+    assert!(listed.status.success(), "{}", describe(&listed));
+    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    document["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|record| record["transfer_id"] == transfer_id)
+        .unwrap_or_else(|| panic!("transfer {transfer_id} is not listed: {document}"))["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Returns the log entries whose event type is `event`.
+fn log_entries(env: &SignedIn, event: &str) -> Vec<serde_json::Value> {
+    let shown = run(env.ferry().args(["--json", "log", "show"]));
+    assert!(shown.status.success(), "{}", describe(&shown));
+    let log: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("one JSON document");
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["event"]["type"] == event)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn killed_upload_is_listed_as_interrupted() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let (child, transfer_id) = start_slow_upload(&env, "killed.bin");
+
+    assert_eq!(listed_state(&env, &transfer_id), "running");
+    kill(child);
+
+    assert_eq!(listed_state(&env, &transfer_id), "interrupted");
+}
+
+#[test]
+fn cancel_appends_cancelled_entry_to_log() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let (child, transfer_id) = start_slow_upload(&env, "cancelled.bin");
+    kill(child);
+
+    let cancelled = run(env.ferry().args(["transfers", "cancel", &transfer_id]));
+    assert!(cancelled.status.success(), "{}", describe(&cancelled));
+
+    assert_eq!(listed_state(&env, &transfer_id), "cancelled");
+    let entries = log_entries(&env, "cancelled");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["file_name"], "cancelled.bin");
+    assert_eq!(entries[0]["direction"], "upload");
+    assert_eq!(entries[0]["patient"], "Patient/pat-001");
+    let verified = run(env.ferry().args(["log", "verify"]));
+    assert!(verified.status.success(), "{}", describe(&verified));
+}
+
+#[test]
+fn pause_appends_paused_entry_to_log() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let (child, transfer_id) = start_slow_upload(&env, "paused.bin");
+    kill(child);
+
+    let paused = run(env.ferry().args(["transfers", "pause", &transfer_id]));
+    assert!(paused.status.success(), "{}", describe(&paused));
+
+    assert_eq!(listed_state(&env, &transfer_id), "paused");
+    let entries = log_entries(&env, "paused");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["file_name"], "paused.bin");
+}
+
+#[test]
+fn upload_pauses_after_offline_timeout_and_exits_5() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let SignedIn {
+        home,
+        sandbox,
+        profile,
+    } = SignedIn::start("tech-okafor", "imaging-staff");
+    let source = home.path().join("offline.bin");
+    write_pattern_file(&source, 2 * MIB);
+    let mut child = ferry_tests::cli::ferry(home.path())
+        .args([
+            "--profile",
+            &profile,
+            "--json",
+            "upload",
+            "--patient",
+            "pat-001",
+            "--limit-rate",
+            "64K",
+            "--offline-timeout",
+            "3s",
+        ])
+        .arg(&source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry upload starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let transfer_id = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["event"] == "progress" && event["state"] == "running")
+        .and_then(|event| event["transfer_id"].as_str().map(str::to_owned))
+        .expect("the upload reports the state running");
+
+    drop(sandbox);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let finished = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+
+    assert_eq!(finished.status.code(), Some(5), "{stderr}");
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("\"event\":\"paused\"")),
+        "no paused event: {rest:?}"
+    );
+    let waiting_lines = stderr.matches("cannot be reached; retrying").count();
+    assert_eq!(waiting_lines, 1, "{stderr}");
+    let retry_warnings = stderr.matches("retrying:").count();
+    assert!(
+        retry_warnings <= 1,
+        "{retry_warnings} retry warnings: {stderr}"
+    );
+    assert!(stderr.contains("--offline-timeout"), "{stderr}");
+    assert!(stderr.contains("run `ferry resume`"), "{stderr}");
+
+    let listed = run(ferry_tests::cli::ferry(home.path()).args([
+        "--profile",
+        &profile,
+        "--json",
+        "transfers",
+    ]));
+    let document: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let record = document["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|record| record["transfer_id"] == transfer_id.as_str())
+        .cloned()
+        .expect("the upload is in the journal");
+    assert_eq!(record["state"], "paused", "{record}");
+}

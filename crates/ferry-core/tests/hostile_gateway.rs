@@ -1,12 +1,14 @@
 //! A hostile or misconfigured gateway and store on loopback against the
 //! transfer engine. The gateway sends store URLs over plain http to a
-//! remote host or a grant for another document. The store redirects
-//! elsewhere. Two documents of the same name are downloaded into one
-//! folder at once.
+//! remote host, a grant for another document, a grant larger than any
+//! object, or one-byte upload parts. The store redirects elsewhere or
+//! sends short ranges. Two documents of the same name are downloaded into
+//! one folder at once, and `HTTP_PROXY` is set while the store is on
+//! loopback.
 //!
 //! The gateway here is a stand-in, not the sandbox, because the sandbox
-//! never sends such answers. It serves only the grant API calls that a
-//! download makes.
+//! never sends such responses. It serves only the grant API calls that
+//! each test makes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -286,7 +288,7 @@ async fn download_larger_than_an_object_is_rejected() {
     );
 }
 
-/// Answers an upload grant request with one-byte parts.
+/// Returns an upload grant of one-byte parts.
 async fn grant_one_byte_parts(body: axum::Json<ferry_api::UploadGrantRequest>) -> Response {
     let grant = ferry_api::UploadGrant {
         upload_id: "upl-tiny".to_owned(),
@@ -649,7 +651,8 @@ async fn short_ranges_from_store_fail_the_download() {
         .await
         .unwrap();
     // Ten attempts with backoff capped at 50 ms end well within this
-    // bound; without the fix the download waits for a network that works.
+    // bound. A download that retries short ranges without limit waits here
+    // for a network that already works.
     let result = tokio::time::timeout(Duration::from_secs(60), handle.wait()).await;
 
     let result = result.expect("the download was still retrying after 60 s");

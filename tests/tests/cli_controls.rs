@@ -218,3 +218,92 @@ fn upload_pauses_after_offline_timeout_and_exits_5() {
         .expect("the upload is in the journal");
     assert_eq!(record["state"], "paused", "{record}");
 }
+
+#[test]
+fn documents_of_unknown_patient_exit_7() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+
+    let listed = run(env
+        .ferry()
+        .args(["--json", "documents", "--patient", "pat-999"]));
+
+    assert_eq!(listed.status.code(), Some(7), "{}", describe(&listed));
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("Patient/pat-999 does not exist"),
+        "{stderr}"
+    );
+    let error: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("one JSON document");
+    assert_eq!(error["error"]["kind"], "not_found");
+}
+
+#[test]
+fn documents_name_patient_as_reference() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+
+    let listed = run(env
+        .ferry()
+        .args(["--json", "documents", "--patient", "pat-002"]));
+
+    assert!(listed.status.success(), "{}", describe(&listed));
+    let document: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("one JSON document");
+    assert_eq!(document["patient"], "Patient/pat-002");
+}
+
+#[test]
+fn blocked_study_names_each_uid_once() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let archive = env.home.path().join("sample.zip");
+    let script = ferry_tests::workspace_root().join("scripts/make-sample-archive.py");
+    let made = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&archive)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        made.status.success(),
+        "{} failed (pydicom is installed by scripts/setup): {}",
+        script.display(),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let scanned = run(env.ferry().args(["--json", "scan"]).arg(&archive));
+    assert!(scanned.status.success(), "{}", describe(&scanned));
+    let scan: serde_json::Value = serde_json::from_slice(&scanned.stdout).unwrap();
+    let study = &scan["scan"]["studies"][0];
+    let mut uids = vec![study["study_instance_uid"].as_str().unwrap().to_owned()];
+    for series in study["series"].as_array().unwrap() {
+        uids.push(series["uid"].as_str().unwrap().to_owned());
+    }
+
+    let blocked = run(env
+        .ferry()
+        .args(["upload", "--patient", "pat-001"])
+        .arg(&archive));
+
+    assert_eq!(blocked.status.code(), Some(6), "{}", describe(&blocked));
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    for uid in &uids {
+        assert_eq!(stderr.matches(uid.as_str()).count(), 1, "{uid}: {stderr}");
+    }
+    let findings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("  - "))
+        .collect();
+    assert!(findings.len() >= 2, "{stderr}");
+    assert!(
+        findings.iter().any(|line| line.contains("FERRY-0001")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--confirm-patient-mismatch"), "{stderr}");
+}

@@ -838,7 +838,7 @@ fn print_summary(summary: &Summary<'_>, output: Output) {
         "secrets": "memory",
         "work_dir": summary.work_dir,
         "fhir_base_url": summary.gateway.fhir_url,
-        "patient": summary.patient,
+        "patient": ferry_core::activity::patient_reference(summary.patient),
         "archive": summary.archive,
         "size": summary.archive_size,
         "part_count": summary.parts,

@@ -1,6 +1,8 @@
 //! `ferry documents` and `ferry patients`: FHIR searches on the profile's server.
 
+use ferry_core::activity;
 use ferry_core::fhir::{self, DocumentSummary};
+use ferry_core::login::Session;
 use serde_json::{Value, json};
 
 use crate::context::{self, fhir_error};
@@ -28,9 +30,16 @@ pub async fn documents(
         .map(DocumentSummary::from_resource)
         .collect();
 
+    if documents.is_empty()
+        && let Some(patient) = &patient
+    {
+        check_patient_exists(&session, patient).await?;
+    }
+    let patient = patient.as_deref().map(activity::patient_reference);
+
     if documents.is_empty() {
         output.status(match &patient {
-            Some(patient) => format!("No documents for Patient/{patient}."),
+            Some(patient) => format!("No documents for {patient}."),
             None => "No documents.".to_owned(),
         });
     } else {
@@ -56,6 +65,18 @@ pub async fn documents(
         "documents": documents.iter().map(document_json).collect::<Vec<_>>(),
     }));
     Ok(())
+}
+
+/// Reads `Patient/{id}`, so that a search for the documents of a patient
+/// that does not exist fails with exit code 7 instead of listing nothing.
+async fn check_patient_exists(session: &Session, patient: &str) -> CliResult<()> {
+    match fhir::read(session, "Patient", patient).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_not_found() => Err(CliError::not_found(format!(
+            "Patient/{patient} does not exist on the server; find the id with `ferry patients --name …`"
+        ))),
+        Err(error) => Err(fhir_error(error)),
+    }
 }
 
 pub async fn patients(

@@ -34,10 +34,10 @@ pub async fn scan(profile: Option<&str>, args: ScanArgs, output: Output) -> CliR
         Some(verdict) if verdict.blocks_upload() => Err(CliError::new(
             Exit::PatientMismatch,
             format!(
-                "the study in {} would be blocked for Patient/{}: {}",
+                "the study in {} would be blocked for Patient/{}:\n{}",
                 args.path.display(),
                 args.patient.as_deref().unwrap_or_default(),
-                verdict.reasons().join("; ")
+                verdict_lines(&verdict, &scan).join("\n")
             ),
         )),
         _ => Ok(()),
@@ -141,10 +141,10 @@ pub async fn prepare_study(
             return Err(CliError::new(
                 Exit::PatientMismatch,
                 format!(
-                    "upload of {} blocked by the patient guard for Patient/{patient_id}: {}; \
-                     check that this is the right study and patient, or pass --confirm-patient-mismatch REASON",
+                    "upload of {} blocked by the patient guard for Patient/{patient_id}:\n{}\n\
+                     Check that this is the right study and patient, or pass --confirm-patient-mismatch REASON.",
                     path.display(),
-                    verdict.reasons().join("; ")
+                    verdict_lines(&verdict, &scan).join("\n")
                 ),
             ));
         }
@@ -170,8 +170,8 @@ pub async fn prepare_study(
             )
             .map_err(|error| CliError::from_chain(Exit::Usage, &error))?;
             output.status(format!(
-                "Patient mismatch confirmed for Patient/{patient_id}: {}",
-                verdict.reasons().join("; ")
+                "Patient mismatch confirmed for Patient/{patient_id}:\n{}",
+                verdict_lines(&verdict, &scan).join("\n")
             ));
             Some(PatientMismatchConfirmation {
                 reason: reason.to_owned(),
@@ -334,6 +334,65 @@ pub fn describe_scan(scan: &StudyScan) -> String {
         }
     }
     text.join("\n")
+}
+
+/// Formats the findings of a blocking verdict one per line, each without
+/// the study and series UIDs that the guard puts in every finding, then
+/// names each study a finding was about once, with its series.
+fn verdict_lines(verdict: &Verdict, scan: &StudyScan) -> Vec<String> {
+    let places: Vec<(String, &study::Study)> = scan
+        .studies
+        .iter()
+        .map(|study| {
+            let series: Vec<&str> = study
+                .series
+                .iter()
+                .map(|series| series.uid.as_str())
+                .collect();
+            let place = format!(
+                " in study {} (series {})",
+                study.study_instance_uid,
+                series.join(", ")
+            );
+            (place, study)
+        })
+        .collect();
+
+    let mut findings: Vec<String> = Vec::new();
+    let mut cited: Vec<&study::Study> = Vec::new();
+    for reason in verdict.reasons() {
+        let mut finding = reason;
+        for (place, study) in &places {
+            if finding.contains(place.as_str()) {
+                finding = finding.replace(place.as_str(), "");
+                if !cited.iter().any(|known| std::ptr::eq(*known, *study)) {
+                    cited.push(study);
+                }
+            }
+        }
+        if !findings.contains(&finding) {
+            findings.push(finding);
+        }
+    }
+
+    let mut lines: Vec<String> = findings
+        .iter()
+        .map(|finding| format!("  - {finding}"))
+        .collect();
+    for study in cited {
+        let series: Vec<&str> = study
+            .series
+            .iter()
+            .map(|series| series.uid.as_str())
+            .collect();
+        lines.push(format!(
+            "  Study Instance UID {}, {}: {}",
+            study.study_instance_uid,
+            count(series.len() as u64, "series", "series"),
+            series.join(", ")
+        ));
+    }
+    lines
 }
 
 fn describe_verdict(verdict: &Verdict, patient_id: &str) -> String {

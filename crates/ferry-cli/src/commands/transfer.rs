@@ -530,7 +530,7 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
             "parts_confirmed": confirmed,
             "part_count": parts.len(),
             "document_id": record.document_id,
-            "patient": record.patient,
+            "patient": record.patient.as_deref().map(activity::patient_reference),
             "sha256": record.sha256,
             "correlation_id": record.correlation_id,
             "error": record.error,

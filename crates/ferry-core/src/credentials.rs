@@ -3,8 +3,10 @@
 //! Backends, through `keyring-core` and one store crate per platform:
 //! - Linux and other Unix systems: the Secret Service on the D-Bus session
 //!   bus (`org.freedesktop.secrets`, served by gnome-keyring or KeePassXC).
-//!   With `FERRY_KEYRING=keyutils`, Linux uses the kernel key retention
-//!   service instead, whose keys live in memory only and are lost at reboot.
+//!   With `FERRY_KEYRING=keyutils`, Linux uses the user keyring of the
+//!   kernel key retention service instead (see [`kernel_keyring`]), whose
+//!   keys live in kernel memory only: they are shared by the user's
+//!   processes and lost at reboot.
 //! - macOS: the login keychain.
 //! - Windows: the Credential Manager, which stores at most 2,560 bytes per
 //!   credential; [`ChunkedStore`] splits longer secrets.
@@ -20,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 use crate::secrets::{Secret, SecretStore, SecretStoreError};
 
+#[cfg(target_os = "linux")]
+pub mod kernel_keyring;
+
 /// Service name under which every Ferry entry is stored.
 pub const SERVICE: &str = "ferry";
 /// Environment variable that selects the credential store backend.
@@ -32,7 +37,7 @@ pub const WINDOWS_MAX_SECRET_BYTES: usize = 2560;
 /// [`SecretStoreError::Unavailable`].
 pub const LINUX_ALTERNATIVES: &str = "start a Secret Service, for example gnome-keyring: \
      `dbus-run-session -- sh -c 'echo -n PASSWORD | gnome-keyring-daemon --unlock --components=secrets; ferry login'`, \
-     or use the kernel keyring (keyutils, kept until reboot) with FERRY_KEYRING=keyutils";
+     or keep the sign-in in the kernel's user keyring until reboot with FERRY_KEYRING=keyutils";
 
 /// A credential store backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +83,10 @@ impl KeyringBackend {
     pub fn max_secret_bytes(self) -> usize {
         match self {
             KeyringBackend::Native if cfg!(target_os = "windows") => WINDOWS_MAX_SECRET_BYTES,
-            // keyutils `user` keys hold up to 32,767 bytes; the Secret
-            // Service and the macOS keychain have no practical limit.
-            KeyringBackend::Keyutils => 32_767,
+            // The Secret Service and the macOS keychain have no practical
+            // limit.
+            #[cfg(target_os = "linux")]
+            KeyringBackend::Keyutils => kernel_keyring::MAX_SECRET_BYTES,
             _ => 1 << 20,
         }
     }
@@ -94,14 +100,24 @@ pub fn open_credential_store() -> Result<ChunkedStore<KeyringStore>, SecretStore
     Ok(ChunkedStore::new(store, backend.max_secret_bytes()))
 }
 
-/// A [`SecretStore`] over one `keyring-core` credential store. Entries use
-/// the service [`SERVICE`] and the entry name as the user.
+/// A [`SecretStore`] over the operating system's credential store. Through
+/// `keyring-core`, entries use the service [`SERVICE`] and the entry name as
+/// the user; the kernel keyring uses [`kernel_keyring`] directly.
 ///
 /// Calls block on D-Bus or system APIs; async callers run them with
 /// `tokio::task::spawn_blocking`.
 pub struct KeyringStore {
-    store: Arc<CredentialStore>,
+    store: Backing,
     backend: KeyringBackend,
+}
+
+/// The store behind a [`KeyringStore`].
+enum Backing {
+    /// The Secret Service, the macOS keychain or the Windows Credential
+    /// Manager.
+    Core(Arc<CredentialStore>),
+    #[cfg(target_os = "linux")]
+    UserKeyring(kernel_keyring::UserKeyring),
 }
 
 impl std::fmt::Debug for KeyringStore {
@@ -114,7 +130,8 @@ impl std::fmt::Debug for KeyringStore {
 
 impl KeyringStore {
     /// Connects to the backend. On Linux this checks that a Secret Service
-    /// responds on the session bus.
+    /// responds on the session bus, or that the kernel lets this user open
+    /// the user keyring.
     pub fn open(backend: KeyringBackend) -> Result<KeyringStore, SecretStoreError> {
         let store = connect(backend)?;
         tracing::debug!(?backend, "credential store opened");
@@ -125,8 +142,8 @@ impl KeyringStore {
         self.backend
     }
 
-    fn entry(&self, name: &str) -> Result<Entry, SecretStoreError> {
-        Entry::new_in_store(&self.store, SERVICE, name).map_err(|error| self.failure(name, error))
+    fn entry(&self, store: &Arc<CredentialStore>, name: &str) -> Result<Entry, SecretStoreError> {
+        Entry::new_in_store(store, SERVICE, name).map_err(|error| self.failure(name, error))
     }
 
     fn failure(&self, entry: &str, error: keyring_core::Error) -> SecretStoreError {
@@ -136,11 +153,8 @@ impl KeyringStore {
                     KeyringBackend::SecretService => {
                         "unlock the Secret Service's default collection and try again"
                     }
-                    // Seen in containers whose inherited session keyring
-                    // belongs to another user.
                     KeyringBackend::Keyutils => {
-                        "the process may lack a session keyring of its own; start one, for example \
-                         `keyctl session - ferry login`"
+                        "check that this user may use the kernel keyring (`keyctl show @u`)"
                     }
                     KeyringBackend::Native => "unlock the system's credential store and try again",
                 };
@@ -158,7 +172,12 @@ impl KeyringStore {
 
 impl SecretStore for KeyringStore {
     fn get(&self, entry: &str) -> Result<Option<Secret>, SecretStoreError> {
-        match self.entry(entry)?.get_secret() {
+        let store = match &self.store {
+            Backing::Core(store) => store,
+            #[cfg(target_os = "linux")]
+            Backing::UserKeyring(keyring) => return keyring.get(entry),
+        };
+        match self.entry(store, entry)?.get_secret() {
             Ok(bytes) => String::from_utf8(bytes)
                 .map(|text| Some(Secret::new(text)))
                 .map_err(|_| SecretStoreError::Failed {
@@ -172,13 +191,23 @@ impl SecretStore for KeyringStore {
     }
 
     fn set(&self, entry: &str, secret: &Secret) -> Result<(), SecretStoreError> {
-        self.entry(entry)?
+        let store = match &self.store {
+            Backing::Core(store) => store,
+            #[cfg(target_os = "linux")]
+            Backing::UserKeyring(keyring) => return keyring.set(entry, secret),
+        };
+        self.entry(store, entry)?
             .set_secret(secret.expose().as_bytes())
             .map_err(|error| self.failure(entry, error))
     }
 
     fn delete(&self, entry: &str) -> Result<(), SecretStoreError> {
-        match self.entry(entry)?.delete_credential() {
+        let store = match &self.store {
+            Backing::Core(store) => store,
+            #[cfg(target_os = "linux")]
+            Backing::UserKeyring(keyring) => return keyring.delete(entry),
+        };
+        match self.entry(store, entry)?.delete_credential() {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
             Err(error) => Err(self.failure(entry, error)),
         }
@@ -186,17 +215,10 @@ impl SecretStore for KeyringStore {
 }
 
 #[cfg(target_os = "linux")]
-fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreError> {
+fn connect(backend: KeyringBackend) -> Result<Backing, SecretStoreError> {
     match backend {
-        KeyringBackend::SecretService => connect_secret_service(),
-        KeyringBackend::Keyutils => {
-            let store = linux_keyutils_keyring_store::Store::new().map_err(|error| {
-                SecretStoreError::Unavailable(format!(
-                    "the kernel keyring (keyutils) is not usable: {error}; {LINUX_ALTERNATIVES}"
-                ))
-            })?;
-            Ok(store)
-        }
+        KeyringBackend::SecretService => connect_secret_service().map(Backing::Core),
+        KeyringBackend::Keyutils => kernel_keyring::UserKeyring::open().map(Backing::UserKeyring),
         KeyringBackend::Native => Err(SecretStoreError::Unavailable(format!(
             "{KEYRING_ENV}=native names no store on Linux; {LINUX_ALTERNATIVES}"
         ))),
@@ -212,9 +234,9 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
         target_os = "android"
     ))
 ))]
-fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreError> {
+fn connect(backend: KeyringBackend) -> Result<Backing, SecretStoreError> {
     match backend {
-        KeyringBackend::SecretService => connect_secret_service(),
+        KeyringBackend::SecretService => connect_secret_service().map(Backing::Core),
         other => Err(SecretStoreError::Unavailable(format!(
             "the credential store {other:?} does not exist on this system; start a Secret Service such as gnome-keyring"
         ))),
@@ -241,10 +263,10 @@ fn connect_secret_service() -> Result<Arc<CredentialStore>, SecretStoreError> {
 }
 
 #[cfg(target_os = "macos")]
-fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreError> {
+fn connect(backend: KeyringBackend) -> Result<Backing, SecretStoreError> {
     match backend {
         KeyringBackend::Native => apple_native_keyring_store::keychain::Store::new()
-            .map(|store| store as Arc<CredentialStore>)
+            .map(|store| Backing::Core(store as Arc<CredentialStore>))
             .map_err(|error| {
                 SecretStoreError::Unavailable(format!("the macOS keychain is not usable: {error}"))
             }),
@@ -255,10 +277,10 @@ fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreE
 }
 
 #[cfg(target_os = "windows")]
-fn connect(backend: KeyringBackend) -> Result<Arc<CredentialStore>, SecretStoreError> {
+fn connect(backend: KeyringBackend) -> Result<Backing, SecretStoreError> {
     match backend {
         KeyringBackend::Native => windows_native_keyring_store::Store::new()
-            .map(|store| store as Arc<CredentialStore>)
+            .map(|store| Backing::Core(store as Arc<CredentialStore>))
             .map_err(|error| {
                 SecretStoreError::Unavailable(format!(
                     "the Windows Credential Manager is not usable: {error}"

@@ -1,13 +1,17 @@
 //! Credential store tests: secrets longer than a store's entry limit, the
 //! real Secret Service (gnome-keyring) when the test session has one, the
 //! kernel keyring, and the message shown when no store is reachable.
+//!
+//! Every test that writes to a real store deletes what it wrote through an
+//! [`EntryGuard`], also when an assertion fails.
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Mutex;
 
 use ferry_core::credentials::{
-    ChunkedStore, KeyringBackend, KeyringStore, WINDOWS_MAX_SECRET_BYTES,
+    ChunkedStore, KEYRING_ENV, KeyringBackend, KeyringStore, WINDOWS_MAX_SECRET_BYTES,
+    open_credential_store,
 };
 use ferry_core::secrets::{Secret, SecretStore, SecretStoreError};
 
@@ -240,6 +244,42 @@ fn unique_entry(purpose: &str) -> String {
     format!("test/{}/{purpose}", uuid::Uuid::new_v4())
 }
 
+/// Deletes an entry, and the parts of a chunked entry, from a store when
+/// dropped, so that a failing test leaves no secret behind.
+struct EntryGuard<'a, S: SecretStore> {
+    store: &'a S,
+    entry: String,
+    parts: usize,
+}
+
+impl<'a, S: SecretStore> EntryGuard<'a, S> {
+    fn new(store: &'a S, entry: &str) -> EntryGuard<'a, S> {
+        EntryGuard {
+            store,
+            entry: entry.to_owned(),
+            parts: 0,
+        }
+    }
+
+    /// Also deletes the numbered entries `{entry}#1` to `{entry}#parts`.
+    fn with_parts(mut self, parts: usize) -> EntryGuard<'a, S> {
+        self.parts = parts;
+        self
+    }
+}
+
+impl<S: SecretStore> Drop for EntryGuard<'_, S> {
+    fn drop(&mut self) {
+        let names = std::iter::once(self.entry.clone())
+            .chain((1..=self.parts).map(|index| format!("{}#{index}", self.entry)));
+        for name in names {
+            if let Err(error) = self.store.delete(&name) {
+                eprintln!("cleanup: deleting test entry {name} failed: {error}");
+            }
+        }
+    }
+}
+
 #[test]
 fn secret_service_round_trips_long_secret() {
     let Some(keyring) = secret_service() else {
@@ -247,6 +287,7 @@ fn secret_service_round_trips_long_secret() {
     };
     let store = ChunkedStore::new(keyring, WINDOWS_MAX_SECRET_BYTES);
     let entry = unique_entry("refresh-token");
+    let _guard = EntryGuard::new(store.inner(), &entry).with_parts(3);
     let secret = Secret::new(long_secret(7_000));
 
     store.set(&entry, &secret).unwrap();
@@ -274,27 +315,181 @@ fn secret_service_missing_entry_is_none() {
     keyring.delete(&entry).unwrap();
 }
 
+/// Opens the kernel keyring backend, or returns `None` with a printed reason
+/// when this kernel or container does not allow it.
+fn kernel_keyring() -> Option<KeyringStore> {
+    match KeyringStore::open(KeyringBackend::Keyutils) {
+        Ok(keyring) => Some(keyring),
+        Err(error @ SecretStoreError::Unavailable(_)) => {
+            // Containers often forbid the keyctl system call.
+            eprintln!("skipped: the kernel keyring is not usable here: {error}");
+            None
+        }
+        Err(error) => panic!("opening the kernel keyring failed: {error}"),
+    }
+}
+
 #[test]
 fn kernel_keyring_round_trips_secret() {
-    let keyring = match KeyringStore::open(KeyringBackend::Keyutils) {
-        Ok(keyring) => keyring,
-        Err(error) => {
-            eprintln!("skipped: the kernel keyring is not usable here: {error}");
-            return;
-        }
+    let Some(keyring) = kernel_keyring() else {
+        return;
     };
     let entry = unique_entry("keyutils");
+    let _guard = EntryGuard::new(&keyring, &entry);
     let secret = Secret::new("kernel-kept-token");
 
-    if let Err(error) = keyring.set(&entry, &secret) {
-        // Containers often forbid the keyctl system call.
-        eprintln!("skipped: storing in the kernel keyring failed: {error}");
-        return;
-    }
+    keyring.set(&entry, &secret).unwrap();
     let read = keyring.get(&entry).unwrap();
     keyring.delete(&entry).unwrap();
 
     assert_eq!(read, Some(secret));
+    assert_eq!(keyring.get(&entry).unwrap(), None);
+}
+
+#[test]
+fn kernel_keyring_replaces_secret() {
+    let Some(keyring) = kernel_keyring() else {
+        return;
+    };
+    let entry = unique_entry("keyutils-rotated");
+    let _guard = EntryGuard::new(&keyring, &entry);
+
+    keyring.set(&entry, &Secret::new("first-token")).unwrap();
+    keyring.set(&entry, &Secret::new("rotated-token")).unwrap();
+
+    assert_eq!(
+        keyring.get(&entry).unwrap(),
+        Some(Secret::new("rotated-token"))
+    );
+    keyring.delete(&entry).unwrap();
+    assert_eq!(keyring.get(&entry).unwrap(), None);
+    keyring.delete(&entry).unwrap();
+}
+
+#[test]
+fn kernel_keyring_missing_entry_is_none() {
+    let Some(keyring) = kernel_keyring() else {
+        return;
+    };
+    let entry = unique_entry("keyutils-absent");
+
+    assert_eq!(keyring.get(&entry).unwrap(), None);
+    keyring.delete(&entry).unwrap();
+}
+
+/// Environment variables of the child processes of
+/// `kernel_keyring_keeps_secret_between_processes`.
+const ROLE_ENV: &str = "FERRY_TEST_KEYRING_ROLE";
+const ENTRY_ENV: &str = "FERRY_TEST_KEYRING_ENTRY";
+const SECRET_ENV: &str = "FERRY_TEST_KEYRING_SECRET";
+const BETWEEN_PROCESSES_TEST: &str = "kernel_keyring_keeps_secret_between_processes";
+
+/// How a child process of the test is started.
+#[derive(Debug, Clone, Copy)]
+enum Launcher {
+    /// With the test process's keyrings. When the test process has no
+    /// session keyring of its own, as under cron, the child has none either.
+    /// In that case the kernel attached a new session keyring to the child
+    /// on its first write and discarded it at exit.
+    Inherited,
+    /// Under `keyctl session -`, in a new anonymous session keyring that
+    /// ends with the child, as systemd gives each service run
+    /// (`KeyringMode=private`).
+    NewSession,
+}
+
+/// Runs this test binary's `BETWEEN_PROCESSES_TEST` again as a child that
+/// stores (`role` "store") or reads and compares (`role` "read") `secret`
+/// under `entry`, through the same store the `ferry` command opens.
+fn run_keyring_child(launcher: Launcher, role: &str, entry: &str, secret: &str) {
+    let test_binary = std::env::current_exe().unwrap();
+    let test_args = [
+        BETWEEN_PROCESSES_TEST,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let mut command = match launcher {
+        Launcher::Inherited => Command::new(&test_binary),
+        Launcher::NewSession => {
+            let mut command = Command::new("keyctl");
+            command.args(["session", "-"]).arg(&test_binary);
+            command
+        }
+    };
+    command
+        .args(test_args)
+        .env(KEYRING_ENV, "keyutils")
+        .env(ROLE_ENV, role)
+        .env(ENTRY_ENV, entry)
+        .env(SECRET_ENV, secret);
+
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("starting the {role} child ({launcher:?}) failed: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the {role} child ({launcher:?}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Stores or reads the secret named by the environment, in a child process
+/// of `kernel_keyring_keeps_secret_between_processes`.
+fn keyring_child(role: &str) {
+    let entry = std::env::var(ENTRY_ENV).unwrap();
+    let expected = Secret::new(std::env::var(SECRET_ENV).unwrap());
+    let store = open_credential_store().unwrap();
+    match role {
+        // A chunked store reads the entry before writing it, the order of
+        // calls that lost the secret when it went to the session keyring.
+        "store" => store.set(&entry, &expected).unwrap(),
+        "read" => {
+            let read = store.get(&entry).unwrap();
+            assert!(
+                read == Some(expected),
+                "the reading process did not get the secret that another process stored"
+            );
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// One process stores a secret and exits; a later process of the same user
+/// reads it, with each process started either way of [`Launcher`].
+#[test]
+fn kernel_keyring_keeps_secret_between_processes() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        keyring_child(&role);
+        return;
+    }
+    let Some(keyring) = kernel_keyring() else {
+        return;
+    };
+    let mut launchers = vec![Launcher::Inherited];
+    if Command::new("keyctl").arg("--version").output().is_ok() {
+        launchers.push(Launcher::NewSession);
+    } else {
+        eprintln!("keyctl (package keyutils) is missing: only inherited keyrings are tested");
+    }
+    let entry = unique_entry("keyutils-between-processes");
+    let _guard = EntryGuard::new(&keyring, &entry);
+
+    for &writer in &launchers {
+        for &reader in &launchers {
+            let secret = format!("refresh-{writer:?}-{reader:?}-{}", uuid::Uuid::new_v4());
+            run_keyring_child(writer, "store", &entry, &secret);
+            run_keyring_child(reader, "read", &entry, &secret);
+            assert_eq!(
+                keyring.get(&entry).unwrap(),
+                Some(Secret::new(secret)),
+                "the test process did not get the secret stored by a {writer:?} child"
+            );
+        }
+    }
+
+    keyring.delete(&entry).unwrap();
     assert_eq!(keyring.get(&entry).unwrap(), None);
 }
 

@@ -307,3 +307,57 @@ fn blocked_study_names_each_uid_once() {
     );
     assert!(stderr.contains("--confirm-patient-mismatch"), "{stderr}");
 }
+
+#[test]
+fn log_verify_explains_changed_gateway_keys() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let SignedIn {
+        home,
+        sandbox,
+        profile,
+    } = SignedIn::start("tech-okafor", "imaging-staff");
+    let address = sandbox
+        .fhir_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    drop(sandbox);
+
+    // A new data folder on the same address stands for a sandbox data
+    // reset: the gateway has new signing keys and forgets the sign-in.
+    let mut reset = ferry_tests::cli::sandbox_command(
+        &address,
+        &home.path().join("gateway-after-reset"),
+        "tech-okafor",
+    )
+    .spawn()
+    .expect("ferry-gateway starts again");
+    let lines = ferry_tests::cli::stdout_lines(&mut reset);
+    lines
+        .iter()
+        .find(|line| line.contains("/fhir"))
+        .expect("the new sandbox prints its FHIR URL");
+    ferry_tests::cli::sign_in(home.path(), &profile, "imaging-staff");
+
+    let verified =
+        run(ferry_tests::cli::ferry(home.path()).args(["--profile", &profile, "log", "verify"]));
+    let _ = reset.kill();
+    let _ = reset.wait();
+
+    assert_eq!(verified.status.code(), Some(4), "{}", describe(&verified));
+    let stderr = String::from_utf8_lossy(&verified.stderr);
+    assert!(!stderr.contains("Some("), "{stderr}");
+    assert!(
+        stderr.contains("which is not among the gateway's current keys"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("verifies with the gateway keys recorded in it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--log"), "{stderr}");
+}

@@ -517,7 +517,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub enum ReceiptError {
     #[error("the receipt's {field} is {actual} but the client computed {expected}")]
     Mismatch { field: &'static str, expected: String, actual: String },
-    #[error("the receipt's signature names key {kid:?}, which is not in the gateway's JWKS")]
+    #[error(
+        "the receipt's signature names key {}, which is not in the gateway's JWKS",
+        kid.as_deref().unwrap_or("(no kid)")
+    )]
     UnknownKey { kid: Option<String> },
     #[error("the receipt's signature is invalid: {0}")]
     Signature(#[source] jsonwebtoken::errors::Error),

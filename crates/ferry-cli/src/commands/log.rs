@@ -153,6 +153,15 @@ fn parse_since(text: &str) -> CliResult<jiff::Timestamp> {
         })
 }
 
+/// Returns whether the log at `path` verifies with the gateway keys and
+/// checkpoints recorded in it, without asking the gateway.
+fn verifies_with_recorded_keys(path: &Path) -> bool {
+    recorded_options(path)
+        .ok()
+        .and_then(|options| log::verify(path, &options).ok())
+        .is_some_and(|report| report.ok)
+}
+
 async fn verify(
     dirs: &FerryDirs,
     profile: &Profile,
@@ -160,6 +169,7 @@ async fn verify(
     log_file: Option<&Path>,
     output: Output,
 ) -> CliResult<()> {
+    let mut checked_with_gateway = false;
     let (path, options, against) = match bundle {
         Some(bundle_path) => {
             let text = std::fs::read_to_string(bundle_path).map_err(|error| {
@@ -191,7 +201,10 @@ async fn verify(
             None => {
                 let path = existing_log(dirs, profile)?;
                 let options = match with_gateway(profile, output).await {
-                    Ok(options) => options,
+                    Ok(options) => {
+                        checked_with_gateway = true;
+                        options
+                    }
                     Err(reason) => {
                         output.status(format!(
                             "note: not checked against the gateway ({reason}); checkpoint signatures are \
@@ -213,11 +226,22 @@ async fn verify(
             .first_problem()
             .map(|problem| problem.to_string())
             .unwrap_or_else(|| "unknown problem".to_owned());
-        return Err(CliError::transfer(format!(
+        let mut message = format!(
             "the transfer log {} did not verify: {problem} ({} in all)",
             path.display(),
             count(report.problems.len() as u64, "problem", "problems")
-        )));
+        );
+        if checked_with_gateway && verifies_with_recorded_keys(&path) {
+            message.push_str(&format!(
+                ". The log verifies with the gateway keys recorded in it, so only the gateway's \
+                 current keys reject its earlier checkpoints. That is expected when the gateway's \
+                 signing keys changed, for example after the sandbox's data was reset, and a \
+                 warning sign otherwise; ask the gateway's operator. `ferry log verify --log {}` \
+                 checks the log with the recorded keys only",
+                path.display()
+            ));
+        }
+        return Err(CliError::transfer(message));
     }
 
     let checkpoint = match report.last_checkpoint {

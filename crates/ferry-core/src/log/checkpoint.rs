@@ -89,12 +89,23 @@ pub struct Checkpoint {
 /// Failure to accept a countersigned checkpoint or to check its signature.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("the checkpoint's JWS names key {kid:?}, which is not among the gateway keys")]
+    #[error("{}", unknown_key_message(kid.as_deref()))]
     UnknownKey { kid: Option<String> },
     #[error("the checkpoint's JWS is invalid: {0}")]
     Signature(#[source] jsonwebtoken::errors::Error),
     #[error("the gateway countersigned {signed}, but {expected} was {what}")]
     Differs { what: &'static str, signed: String, expected: String },
+}
+
+/// Words the failure of a checkpoint whose signing key is not among the
+/// gateway keys it was checked with.
+fn unknown_key_message(kid: Option<&str>) -> String {
+    match kid {
+        Some(kid) => format!(
+            "it was countersigned with gateway key {kid}, which is not among the gateway's current keys"
+        ),
+        None => "its signature names no key id (kid), so no gateway key can check it".to_owned(),
+    }
 }
 
 impl Checkpoint {

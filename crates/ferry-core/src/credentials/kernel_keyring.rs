@@ -51,12 +51,11 @@ use crate::secrets::{Secret, SecretStore, SecretStoreError};
 /// also contains the type, owner, group and permissions.
 const MAX_DESCRIPTION_BYTES: usize = 400;
 
-/// Maximum payload of a kernel `user` key, in bytes (`user_preparse` in
-/// `security/keys/user_defined.c`).
+/// Maximum payload of a kernel `user` key, in bytes (keyrings(7)).
 pub const MAX_SECRET_BYTES: usize = 32_767;
 
-/// `ENOSYS`: the kernel has no key retention service, or a seccomp filter
-/// (Docker's default profile among them) hides the system calls.
+/// `ENOSYS`: the kernel lacks the key retention service, or a seccomp
+/// filter rejects its system calls with this errno.
 const ENOSYS: i32 = 38;
 
 /// The calling user's kernel keyring (`@u`) as a secret store.
@@ -114,6 +113,17 @@ impl SecretStore for UserKeyring {
             Err(KeyError::KeyDoesNotExist | KeyError::KeyRevoked) => return Ok(None),
             Err(error) => return Err(failure(entry, "reading the key", error)),
         };
+        // The kernel returns the payload's full length, which a `user` key
+        // keeps within the buffer.
+        if length > buffer.len() {
+            return Err(SecretStoreError::Failed {
+                entry: entry.to_owned(),
+                message: format!(
+                    "the key's payload is {length} bytes, more than a `user` key can contain; \
+                     delete it with `ferry logout`"
+                ),
+            });
+        }
         buffer.truncate(length);
 
         String::from_utf8(buffer)
@@ -163,7 +173,7 @@ impl SecretStore for UserKeyring {
     }
 
     /// Unlinks the entry's key from the user keyring. The kernel destroys a
-    /// key, and wipes its payload, once no keyring links it.
+    /// key once no keyring links it.
     fn delete(&self, entry: &str) -> Result<(), SecretStoreError> {
         let Some(key) = self.find(entry)? else {
             return Ok(());

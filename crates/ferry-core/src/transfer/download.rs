@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use ferry_api::DownloadGrant;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
@@ -28,7 +28,7 @@ use super::{ExistingFile, TransferContext, TransferError, TransferOutcome, is_ex
 use crate::grant::parse_retry_after;
 use crate::journal::{PartRecord, PartState, TransferRecord, TransferState};
 
-/// Bytes of a range gathered before one positional write to the temporary file.
+/// Bytes of a range gathered before they are written to the temporary file.
 const WRITE_BUFFER: usize = 1024 * 1024;
 /// Numbered names tried before a download fails with the destination taken.
 const MAX_NUMBERED_NAMES: u32 = 9_999;
@@ -262,6 +262,18 @@ async fn fetch_ranges(
     Ok(())
 }
 
+/// Records a range's state in the journal on a blocking thread, because the
+/// journal flushes each change to disk and would otherwise stall the other
+/// ranges on the same runtime thread.
+async fn set_range_state(context: &TransferContext, part_number: u32, state: PartState) -> Result<(), TransferError> {
+    let journal = context.journal.clone();
+    let id = context.id.clone();
+    tokio::task::spawn_blocking(move || journal.set_part(&id, part_number, state, None, None))
+        .await
+        .map_err(|error| TransferError::Task(error.to_string()))?
+        .map_err(TransferError::from)
+}
+
 /// How one ranged `GET` failed.
 enum GetFailure {
     UrlExpired,
@@ -278,7 +290,7 @@ async fn fetch_range(
     file: Arc<File>,
     range: PartRecord,
 ) -> Result<u32, TransferError> {
-    context.journal.set_part(&context.id, range.part_number, PartState::Sent, None, None)?;
+    set_range_state(&context, range.part_number, PartState::Sent).await?;
     let mut attempt = 0;
 
     loop {
@@ -302,7 +314,7 @@ async fn fetch_range(
         drop(permit);
         let failure = match attempted {
             Ok(()) => {
-                context.journal.set_part(&context.id, range.part_number, PartState::Confirmed, None, None)?;
+                set_range_state(&context, range.part_number, PartState::Confirmed).await?;
                 context.network_ok()?;
                 return Ok(range.part_number);
             }
@@ -346,8 +358,8 @@ async fn fetch_range(
 }
 
 /// Fetches one range and writes it into the temporary file as it arrives,
-/// in writes of at most [`WRITE_BUFFER`] bytes, then flushes it. Memory per
-/// range stays at one write buffer whatever the range size.
+/// in batches of about [`WRITE_BUFFER`] bytes, then flushes it. Memory per
+/// range stays at about one write buffer whatever the range size.
 async fn get_range(
     context: &TransferContext,
     grant: &DownloadGrant,
@@ -380,32 +392,34 @@ async fn get_range(
         }
         check_response(context, grant, etag, range, status, response.headers())?;
 
-        let mut pending = BytesMut::with_capacity(WRITE_BUFFER.min(range.size as usize));
+        // Chunks are kept as received and written together, which saves
+        // copying them into one buffer first.
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0;
         let mut written = 0u64;
         while let Some(chunk) = response.chunk().await.map_err(network)? {
             activity.touch();
             context.throttle(chunk.len() as u64, &activity).await;
             context.add_bytes(chunk.len() as u64);
             counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if written + (pending.len() + chunk.len()) as u64 > range.size {
+            if written + (pending_len + chunk.len()) as u64 > range.size {
                 return Err(GetFailure::Retryable {
                     status: None,
                     retry_after: None,
                     message: format!("the store sent more than the {} bytes of the range", range.size),
                 });
             }
-            pending.extend_from_slice(&chunk);
-            if pending.len() >= WRITE_BUFFER {
-                let bytes = pending.split().freeze();
-                write_at(context, file, bytes.clone(), range.offset + written).await?;
-                written += bytes.len() as u64;
+            pending_len += chunk.len();
+            pending.push(chunk);
+            if pending_len >= WRITE_BUFFER {
+                write_chunks_at(context, file, std::mem::take(&mut pending), range.offset + written).await?;
+                written += std::mem::take(&mut pending_len) as u64;
                 activity.touch();
             }
         }
         if !pending.is_empty() {
-            let bytes = pending.split().freeze();
-            write_at(context, file, bytes.clone(), range.offset + written).await?;
-            written += bytes.len() as u64;
+            write_chunks_at(context, file, pending, range.offset + written).await?;
+            written += pending_len as u64;
         }
         if written != range.size {
             return Err(GetFailure::Retryable {
@@ -437,10 +451,19 @@ fn write_error(context: &TransferContext, source: std::io::Error) -> TransferErr
     TransferError::Io { stage: "writing", path, source }
 }
 
-/// Writes `bytes` at `offset` of the temporary file on a blocking thread.
-async fn write_at(context: &TransferContext, file: &Arc<File>, bytes: bytes::Bytes, offset: u64) -> Result<(), GetFailure> {
+/// Writes `chunks` one after another from `offset` of the temporary file,
+/// on a blocking thread.
+async fn write_chunks_at(context: &TransferContext, file: &Arc<File>, chunks: Vec<Bytes>, offset: u64) -> Result<(), GetFailure> {
     let file = file.clone();
-    tokio::task::spawn_blocking(move || write_all_at(&file, &bytes, offset))
+    let written = tokio::task::spawn_blocking(move || {
+        let mut offset = offset;
+        for chunk in &chunks {
+            write_all_at(&file, chunk, offset)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    });
+    written
         .await
         .map_err(|error| GetFailure::Fatal(TransferError::Task(error.to_string())))?
         .map_err(|source| GetFailure::Fatal(write_error(context, source)))

@@ -361,3 +361,48 @@ fn log_verify_explains_changed_gateway_keys() {
     );
     assert!(stderr.contains("--log"), "{stderr}");
 }
+
+#[test]
+fn logout_keeps_token_when_server_is_down() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let SignedIn {
+        home,
+        sandbox,
+        profile,
+    } = SignedIn::start("tech-okafor", "imaging-staff");
+    drop(sandbox);
+    let ferry = || {
+        let mut command = ferry_tests::cli::ferry(home.path());
+        command.args(["--profile", &profile]);
+        command
+    };
+
+    let refused = run(ferry().arg("logout"));
+
+    assert_eq!(refused.status.code(), Some(5), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("the token is kept"), "{stderr}");
+    assert!(stderr.contains("ferry logout --local"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    let still_signed_in = run(ferry().arg("whoami"));
+    assert!(
+        still_signed_in.status.success(),
+        "{}",
+        describe(&still_signed_in)
+    );
+
+    let local = run(ferry().args(["logout", "--local"]));
+
+    assert!(local.status.success(), "{}", describe(&local));
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(stderr.contains("stays valid there"), "{stderr}");
+    let signed_out = run(ferry().arg("whoami"));
+    assert_eq!(
+        signed_out.status.code(),
+        Some(3),
+        "{}",
+        describe(&signed_out)
+    );
+}

@@ -16,7 +16,9 @@ Exit codes:
   4    transfer or verification failed (a checksum, a receipt or the log did not verify)
   5    interrupted and resumable (for example the network stayed away past
          --offline-timeout, or the server kept failing); run `ferry resume`,
-         or `ferry transfers resume ID` for a transfer listed as failed
+         or `ferry transfers resume ID` for a transfer listed as failed.
+         `ferry logout` exits 5 when the server cannot be reached to revoke
+         the token, which it then keeps
   6    upload blocked because the study names another patient
          (check the study, or pass --confirm-patient-mismatch REASON)
   7    not found: a document, patient or upload id does not exist or is not
@@ -50,8 +52,10 @@ pub struct Cli {
 pub enum Command {
     /// Sign in with SMART on FHIR in the system browser.
     Login(LoginArgs),
-    /// Revoke the refresh token at the server and delete it from this machine.
-    Logout,
+    /// Revoke the refresh token at the server and delete it from this
+    /// machine. When the server cannot be reached, the token is kept and
+    /// the exit code is 5, unless --local is given.
+    Logout(LogoutArgs),
     /// Show who is signed in, with which scopes and patient context.
     Whoami,
     /// List, add or remove server profiles.
@@ -105,6 +109,15 @@ pub struct LoginArgs {
     /// Which kind of sign-in to request.
     #[arg(long = "as", value_enum, default_value_t = LoginRole::ImagingStaff)]
     pub role: LoginRole,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Delete the refresh token here even when the server cannot be reached
+    /// to revoke it. The token then stays valid at the server until it
+    /// expires, and anyone holding a copy of it can still use it.
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,16 +3,18 @@
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
-use ferry_core::login::{self, LoginOptions, LoginPrompt, SessionInfo, SignInKind};
+use ferry_core::login::{
+    self, LoginOptions, LoginPrompt, SessionInfo, SignInKind, UnreachableServer,
+};
 use ferry_core::profile::{Profile, Profiles};
 use serde_json::json;
 
 use ferry_core::log::{Event, NewEntry};
 
 use crate::activity::ActivityLog;
-use crate::cli::{LoginArgs, LoginRole, ProfilesAction};
+use crate::cli::{LoginArgs, LoginRole, LogoutArgs, ProfilesAction};
 use crate::context::{self, login_error, profile_error};
-use crate::exit::{CliError, CliResult};
+use crate::exit::{CliError, CliResult, Exit};
 use crate::output::{Output, table};
 
 impl From<LoginRole> for SignInKind {
@@ -55,10 +57,33 @@ pub async fn login(profile: Option<&str>, args: LoginArgs, output: Output) -> Cl
     Ok(())
 }
 
-pub async fn logout(profile: Option<&str>, output: Output) -> CliResult<()> {
+pub async fn logout(profile: Option<&str>, args: LogoutArgs, output: Output) -> CliResult<()> {
     let context = context::profile_context(profile)?;
     let signed_in = login::whoami(&context).ok().flatten();
-    let report = login::logout(&context).await.map_err(login_error)?;
+    let when_unreachable = if args.local {
+        UnreachableServer::DeleteLocally
+    } else {
+        UnreachableServer::KeepToken
+    };
+    let report = login::logout_with(&context, when_unreachable)
+        .await
+        .map_err(login_error)?;
+    let name = &context.profile.name;
+    if report.kept_refresh_token {
+        return Err(CliError::new(
+            Exit::Interrupted,
+            format!(
+                "not signed out of profile {name}: the server could not be reached to revoke the \
+                 refresh token ({}), so the token is kept. Run `ferry logout` again once the server \
+                 is reachable, or `ferry logout --local` to delete the token here only; it then \
+                 stays valid at the server until it expires",
+                report
+                    .revocation_problem
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        ));
+    }
     if let Some(info) = &signed_in
         && let Some(mut log) = ActivityLog::for_context(&context, Some(info), output).await
     {
@@ -66,7 +91,6 @@ pub async fn logout(profile: Option<&str>, output: Output) -> CliResult<()> {
         log.close(output);
     }
 
-    let name = &context.profile.name;
     if !report.had_refresh_token {
         output.status(format!(
             "Profile {name} was not signed in; nothing to revoke."
@@ -77,8 +101,12 @@ pub async fn logout(profile: Option<&str>, output: Output) -> CliResult<()> {
         ));
     } else {
         output.status(format!(
-            "Signed out of profile {name}: the refresh token was deleted here but not revoked at the server ({}).",
-            report.revocation_problem.as_deref().unwrap_or("no reason given")
+            "warning: signed out of profile {name}: the refresh token was deleted here but not \
+             revoked at the server ({}), so it stays valid there until it expires.",
+            report
+                .revocation_problem
+                .as_deref()
+                .unwrap_or("no reason given")
         ));
     }
     output.json_result(&json!({

@@ -16,7 +16,7 @@ pub async fn run(cli: Cli, output: Output) -> CliResult<()> {
     let profile = cli.profile.as_deref();
     match cli.command {
         Command::Login(args) => account::login(profile, args, output).await,
-        Command::Logout => account::logout(profile, output).await,
+        Command::Logout(args) => account::logout(profile, args, output).await,
         Command::Whoami => account::whoami(profile, output),
         Command::Profiles { action } => account::profiles(action, output),
         Command::Documents { patient } => directory::documents(profile, patient, output).await,

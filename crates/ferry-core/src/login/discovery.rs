@@ -71,7 +71,7 @@ pub async fn discover(
         .await
         .map_err(|source| LoginError::Discovery {
             url: display_url(&url),
-            detail: source.to_string(),
+            detail: with_root_cause(&source),
         })?;
     if !response.status().is_success() {
         return Err(LoginError::Discovery {
@@ -117,6 +117,22 @@ fn check(config: &SmartConfiguration, url: &Url) -> Result<(), LoginError> {
         });
     }
     Ok(())
+}
+
+/// Returns an error's message followed by its innermost source, such as
+/// "Connection refused (os error 111)", which reqwest's own message for a
+/// failed request leaves out.
+fn with_root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = None;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        root = Some(cause);
+        source = cause.source();
+    }
+    match root {
+        Some(root) => format!("{error}: {root}"),
+        None => error.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub use callback::{
 pub use discovery::{SmartConfiguration, discover, smart_configuration_url};
 pub use id_token::IdTokenClaims;
 pub use oauth::{SmartTokenFields, SmartTokenResponse, parse_token_response};
-pub use session::{LogoutReport, Session, SessionInfo, logout, whoami};
+pub use session::{LogoutReport, Session, SessionInfo, UnreachableServer, logout, logout_with, whoami};
 
 use crate::http::HttpError;
 use crate::profile::{FerryDirs, Profile, ProfileError, ProfileLock};

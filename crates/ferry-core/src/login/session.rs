@@ -326,18 +326,54 @@ pub struct LogoutReport {
     /// The refresh token was revoked at the server (RFC 7009).
     pub revoked: bool,
     /// Reason the revocation was skipped or failed. The local token is
-    /// deleted in either case.
+    /// deleted unless `kept_refresh_token` is set.
     pub revocation_problem: Option<String>,
     /// A refresh token was stored before sign-out.
     pub had_refresh_token: bool,
+    /// The server could not be asked to revoke the token, so the token and
+    /// the session were kept ([`UnreachableServer::KeepToken`]).
+    pub kept_refresh_token: bool,
+}
+
+/// What sign-out does with the refresh token when the server cannot be
+/// asked to revoke it: discovery or the revocation request failed to get
+/// an answer, or the server answered with a 5xx status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnreachableServer {
+    /// Delete the token here anyway. It stays valid at the server until it
+    /// expires.
+    #[default]
+    DeleteLocally,
+    /// Keep the token and the session, so that sign-out can be tried again
+    /// once the server answers.
+    KeepToken,
+}
+
+/// Why a refresh token was not revoked.
+#[derive(Debug)]
+enum RevokeFailure {
+    /// No answer from the server, or a 5xx: trying again later may work.
+    Unreachable(String),
+    /// The server cannot revoke the token, or rejected the request with a
+    /// 4xx, for example because the token is already invalid.
+    Refused(String),
 }
 
 /// Signs out: revokes the stored refresh token at the server (RFC 7009)
 /// when it has a revocation endpoint, then deletes the token and the session
 /// file. A failed revocation is reported, not fatal, so sign-out works
 /// offline.
-#[tracing::instrument(skip_all, fields(profile = %context.profile.name))]
 pub async fn logout(context: &ProfileContext) -> Result<LogoutReport, LoginError> {
+    logout_with(context, UnreachableServer::DeleteLocally).await
+}
+
+/// Signs out like [`logout`], but with `when_unreachable` deciding whether
+/// the token is kept when the server cannot be asked to revoke it.
+#[tracing::instrument(skip_all, fields(profile = %context.profile.name))]
+pub async fn logout_with(
+    context: &ProfileContext,
+    when_unreachable: UnreachableServer,
+) -> Result<LogoutReport, LoginError> {
     let _lock = ProfileLock::acquire_async(&context.dirs, &context.profile.name).await?;
     let refresh_token = read_refresh_token(context).await?;
 
@@ -345,11 +381,20 @@ pub async fn logout(context: &ProfileContext) -> Result<LogoutReport, LoginError
         revoked: false,
         revocation_problem: None,
         had_refresh_token: refresh_token.is_some(),
+        kept_refresh_token: false,
     };
     if let Some(refresh_token) = refresh_token {
         match revoke(context, refresh_token).await {
             Ok(()) => report.revoked = true,
-            Err(problem) => {
+            Err(RevokeFailure::Unreachable(problem))
+                if when_unreachable == UnreachableServer::KeepToken =>
+            {
+                tracing::warn!(%problem, "refresh token not revoked at the server; keeping it");
+                report.revocation_problem = Some(problem);
+                report.kept_refresh_token = true;
+                return Ok(report);
+            }
+            Err(RevokeFailure::Unreachable(problem) | RevokeFailure::Refused(problem)) => {
                 tracing::warn!(%problem, "refresh token not revoked at the server");
                 report.revocation_problem = Some(problem);
             }
@@ -376,14 +421,16 @@ pub async fn logout(context: &ProfileContext) -> Result<LogoutReport, LoginError
 /// Revokes a refresh token (RFC 7009 §2.1). The request is built here
 /// rather than with `oauth2`, which rejects a revocation endpoint that is not
 /// `https://`, and so also the sandbox's loopback `http://` endpoint.
-async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), String> {
+async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), RevokeFailure> {
     let config = discover(&context.http, &context.profile.fhir_base_url)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| RevokeFailure::Unreachable(error_chain(&error)))?;
     let Some(endpoint) = config.revocation_endpoint else {
-        return Err("the server has no revocation endpoint".to_owned());
+        return Err(RevokeFailure::Refused(
+            "the server has no revocation endpoint".to_owned(),
+        ));
     };
-    require_secure(&endpoint).map_err(|error| error.to_string())?;
+    require_secure(&endpoint).map_err(|error| RevokeFailure::Refused(error.to_string()))?;
 
     let form = [
         ("token", refresh_token.expose()),
@@ -397,11 +444,11 @@ async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), S
         .send()
         .await
         .map_err(|error| {
-            format!(
+            RevokeFailure::Unreachable(format!(
                 "the revocation request to {} failed: {}",
                 display_url(&endpoint),
                 error_chain(&error)
-            )
+            ))
         })?;
 
     // RFC 7009 §2.2: 200 means revoked, or the token was already invalid.
@@ -417,10 +464,15 @@ async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), S
             .unwrap_or_else(|| status.to_string()),
         Err(_) => status.to_string(),
     };
-    Err(format!(
+    let problem = format!(
         "the revocation endpoint {} returned {detail}",
         display_url(&endpoint)
-    ))
+    );
+    if status.is_server_error() {
+        Err(RevokeFailure::Unreachable(problem))
+    } else {
+        Err(RevokeFailure::Refused(problem))
+    }
 }
 
 /// Returns the stored facts of the profile's sign-in, or `None` when it has

@@ -389,8 +389,9 @@ const BETWEEN_PROCESSES_TEST: &str = "kernel_keyring_keeps_secret_between_proces
 enum Launcher {
     /// With the test process's keyrings. When the test process has no
     /// session keyring of its own, as under cron, the child has none either.
-    /// In that case the kernel attached a new session keyring to the child
-    /// on its first write and discarded it at exit.
+    /// A store in the session keyring lost the secret in that case, because
+    /// the kernel attached a new session keyring to the child on its first
+    /// write and discarded it at exit.
     Inherited,
     /// Under `keyctl session -`, in a new anonymous session keyring that
     /// ends with the child, as systemd gives each service run
@@ -429,9 +430,13 @@ fn run_keyring_child(launcher: Launcher, role: &str, entry: &str, secret: &str) 
         .unwrap_or_else(|error| panic!("starting the {role} child ({launcher:?}) failed: {error}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success() && stdout.contains("1 passed"),
+        output.status.success(),
         "the {role} child ({launcher:?}) failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the {role} child ({launcher:?}) ran no test:\n{stdout}"
     );
 }
 

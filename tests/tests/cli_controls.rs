@@ -406,3 +406,57 @@ fn logout_keeps_token_when_server_is_down() {
         describe(&signed_out)
     );
 }
+
+#[test]
+fn usage_error_prints_json_error() {
+    let home = tempfile::tempdir().unwrap();
+
+    let rejected = run(ferry_tests::cli::ferry(home.path()).args(["--json", "upload", "--bogus"]));
+
+    assert_eq!(rejected.status.code(), Some(2), "{}", describe(&rejected));
+    let error: serde_json::Value =
+        serde_json::from_slice(&rejected.stdout).expect("one JSON document");
+    assert_eq!(error["error"]["kind"], "usage");
+    assert_eq!(error["error"]["exit_code"], 2);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--bogus"), "{message}");
+}
+
+#[test]
+fn download_of_unknown_document_leaves_no_folder() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    let folder = env.home.path().join("not-created");
+
+    let download = run(env
+        .ferry()
+        .args(["--json", "download", "doc-does-not-exist", "--to"])
+        .arg(&folder));
+
+    assert_eq!(download.status.code(), Some(7), "{}", describe(&download));
+    assert!(!folder.exists(), "{} was created", folder.display());
+    let failed = ferry_tests::cli::events(&download.stdout, "failed");
+    assert_eq!(failed.len(), 1, "{}", describe(&download));
+    let stdout = String::from_utf8_lossy(&download.stdout);
+    let errors = stdout
+        .lines()
+        .filter(|line| line.starts_with("{\"error\""))
+        .count();
+    assert_eq!(errors, 1, "{stdout}");
+}
+
+#[test]
+fn log_audit_of_unknown_id_exits_7() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+
+    let audit = run(env.ferry().args(["log", "audit", "no-such-correlation-id"]));
+
+    assert_eq!(audit.status.code(), Some(7), "{}", describe(&audit));
+    let stderr = String::from_utf8_lossy(&audit.stderr);
+    assert!(stderr.contains("no audit records"), "{stderr}");
+}

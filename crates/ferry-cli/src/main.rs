@@ -25,8 +25,10 @@ use crate::exit::{CliError, Exit};
 use crate::output::Output;
 
 fn main() -> ExitCode {
-    // clap prints usage errors itself and exits with status 2.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     init_logging(cli.verbose);
     let output = Output::new(cli.json);
 
@@ -50,6 +52,33 @@ fn main() -> ExitCode {
             error.exit.into()
         }
     }
+}
+
+/// Prints a command line that clap rejected, or the help and version text
+/// that clap reports the same way, and returns its exit code (2 for a usage
+/// error). With `--json` anywhere on the command line, a usage error also
+/// writes the `{"error": …}` document on stdout that other failures write.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    let code = error.exit_code();
+    let json_requested = std::env::args_os().skip(1).any(|arg| arg == "--json");
+    if error.use_stderr() && json_requested {
+        let message = error.kind().to_string();
+        let rendered = error.render().to_string();
+        let detail = rendered
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("error: "))
+            .unwrap_or(&message);
+        Output::new(true).json_result(&serde_json::json!({
+            "error": {
+                "message": detail,
+                "exit_code": Exit::Usage.code(),
+                "kind": Exit::Usage.name(),
+            }
+        }));
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(Exit::Usage.code()))
 }
 
 /// Returns whether an event is the engine's WARN line of one retry, which

@@ -351,12 +351,12 @@ async fn audit(profile: &Profile, correlation_id: &str, output: Output) -> CliRe
         ]);
     }
     if rows.is_empty() {
-        output.status(format!(
-            "The gateway has no audit records of correlation id {correlation_id} that this user may see."
-        ));
-    } else {
-        output.text(table(&["RECORDED", "STEP", "OUTCOME"], &rows));
+        return Err(CliError::not_found(format!(
+            "the gateway has no audit records of correlation id {correlation_id} that this user \
+             may see; take the id from `ferry log show` or from a transfer's output"
+        )));
     }
+    output.text(table(&["RECORDED", "STEP", "OUTCOME"], &rows));
     output.json_result(&bundle);
     Ok(())
 }

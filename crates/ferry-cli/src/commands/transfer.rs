@@ -234,9 +234,6 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
             folder.display()
         )));
     }
-    std::fs::create_dir_all(&folder).map_err(|error| {
-        CliError::failure(format!("failed to create {}: {error}", folder.display()))
-    })?;
     for id in &args.document_ids {
         if id.trim().is_empty() || id.contains('/') {
             return Err(CliError::usage(format!(
@@ -258,6 +255,11 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     } else {
         ExistingFile::Fail
     };
+
+    let folder_is_new = !folder.exists();
+    std::fs::create_dir_all(&folder).map_err(|error| {
+        CliError::failure(format!("failed to create {}: {error}", folder.display()))
+    })?;
 
     let mut handles = Vec::new();
     for id in &args.document_ids {
@@ -282,6 +284,12 @@ pub async fn download(profile: Option<&str>, args: DownloadArgs, output: Output)
     let followed = follow_offline(&engine, handles, output, args.offline.offline_timeout).await;
     report(&context, &engine, &followed, &mut activity, output);
     close_log(&context, &session, &followed, activity, output).await;
+    if folder_is_new {
+        // Leaves no empty folder behind when every download failed, for
+        // example because no document has the id. `remove_dir` deletes
+        // only an empty folder.
+        let _ = std::fs::remove_dir(&folder);
+    }
     exit_of(&followed).map_err(|mut error| {
         if error.exit == Exit::NotFound {
             error.message.push_str(
@@ -708,13 +716,20 @@ async fn close_log(
 }
 
 /// Deletes an archive that Ferry packed into the staging folder, once its
-/// upload completed. Files outside the staging folder are never touched.
+/// upload completed, and the archive's own folder when it is then empty.
+/// Files outside the staging folder are never touched.
 fn remove_staged(context: &ProfileContext, source: &Path) {
     let staging = staging_dir(context);
-    if source.starts_with(&staging)
-        && let Err(error) = std::fs::remove_file(source)
-    {
+    if !source.starts_with(&staging) {
+        return;
+    }
+    if let Err(error) = std::fs::remove_file(source) {
         tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
+        return;
+    }
+    if let Some(folder) = source.parent().filter(|folder| folder.parent() == Some(staging.as_path())) {
+        // Fails harmlessly when the folder is not empty.
+        let _ = std::fs::remove_dir(folder);
     }
 }
 

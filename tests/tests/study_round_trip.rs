@@ -207,3 +207,46 @@ fn plain_zip_unpacks_with_a_note() {
     let folder = PathBuf::from(unpacked["folder"].as_str().unwrap());
     assert_eq!(sha256_tree(&folder), original);
 }
+
+#[test]
+fn same_named_folders_upload_in_one_command() {
+    if skip_without_credential_store() {
+        return;
+    }
+    let env = SignedIn::start("tech-okafor", "imaging-staff");
+    // Each run of the script gives new UIDs, so the two studies differ.
+    let mut studies = Vec::new();
+    for (generated, count) in [("first", "30"), ("second", "12")] {
+        let out = env.home.path().join(generated);
+        make_test_study(&out, &["--only", "ct-study", "--ct-instances", count]);
+        let study = out.join("DICOM");
+        std::fs::rename(out.join("ct-study"), &study).unwrap();
+        studies.push(study);
+    }
+    let originals: Vec<_> = studies.iter().map(|study| sha256_tree(study)).collect();
+
+    let upload = run(env
+        .ferry()
+        .args(["--json", "upload", "--patient", MATCHING_PATIENT])
+        .args(&studies));
+
+    assert!(upload.status.success(), "{}", describe(&upload));
+    let uploaded = events(&upload.stdout, "uploaded");
+    assert_eq!(uploaded.len(), 2, "{}", describe(&upload));
+    let mut round_tripped = Vec::new();
+    for (index, event) in uploaded.iter().enumerate() {
+        let document_id = event["document_id"].as_str().unwrap();
+        let downloads = env.home.path().join(format!("downloads-{index}"));
+        let (unpacked, _) = download_unpacked(&env, document_id, &downloads);
+        let mut files = sha256_tree(Path::new(unpacked["folder"].as_str().unwrap()));
+        assert!(files.remove("MANIFEST.json").is_some(), "{unpacked}");
+        round_tripped.push(files);
+    }
+    for original in &originals {
+        assert!(
+            round_tripped.contains(original),
+            "a study of {} instances was not uploaded as it is",
+            original.len()
+        );
+    }
+}

@@ -194,8 +194,12 @@ pub async fn prepare_study(
     })
 }
 
-/// Packs the scanned folder into `{staging_dir}/{folder name}.zip`. Packing
-/// is deterministic, so packing the same files again gives the same bytes.
+/// Packs the scanned folder into `{staging_dir}/pack-RANDOM/{folder name}.zip`.
+/// Packing is deterministic, so packing the same files again gives the same
+/// bytes. Each pack gets its own folder, because two folders of the same
+/// name (PACS exports are often all called `DICOM`) packed in one command or
+/// by two processes would otherwise replace each other's archive between
+/// the patient check and the upload.
 async fn pack_folder(
     scan: &StudyScan,
     folder: &Path,
@@ -213,7 +217,17 @@ async fn pack_folder(
             staging_dir.display()
         ))
     })?;
-    let archive = staging_dir.join(format!("{name}.zip"));
+    let pack_dir = tempfile::Builder::new()
+        .prefix("pack-")
+        .tempdir_in(staging_dir)
+        .map_err(|error| {
+            CliError::failure(format!(
+                "failed to create a folder in {}: {error}",
+                staging_dir.display()
+            ))
+        })?
+        .keep();
+    let archive = pack_dir.join(format!("{name}.zip"));
     output.status(format!(
         "Packing {} DICOM instances of {} into {}.",
         scan.instances.len(),

@@ -1,9 +1,9 @@
 //! `ferry transfers pause|cancel`, offline waits, and the exit codes and
 //! messages of commands that name something missing or reach a stopped
 //! gateway. Each test runs the binaries against a sandbox gateway started
-//! for it and signs in through the real login flow, so they need a Secret
-//! Service for the refresh token (scripts/test provides one); without one
-//! they are skipped with a message.
+//! for it and signs in through the real login flow. So the tests need a
+//! Secret Service for the refresh token, which scripts/test provides, and
+//! without one they are skipped with a message.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
@@ -327,8 +327,8 @@ fn log_verify_explains_changed_gateway_keys() {
         .to_owned();
     drop(sandbox);
 
-    // A new data folder on the same address stands for a sandbox data
-    // reset: the gateway has new signing keys and forgets the sign-in.
+    // A new data folder on the same address is a sandbox data reset: the
+    // gateway has new signing keys and no record of the sign-in.
     let mut reset = ferry_tests::cli::sandbox_command(
         &address,
         &home.path().join("gateway-after-reset"),

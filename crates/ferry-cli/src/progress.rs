@@ -136,9 +136,10 @@ fn new_bar(progress: &Progress, columns: Option<usize>) -> ProgressBar {
         .with_prefix(progress.direction.as_str())
 }
 
-/// The text beside a bar: the file name, shortened to fit the terminal, and
-/// any state other than running, e.g. `ct.zip (paused)`; `offline` stands
-/// for `waiting_for_network`, which would leave no room for the name.
+/// Returns the text beside a bar: the file name, shortened to fit the
+/// terminal, and any state other than running, e.g. `ct.zip (paused)`. The
+/// word `offline` replaces `waiting_for_network`, which would leave no room
+/// for the name.
 fn bar_message(progress: &Progress, columns: Option<usize>) -> String {
     let fixed = match columns {
         Some(columns) if columns < COMPACT_BELOW_COLUMNS => COMPACT_FIXED_COLUMNS,

@@ -574,10 +574,11 @@ fn list_transfers(path: &Path, profile_name: &str, output: Output) -> CliResult<
     Ok(())
 }
 
-/// Returns the state to show for a journal record: `interrupted` for one
-/// the journal lists as running, waiting for the network or verifying (or
-/// queued and claimed) while no live process claims it, because the process
-/// that ran it was killed or crashed; the journal's state otherwise.
+/// Returns the state to show for a journal record. A record that the
+/// journal lists as running, waiting for the network or verifying (or
+/// queued and claimed) is `interrupted` when no live process claims it,
+/// because the process that ran it was killed or crashed. Any other record
+/// shows the journal's state.
 fn shown_state(record: &TransferRecord) -> &'static str {
     let active = match record.state {
         TransferState::Running | TransferState::WaitingForNetwork | TransferState::Verifying => {

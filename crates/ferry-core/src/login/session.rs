@@ -336,8 +336,8 @@ pub struct LogoutReport {
 }
 
 /// What sign-out does with the refresh token when the server cannot be
-/// asked to revoke it: discovery or the revocation request failed to get
-/// an answer, or the server answered with a 5xx status.
+/// asked to revoke it, because discovery or the revocation request got no
+/// response, or the response had a 5xx status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnreachableServer {
     /// Delete the token here anyway. It stays valid at the server until it
@@ -345,14 +345,14 @@ pub enum UnreachableServer {
     #[default]
     DeleteLocally,
     /// Keep the token and the session, so that sign-out can be tried again
-    /// once the server answers.
+    /// once the server responds.
     KeepToken,
 }
 
-/// Why a refresh token was not revoked.
+/// Reason a refresh token was not revoked.
 #[derive(Debug)]
 enum RevokeFailure {
-    /// No answer from the server, or a 5xx: trying again later may work.
+    /// No response from the server, or a 5xx, so trying again later may work.
     Unreachable(String),
     /// The server cannot revoke the token, or rejected the request with a
     /// 4xx, for example because the token is already invalid.

@@ -66,6 +66,9 @@ struct RunningHash {
     parts: Vec<HashedPart>,
     /// True while a task advances the run.
     advancing: bool,
+    /// True when a part was stored after the task last looked the next part
+    /// up, so a task that found nothing to hash looks again before it stops.
+    recheck: bool,
     /// True once a completion or an abort took the state; a task then stops.
     closed: bool,
 }
@@ -180,6 +183,7 @@ impl HashAhead {
                 size: 0,
                 parts: Vec::new(),
                 advancing: false,
+                recheck: false,
                 closed: false,
             }),
             changed: Condvar::new(),
@@ -246,9 +250,8 @@ impl Store {
     /// Starts advancing the upload's running SHA-256 after one of its parts
     /// was stored, unless a task already does.
     ///
-    /// Call it only after the part's row is committed: the task looks parts
-    /// up in the database, and a task that found no next part has stopped
-    /// before this call can see `advancing` unset.
+    /// Call it only after the part's row is committed, because the task looks
+    /// parts up in the database.
     pub(crate) fn hash_ahead(&self, upload_id: &str) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -258,7 +261,11 @@ impl Store {
         };
         {
             let mut state = lock(&tracked.state);
-            if state.advancing || state.closed {
+            if state.closed {
+                return;
+            }
+            if state.advancing {
+                state.recheck = true;
                 return;
             }
             state.advancing = true;
@@ -321,6 +328,7 @@ fn advance(store: &Weak<Inner>, upload_id: &str, tracked: &Tracked) {
                 tracked.changed.notify_all();
                 return;
             }
+            state.recheck = false;
             (state.parts.len() as u32 + 1, state.sha256.clone())
         };
 
@@ -363,7 +371,11 @@ fn advance(store: &Weak<Inner>, upload_id: &str, tracked: &Tracked) {
                 state.parts.push(hashed);
                 tracked.changed.notify_all();
             }
-            _ => {
+            // The next turn of the loop sees the closed state and stops.
+            Some(_) => {}
+            // A part stored since the lookup may be the next one.
+            None if state.recheck && !state.closed => {}
+            None => {
                 state.advancing = false;
                 tracked.changed.notify_all();
                 let closed = state.closed;

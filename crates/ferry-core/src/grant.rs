@@ -526,6 +526,18 @@ pub enum ReceiptError {
     Signature(#[source] jsonwebtoken::errors::Error),
     #[error("the signed payload differs from the receipt the gateway returned")]
     PayloadDiffers,
+    #[error(
+        "the receipt files document {document_id} under patient {actual}, but the upload was for patient {expected}. \
+         The file is now stored at the gateway under patient {actual}: report document {document_id} to the \
+         platform's administrators so they remove it from that patient's record"
+    )]
+    PatientMismatch { expected: String, actual: String, document_id: String },
+    #[error(
+        "the gateway's completion response names document {completed} but its signed receipt names document {receipt}. \
+         The file is stored at the gateway: report both documents to the platform's administrators, who can tell \
+         which one holds the file"
+    )]
+    DocumentMismatch { completed: String, receipt: String },
 }
 
 /// What the client knows about an upload, to check a receipt against.
@@ -536,6 +548,11 @@ pub struct ExpectedReceipt<'a> {
     pub sha256: &'a str,
     /// Each part's SHA-256 (hex) in part-number order.
     pub part_sha256: &'a [String],
+    /// The FHIR Patient id the user chose for the upload.
+    pub patient: &'a str,
+    /// The document id of the gateway's completion response, outside the
+    /// signed receipt.
+    pub document_id: &'a str,
 }
 
 /// Computes the S3 composite checksum: SHA-256 (hex) of the parts' binary
@@ -549,8 +566,9 @@ pub fn parts_sha256(part_sha256: &[String]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Verifies a receipt: its fields match what the client computed, and its
-/// `jws` is an ES256 signature by a key of `keys` over the same receipt.
+/// Verifies a receipt: its fields match what the client computed and the
+/// patient it chose, its document id matches the completion response's, and
+/// its `jws` is an ES256 signature by a key of `keys` over the same receipt.
 pub fn verify_receipt(
     signed: &SignedReceipt,
     expected: &ExpectedReceipt<'_>,
@@ -566,6 +584,21 @@ pub fn verify_receipt(
         &receipt.part_count.to_string(),
     )?;
     check_field("parts_sha256", &parts_sha256(expected.part_sha256), &receipt.parts_sha256)?;
+    // FHIR ids are case-sensitive, so the patient and document ids are
+    // compared exactly, unlike the hex digests above.
+    if receipt.patient != expected.patient {
+        return Err(ReceiptError::PatientMismatch {
+            expected: expected.patient.to_owned(),
+            actual: receipt.patient.clone(),
+            document_id: receipt.document_id.clone(),
+        });
+    }
+    if receipt.document_id != expected.document_id {
+        return Err(ReceiptError::DocumentMismatch {
+            completed: expected.document_id.to_owned(),
+            receipt: receipt.document_id.clone(),
+        });
+    }
 
     let header = jsonwebtoken::decode_header(&signed.jws).map_err(ReceiptError::Signature)?;
     let jwk = match header.kid.as_deref() {

@@ -2,9 +2,10 @@
 //! transfer engine. The gateway sends store URLs over plain http to a
 //! remote host, a grant for another document, a grant larger than any
 //! object, or one-byte upload parts. The store redirects elsewhere or
-//! sends short ranges. Two documents of the same name are downloaded into
-//! one folder at once, and `HTTP_PROXY` is set while the store is on
-//! loopback.
+//! sends short ranges. The gateway signs an upload's receipt for another
+//! patient, or completes an upload naming another document than its
+//! receipt. Two documents of the same name are downloaded into one folder
+//! at once, and `HTTP_PROXY` is set while the store is on loopback.
 //!
 //! The gateway here is a stand-in, not the sandbox, because the sandbox
 //! never sends such responses. It serves only the grant API calls that
@@ -20,11 +21,16 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_api::{DownloadGrant, DownloadGrantRequest, SignedUrl};
 use ferry_core::grant::{GrantClient, GrantError, StaticAccessToken};
 use ferry_core::http::{HttpOptions, ProxySettings, build_client};
+use ferry_core::journal::TransferState;
 use ferry_core::secrets::Secret;
-use ferry_core::transfer::{DownloadOptions, Engine, EngineOptions, RetryPolicy, TransferOutcome};
+use ferry_core::transfer::{
+    DownloadOptions, Engine, EngineOptions, RetryPolicy, TransferOutcome, UploadOptions,
+};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use url::Url;
@@ -660,5 +666,197 @@ async fn short_ranges_from_store_fail_the_download() {
     assert!(
         error.to_string().contains("bytes for a range of"),
         "{error}"
+    );
+}
+
+/// A stand-in grant API that takes an upload of one part and completes it
+/// with a correctly signed receipt whose patient or document id differs from
+/// the upload's.
+struct MisfilingGateway {
+    /// The patient the receipt names.
+    receipt_patient: String,
+    /// The document id of the completion response, outside the receipt.
+    completed_document_id: String,
+    store_url: String,
+    signing_pem: String,
+    jwks: serde_json::Value,
+}
+
+const MISFILED_UPLOAD: &str = "upl-misfiled";
+const MISFILED_DOCUMENT: &str = "doc-misfiled";
+
+async fn create_misfiled_upload(body: axum::Json<ferry_api::UploadGrantRequest>) -> Response {
+    let grant = ferry_api::UploadGrant {
+        upload_id: MISFILED_UPLOAD.to_owned(),
+        part_size: body.part_size,
+        part_count: 1,
+        size: body.size,
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+        correlation_id: "corr-hostile".to_owned(),
+    };
+    (StatusCode::CREATED, axum::Json(grant)).into_response()
+}
+
+async fn open_upload_state(UrlPath(upload_id): UrlPath<String>) -> Response {
+    let state = ferry_api::UploadState {
+        upload_id,
+        status: ferry_api::UploadStatus::Open,
+        file_name: "ct.zip".to_owned(),
+        size: 0,
+        part_size: 16 * 1024 * 1024,
+        part_count: 1,
+        parts: Vec::new(),
+        expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+        correlation_id: "corr-hostile".to_owned(),
+        completed: None,
+    };
+    axum::Json(state).into_response()
+}
+
+async fn misfiled_part_urls(
+    State(gateway): State<Arc<MisfilingGateway>>,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    grant_part_urls(State(gateway.store_url.clone()), body).await
+}
+
+async fn complete_misfiled(
+    State(gateway): State<Arc<MisfilingGateway>>,
+    body: axum::Json<ferry_api::CompleteUploadRequest>,
+) -> Response {
+    let mut composite = Sha256::new();
+    for part in &body.parts {
+        composite.update(hex::decode(&part.sha256).unwrap());
+    }
+    let receipt = ferry_api::Receipt {
+        upload_id: MISFILED_UPLOAD.to_owned(),
+        document_id: MISFILED_DOCUMENT.to_owned(),
+        object: "uploads/misfiled".to_owned(),
+        size: 4096,
+        sha256: body.sha256.clone(),
+        parts_sha256: hex::encode(composite.finalize()),
+        part_count: u32::try_from(body.parts.len()).unwrap(),
+        patient: gateway.receipt_patient.clone(),
+        completed_at: jiff::Timestamp::now(),
+        correlation_id: "corr-hostile".to_owned(),
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("hostile-key".to_owned());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(gateway.signing_pem.as_bytes()).unwrap();
+    let jws = jsonwebtoken::encode(&header, &receipt, &key).unwrap();
+    let completed = ferry_api::CompletedUpload {
+        document_id: gateway.completed_document_id.clone(),
+        receipt: ferry_api::SignedReceipt { receipt, jws },
+    };
+    axum::Json(completed).into_response()
+}
+
+/// Uploads 4 KiB for patient `pat-001` through a [`MisfilingGateway`] and
+/// returns the error with its causes, one per line.
+async fn upload_through_misfiling_gateway(
+    receipt_patient: &str,
+    completed_document_id: &str,
+) -> String {
+    let store = serve(
+        Router::new().fallback(|| async { (StatusCode::OK, [(header::ETAG, "\"etag-1\"")]) }),
+    )
+    .await;
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = key_pair.public_key_raw();
+    let jwks = serde_json::json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "hostile-key",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]});
+    let gateway = Arc::new(MisfilingGateway {
+        receipt_patient: receipt_patient.to_owned(),
+        completed_document_id: completed_document_id.to_owned(),
+        store_url: format!("{store}/bucket/ct.zip?partNumber=1&uploadId=u&X-Amz-Signature=s"),
+        signing_pem: key_pair.serialize_pem(),
+        jwks,
+    });
+    let keys = gateway.jwks.clone();
+    let app = Router::new()
+        .route("/grant/v1/uploads", post(create_misfiled_upload))
+        .route("/grant/v1/uploads/{upload_id}", get(open_upload_state))
+        .route(
+            "/grant/v1/uploads/{upload_id}/part-urls",
+            post(misfiled_part_urls),
+        )
+        .route(
+            "/grant/v1/uploads/{upload_id}/complete",
+            post(complete_misfiled),
+        )
+        .route(
+            "/grant/v1/keys",
+            get(move || async move { axum::Json(keys) }),
+        )
+        .with_state(gateway);
+    let base = serve(app).await;
+    let tokens = Arc::new(StaticAccessToken(Secret::new("bearer-secret")));
+    let grants = GrantClient::new(
+        Url::parse(&format!("{base}/grant/v1")).unwrap(),
+        client(),
+        tokens,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let source = home.path().join("ct.zip");
+    std::fs::write(&source, content(7, 4096).as_slice()).unwrap();
+    let engine = Engine::new(home.path().join("journal.sqlite"), grants, engine_options()).unwrap();
+
+    let handle = engine
+        .upload(&source, "pat-001", UploadOptions::default())
+        .await
+        .unwrap();
+    let error = handle
+        .wait()
+        .await
+        .expect_err("an upload with a misfiled receipt completed");
+
+    let record = engine.get(handle.id()).unwrap();
+    assert_ne!(
+        record.state,
+        TransferState::Completed,
+        "the journal records the upload as completed"
+    );
+    assert_eq!(
+        record.document_id, None,
+        "the journal records the misfiled document"
+    );
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        message.push('\n');
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
+#[tokio::test]
+async fn upload_receipt_for_another_patient_is_rejected() {
+    let message = upload_through_misfiling_gateway("pat-002", MISFILED_DOCUMENT).await;
+
+    assert!(
+        message.contains("under patient pat-002, but the upload was for patient pat-001"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "report document {MISFILED_DOCUMENT} to the platform's administrators"
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn upload_completion_naming_another_document_is_rejected() {
+    let message = upload_through_misfiling_gateway("pat-001", "doc-other").await;
+
+    assert!(
+        message.contains(&format!(
+            "names document doc-other but its signed receipt names document {MISFILED_DOCUMENT}"
+        )),
+        "{message}"
     );
 }

@@ -694,11 +694,17 @@ async fn finish(
         id: context.id.clone(),
         detail: "a completed upload without the whole-file SHA-256".to_owned(),
     })?;
+    let patient = record.patient.clone().ok_or_else(|| TransferError::IncompleteRecord {
+        id: context.id.clone(),
+        detail: "a completed upload without the patient it was for".to_owned(),
+    })?;
     let expected = ExpectedReceipt {
         upload_id: &upload_id,
         size: record.size.unwrap_or(0),
         sha256: &sha256,
         part_sha256: &part_sha256,
+        patient: &patient,
+        document_id: &completed.document_id,
     };
     let keys = context.gateway(|| context.grants.keys()).await?;
     verify_receipt(&completed.receipt, &expected, &keys)

@@ -20,6 +20,7 @@ use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::file_sync::FileSync;
 use super::names::{numbered_name, safe_file_name, temp_path_for};
 use super::range_digest::{RangeDigest, RangeDigestError};
 use super::retry::{Activity, with_idle_timeout};
@@ -91,7 +92,9 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
         })
         .collect();
     let started = std::time::Instant::now();
-    fetch_ranges(&context, &record, grant, file.clone(), ranges, &digest).await?;
+    let sync = Arc::new(FileSync::start(file.clone()));
+    fetch_ranges(&context, &record, grant, &file, &sync, ranges, &digest).await?;
+    drop(sync);
     let fetched = started.elapsed();
 
     context.set_state(TransferState::Verifying)?;
@@ -229,7 +232,8 @@ async fn fetch_ranges(
     context: &Arc<TransferContext>,
     record: &TransferRecord,
     grant: DownloadGrant,
-    file: Arc<File>,
+    file: &Arc<File>,
+    sync: &Arc<FileSync>,
     ranges: Vec<PartRecord>,
     digest: &RangeDigest,
 ) -> Result<(), TransferError> {
@@ -242,7 +246,7 @@ async fn fetch_ranges(
     loop {
         while tasks.len() < in_flight && context.control() == super::Control::Run {
             let Some(range) = pending.next() else { break };
-            let task = fetch_range(context.clone(), shared.clone(), etag.clone(), file.clone(), range);
+            let task = fetch_range(context.clone(), shared.clone(), etag.clone(), file.clone(), sync.clone(), range);
             tasks.spawn(task.in_current_span());
         }
         let Some(joined) = tasks.join_next().await else { break };
@@ -288,6 +292,7 @@ async fn fetch_range(
     shared: Arc<SharedGrant>,
     etag: Arc<Mutex<Option<String>>>,
     file: Arc<File>,
+    sync: Arc<FileSync>,
     range: PartRecord,
 ) -> Result<u32, TransferError> {
     set_range_state(&context, range.part_number, PartState::Sent).await?;
@@ -310,7 +315,7 @@ async fn fetch_range(
             () = context.cancelled() => return Err(TransferError::Interrupted),
         };
         let counted = AtomicU64::new(0);
-        let attempted = get_range(&context, &grant, &etag, &range, &file, &counted).await;
+        let attempted = get_range(&context, &grant, &etag, &range, &file, &sync, &counted).await;
         drop(permit);
         let failure = match attempted {
             Ok(()) => {
@@ -358,14 +363,16 @@ async fn fetch_range(
 }
 
 /// Fetches one range and writes it into the temporary file as it arrives,
-/// in batches of about [`WRITE_BUFFER`] bytes, then flushes it. Memory per
-/// range stays at about one write buffer whatever the range size.
+/// in batches of about [`WRITE_BUFFER`] bytes, then waits until its bytes are
+/// durable. Memory per range stays at about one write buffer whatever the
+/// range size.
 async fn get_range(
     context: &TransferContext,
     grant: &DownloadGrant,
     etag: &Mutex<Option<String>>,
     range: &PartRecord,
     file: &Arc<File>,
+    sync: &FileSync,
     counted: &AtomicU64,
 ) -> Result<(), GetFailure> {
     let last = range.offset + range.size - 1;
@@ -397,6 +404,7 @@ async fn get_range(
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0;
         let mut written = 0u64;
+        let mut mark = 0;
         while let Some(chunk) = response.chunk().await.map_err(network)? {
             activity.touch();
             context.throttle(chunk.len() as u64, &activity).await;
@@ -413,12 +421,14 @@ async fn get_range(
             pending.push(chunk);
             if pending_len >= WRITE_BUFFER {
                 write_chunks_at(context, file, std::mem::take(&mut pending), range.offset + written).await?;
+                mark = sync.wrote(pending_len as u64);
                 written += std::mem::take(&mut pending_len) as u64;
                 activity.touch();
             }
         }
         if !pending.is_empty() {
             write_chunks_at(context, file, pending, range.offset + written).await?;
+            mark = sync.wrote(pending_len as u64);
             written += pending_len as u64;
         }
         if written != range.size {
@@ -428,11 +438,7 @@ async fn get_range(
                 message: format!("the store sent {written} bytes for a range of {}", range.size),
             });
         }
-        let flushed = file.clone();
-        tokio::task::spawn_blocking(move || flushed.sync_data())
-            .await
-            .map_err(|error| GetFailure::Fatal(TransferError::Task(error.to_string())))?
-            .map_err(|source| GetFailure::Fatal(write_error(context, source)))
+        sync.durable(mark).await.map_err(|source| GetFailure::Fatal(write_error(context, source)))
     };
     tokio::select! {
         outcome = with_idle_timeout(exchange, &activity, context.options.idle_timeout) => outcome.unwrap_or_else(|| {

@@ -14,6 +14,7 @@
 mod buffers;
 mod download;
 mod engine;
+mod file_sync;
 mod names;
 mod progress;
 mod range_digest;

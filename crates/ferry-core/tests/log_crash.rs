@@ -8,8 +8,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
 
 use ferry_core::log::{self, Event, NewEntry, OpenOptions, ProblemKind, Record, TransferLog};
 use ferry_core::secrets::{Secret, SecretStore, SecretStoreError};
@@ -91,29 +90,39 @@ fn crash_child_appends_until_killed() {
     }
 }
 
-/// Polls the file for up to 200 ms and returns as soon as it ends without a
-/// newline, that is while a write is in progress, so most kills land
-/// inside an append rather than between appends.
-fn wait_for_write_in_progress(path: &Path) {
-    let deadline = std::time::Instant::now() + Duration::from_millis(200);
-    while std::time::Instant::now() < deadline {
-        let Ok(mut file) = fs::File::open(path) else { continue };
-        let len = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
-        let mut last = [0u8; 1];
-        if len > 0
-            && file.seek(SeekFrom::Start(len - 1)).is_ok()
-            && file.read_exact(&mut last).is_ok()
-            && last[0] != b'\n'
-        {
-            return;
-        }
+/// Returns true when the file ends without a newline, that is while an
+/// append is writing its line.
+fn is_write_in_progress(path: &Path) -> bool {
+    let Ok(mut file) = fs::File::open(path) else { return false };
+    let len = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let mut last = [0u8; 1];
+    if len == 0 || file.seek(SeekFrom::Start(len - 1)).is_err() || file.read_exact(&mut last).is_err() {
+        return false;
     }
+    last[0] != b'\n'
 }
 
+/// Parses a child's `appended SEQ NAME` line.
+fn parse_acknowledgement(line: &str) -> Option<(u64, String)> {
+    let mut words = line.split(' ');
+    if words.next() != Some("appended") {
+        return None;
+    }
+    let seq = words.next()?.parse().ok()?;
+    let name = words.next()?.to_owned();
+    Some((seq, name))
+}
+
+/// Kills the child of each round while it appends. The child first reports
+/// a random count of durable appends (1 to 3). The test then polls the log
+/// until a line is half written or the next append is reported, and kills.
+/// Every wait is for the child's output, so a loaded machine only slows
+/// the test down.
 #[test]
 fn kill_during_appends_loses_no_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let acknowledged: Arc<Mutex<HashMap<u64, String>>> = Arc::default();
+    let log_path = dir.path().join("transfer-log.ndjson");
+    let mut acknowledged: HashMap<u64, String> = HashMap::new();
 
     for round in 0..10u32 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -125,23 +134,41 @@ fn kill_during_appends_loses_no_entry() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let sink = Arc::clone(&acknowledged);
+        let (sender, receiver) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut words = line.split(' ');
-                if words.next() == Some("appended") {
-                    let seq: u64 = words.next().unwrap().parse().unwrap();
-                    let name = words.next().unwrap().to_owned();
-                    sink.lock().unwrap().insert(seq, name);
+                if let Some(acknowledgement) = parse_acknowledgement(&line) {
+                    let _ = sender.send(acknowledgement);
                 }
             }
         });
 
-        std::thread::sleep(Duration::from_millis(rand::random_range(30..250)));
-        wait_for_write_in_progress(&dir.path().join("transfer-log.ndjson"));
+        let appends_before_kill = rand::random_range(1..=3);
+        for count in 0..appends_before_kill {
+            let Ok((seq, name)) = receiver.recv() else {
+                panic!("round {round}: the child exited after {count} appends, before it was killed");
+            };
+            acknowledged.insert(seq, name);
+        }
+        loop {
+            if is_write_in_progress(&log_path) {
+                break;
+            }
+            match receiver.try_recv() {
+                Ok((seq, name)) => {
+                    acknowledged.insert(seq, name);
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    panic!("round {round}: the child exited before it was killed")
+                }
+            }
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         reader.join().unwrap();
+        acknowledged.extend(receiver.try_iter());
     }
 
     let mut log = open_with_files(dir.path());
@@ -151,8 +178,6 @@ fn kill_during_appends_loses_no_entry() {
     let options = log::VerifyOptions { device_keys: vec![device_key], ..Default::default() };
     let report = log::verify(dir.path().join("transfer-log.ndjson"), &options).unwrap();
 
-    let acknowledged = acknowledged.lock().unwrap();
-    assert!(!acknowledged.is_empty(), "no child appended anything before it was killed");
     let non_torn: Vec<_> = report.problems.iter().filter(|problem| problem.kind != ProblemKind::Torn).collect();
     assert!(non_torn.is_empty(), "{non_torn:#?}");
     assert!(report.ok);

@@ -333,7 +333,13 @@ pub async fn transfers_list(state: State<'_, AppState>) -> CommandResult<Vec<Tra
 
 #[tauri::command]
 pub async fn transfer_pause(state: State<'_, AppState>, id: String) -> CommandResult<()> {
-    Ok(state.connection().await?.engine.pause(&id)?)
+    let connection = state.connection().await?;
+    let running = connection.engine.handle(&id).is_some();
+    connection.engine.pause(&id)?;
+    if !running {
+        append_user_action(&connection, &id, Event::Paused).await;
+    }
+    Ok(())
 }
 
 /// Continues a paused, interrupted or failed transfer from where it stopped.
@@ -350,7 +356,23 @@ pub async fn transfer_resume(app: AppHandle, state: State<'_, AppState>, id: Str
 
 #[tauri::command]
 pub async fn transfer_cancel(state: State<'_, AppState>, id: String) -> CommandResult<()> {
-    Ok(state.connection().await?.engine.cancel(&id).await?)
+    let connection = state.connection().await?;
+    let running = connection.engine.handle(&id).is_some();
+    connection.engine.cancel(&id).await?;
+    if !running {
+        append_user_action(&connection, &id, Event::Cancelled).await;
+    }
+    Ok(())
+}
+
+/// Appends the `paused` or `cancelled` entry of a transfer that this app
+/// was not running. The task of a running transfer writes its own entry
+/// when it stops, so calling this for one would log the action twice.
+async fn append_user_action(connection: &Connection, id: &str, event: Event) {
+    match connection.engine.get(id) {
+        Ok(record) => connection.append_log(ferry_core::activity::transfer_entry(event, &record)).await,
+        Err(error) => tracing::warn!(transfer_id = id, %error, "the transfer log has no entry for this action"),
+    }
 }
 
 /// One entry of the signed log as the Log screen shows it.

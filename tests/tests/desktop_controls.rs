@@ -85,6 +85,19 @@ fn wait_for_state(app: &App, file_name: &str, states: &[&str], timeout: Duration
     }
 }
 
+/// Counts the entries with `event` in the signed logs of the app's profiles.
+fn signed_log_events(home: &Path, event: &str) -> usize {
+    let profiles = home.join("ferry/data/profiles");
+    let needle = format!("\"{event}\"");
+    let mut count = 0;
+    for profile in std::fs::read_dir(&profiles).expect("the app's profiles folder exists") {
+        let log = profile.expect("a profile folder entry").path().join("transfer-log.ndjson");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        count += text.lines().filter(|line| line.contains(&needle)).count();
+    }
+    count
+}
+
 /// Clicks the row's button for `action` (pause, resume, retry or cancel).
 fn click_row_button(app: &App, file_name: &str, action: &str) {
     let clicked = app.execute(
@@ -229,11 +242,52 @@ fn transfer_buttons_pause_resume_retry_cancel() {
 
     click_row_button(&app, file_name, "cancel");
     wait_for_state(&app, file_name, &["cancelled"], long);
+    let cancelled = signed_log_events(home.path(), "cancelled");
+    assert_eq!(cancelled, 1, "the signed log records the cancel of a running transfer once");
     let buttons = app.execute(
         "return document.querySelectorAll('#transfers-table tbody tr[data-state=\"cancelled\"] button').length;",
         serde_json::json!([]),
     );
     assert_eq!(buttons, serde_json::json!(0), "a cancelled row offers no action");
+    app.close();
+}
+
+#[test]
+fn cancel_of_paused_transfer_is_logged() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    let file_name = "paused-scan.bin";
+    let source = home.path().join(file_name);
+    let file = std::fs::File::create(&source).expect("the test file is created");
+    file.set_len(40 * 1024 * 1024).expect("the test file gets its size");
+    drop(file);
+
+    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+    sign_in_and_choose_patient(&app, &sandbox, "Nwosu", "pat-001");
+    app.open_screen("settings");
+    app.type_into("#settings-parts", "1");
+    app.type_into("#settings-cap", "1024");
+    app.click("#settings-save");
+    app.wait_for("#settings-status:not(:empty)", Duration::from_secs(10));
+
+    add_upload_path(&app, &source);
+    app.click("#upload-start");
+    let long = Duration::from_secs(120);
+    wait_for_state(&app, file_name, &["running"], long);
+    click_row_button(&app, file_name, "pause");
+    wait_for_state(&app, file_name, &["paused"], long);
+
+    // No task runs a paused transfer, so the command itself writes the
+    // entry that a running transfer's task would write when it stops.
+    click_row_button(&app, file_name, "cancel");
+    wait_for_state(&app, file_name, &["cancelled"], long);
+    assert_eq!(signed_log_events(home.path(), "paused"), 1, "the signed log records the pause");
+    assert_eq!(signed_log_events(home.path(), "cancelled"), 1, "the signed log records the cancel");
     app.close();
 }
 

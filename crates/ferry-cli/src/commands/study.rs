@@ -194,7 +194,7 @@ pub async fn prepare_study(
     })
 }
 
-/// Packs the scanned folder into `{staging_dir}/pack-RANDOM/{folder name}.zip`.
+/// Packs the scanned folder into `{staging_dir}/pack-UUID/{folder name}.zip`.
 /// Packing is deterministic, so packing the same files again gives the same
 /// bytes. Each pack gets its own folder, because two folders of the same
 /// name (PACS exports are often all called `DICOM`) packed in one command or
@@ -211,22 +211,12 @@ async fn pack_folder(
         .map(|name| name.to_string_lossy().into_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "study".to_owned());
-    std::fs::create_dir_all(staging_dir).map_err(|error| {
+    let pack_dir = study::staging::create_pack_dir(staging_dir).map_err(|error| {
         CliError::failure(format!(
-            "failed to create {}: {error}",
+            "failed to create a packing folder in {}: {error}",
             staging_dir.display()
         ))
     })?;
-    let pack_dir = tempfile::Builder::new()
-        .prefix("pack-")
-        .tempdir_in(staging_dir)
-        .map_err(|error| {
-            CliError::failure(format!(
-                "failed to create a folder in {}: {error}",
-                staging_dir.display()
-            ))
-        })?
-        .keep();
     let archive = pack_dir.join(format!("{name}.zip"));
     output.status(format!(
         "Packing {} DICOM instances of {} into {}.",

@@ -720,17 +720,8 @@ async fn close_log(
 /// upload completed, and the archive's own folder when it is then empty.
 /// Files outside the staging folder are never touched.
 fn remove_staged(context: &ProfileContext, source: &Path) {
-    let staging = staging_dir(context);
-    if !source.starts_with(&staging) {
-        return;
-    }
-    if let Err(error) = std::fs::remove_file(source) {
+    if let Err(error) = ferry_core::study::staging::remove_staged(&staging_dir(context), source) {
         tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
-        return;
-    }
-    if let Some(folder) = source.parent().filter(|folder| folder.parent() == Some(staging.as_path())) {
-        // Fails harmlessly when the folder is not empty.
-        let _ = std::fs::remove_dir(folder);
     }
 }
 

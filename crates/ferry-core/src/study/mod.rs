@@ -16,6 +16,7 @@ mod guard;
 mod iso2022;
 mod pack;
 mod scan;
+pub mod staging;
 mod text;
 mod unpack;
 mod validate;

@@ -35,11 +35,15 @@ pub fn open_engine(
     let grant_api = session.grant_api().map_err(login_error)?;
     let grants = GrantClient::new(grant_api, context.http.clone(), Arc::new(session.clone()));
     let journal = journal_path(context);
-    if let Some(folder) = journal.parent() {
-        std::fs::create_dir_all(folder).map_err(|error| {
-            CliError::failure(format!("failed to create {}: {error}", folder.display()))
+    context
+        .dirs
+        .create_profile_data_dir(&context.profile.name)
+        .map_err(|error| {
+            CliError::failure(format!(
+                "failed to create the profile's data folder in {}: {error}",
+                context.dirs.data_dir.display()
+            ))
         })?;
-    }
     Engine::new(&journal, grants, options).map_err(|error| transfer_error(&error))
 }
 

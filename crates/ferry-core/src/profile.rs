@@ -155,6 +155,16 @@ impl FerryDirs {
         self.data_dir.join("profiles").join(name.as_str())
     }
 
+    /// Creates the profile's data folder below a data folder made private by
+    /// [`FerryDirs::create_private_data_dir`], and returns its path. Every
+    /// entry point calls it before it opens the profile's journal or log.
+    pub fn create_profile_data_dir(&self, name: &ProfileName) -> std::io::Result<PathBuf> {
+        self.create_private_data_dir()?;
+        let folder = self.profile_data_dir(name);
+        std::fs::create_dir_all(&folder)?;
+        Ok(folder)
+    }
+
     /// Returns `{data_dir}/profiles/{name}/journal.sqlite`.
     pub fn journal_path(&self, name: &ProfileName) -> PathBuf {
         self.profile_data_dir(name).join(JOURNAL_FILE)
@@ -741,6 +751,23 @@ mod tests {
 
         open_lock_file(&dirs, &name).unwrap();
 
+        assert_eq!(mode_of(&dirs.data_dir), 0o700);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn open_data_folder_is_restricted_by_profile_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dirs = FerryDirs::under(root.path());
+        std::fs::create_dir_all(&dirs.data_dir).unwrap();
+        std::fs::set_permissions(&dirs.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let name = ProfileName::new("clinic").unwrap();
+
+        let folder = dirs.create_profile_data_dir(&name).unwrap();
+
+        assert_eq!(folder, root.path().join("data/profiles/clinic"));
+        assert!(folder.is_dir());
         assert_eq!(mode_of(&dirs.data_dir), 0o700);
     }
 

@@ -115,6 +115,56 @@ fn plain_zip_with_folders_unpacks() {
 }
 
 #[test]
+fn zip_rejects_windows_device_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let cases = [
+        "NUL.dcm",
+        "nul",
+        "CON",
+        "study/COM1.dcm",
+        "LPT9.tar.gz",
+        "AUX/IM1.dcm",
+        "study/IM1.dcm.",
+        "study/IM1.dcm ",
+        "study./IM1.dcm",
+    ];
+    for hostile in cases {
+        let archive = dir.path().join("devices.zip");
+        write_zip(&archive, &[(hostile, b"x")]);
+
+        let error = unpack(&archive, &dest).unwrap_err();
+
+        assert!(
+            matches!(&error, UnpackError::UnsafeEntry { name } if name == hostile),
+            "{hostile:?}: {error}"
+        );
+        assert!(
+            error.to_string().contains("names a Windows device"),
+            "{hostile:?}: {error}"
+        );
+        assert!(!dest.exists(), "{hostile:?}: nothing is written");
+    }
+}
+
+#[test]
+fn zip_accepts_names_near_device_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("near.zip");
+    let names = ["NULL.dcm", "CONSOLE/IM1.dcm", "COM10.dcm", "study/.hidden"];
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|name| (*name, b"x".as_slice())).collect();
+    write_zip(&archive, &entries);
+    let dest = dir.path().join("out");
+
+    let summary = unpack(&archive, &dest).unwrap();
+
+    assert_eq!(summary.files, names.len());
+    for name in names {
+        assert!(dest.join(name).is_file(), "{name} was not unpacked");
+    }
+}
+
+#[test]
 fn plain_zip_rejects_escaping_names() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");

@@ -24,6 +24,7 @@ use tracing::{info, info_span, warn};
 
 use super::pack::{MANIFEST_NAME, Manifest, ManifestEntry};
 use super::scan::is_safe_entry_name;
+use crate::transfer::is_windows_reserved_name;
 
 /// Maximum bytes an archive may unpack to per byte of archive file.
 ///
@@ -55,7 +56,10 @@ pub enum UnpackError {
         "{MANIFEST_NAME} in the archive has {size} bytes, more than the {MAX_MANIFEST_BYTES} allowed"
     )]
     ManifestTooLarge { size: u64 },
-    #[error("archive entry {name:?} is absolute or contains `..`; refusing to unpack it")]
+    #[error(
+        "archive entry {name:?} is absolute, contains `..`, names a Windows device such as NUL or COM1, \
+         or ends in a dot or space; refusing to unpack it"
+    )]
     UnsafeEntry { name: String },
     #[error("archive entry {name:?} is a symbolic link; refusing to unpack it")]
     LinkEntry { name: String },
@@ -249,7 +253,7 @@ fn checked_entries<R: Read + io::Seek>(
         let record = zip.by_index_raw(index)?;
         let name = record.name()?.into_owned();
         let file_name = name.strip_suffix('/').unwrap_or(&name);
-        if !is_safe_entry_name(file_name) {
+        if !is_portable_entry_name(file_name) {
             return Err(UnpackError::UnsafeEntry { name }.into());
         }
         if record.is_symlink() {
@@ -275,6 +279,16 @@ fn checked_entries<R: Read + io::Seek>(
         .into());
     }
     Ok(entries)
+}
+
+/// True for a safe entry name that every platform can create as written.
+/// Windows opens a device for a component such as `NUL.dcm` or `COM1`, and
+/// strips a trailing dot or space, so that `a.dcm.` would write `a.dcm`.
+fn is_portable_entry_name(name: &str) -> bool {
+    is_safe_entry_name(name)
+        && name
+            .split('/')
+            .all(|part| !is_windows_reserved_name(part) && !part.ends_with(['.', ' ']))
 }
 
 /// Reads and parses [`MANIFEST_NAME`], or returns `None` when the archive
@@ -303,7 +317,7 @@ fn read_manifest<R: Read + io::Seek>(
         serde_json::from_slice(&bytes).map_err(UnpackError::InvalidManifest)?;
 
     for listed in &manifest.instances {
-        if !is_safe_entry_name(&listed.path) {
+        if !is_portable_entry_name(&listed.path) {
             return Err(UnpackError::UnsafeEntry {
                 name: listed.path.clone(),
             }

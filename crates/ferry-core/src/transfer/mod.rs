@@ -38,6 +38,7 @@ use crate::journal::{Journal, JournalError, TransferState};
 
 pub use engine::{Engine, TransferHandle, TransferResult};
 pub use names::safe_file_name;
+pub(crate) use names::is_windows_reserved_name;
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 pub(crate) use wire::{is_expired_url_body, s3_error_summary};

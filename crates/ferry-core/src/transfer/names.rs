@@ -41,10 +41,16 @@ pub fn safe_file_name(name: &str) -> String {
         return FALLBACK_NAME.to_owned();
     }
 
-    let stem = trimmed.split('.').next().unwrap_or_default().trim_end();
-    let reserved = WINDOWS_RESERVED.iter().any(|device| device.eq_ignore_ascii_case(stem));
-    let name = if reserved { format!("_{trimmed}") } else { trimmed };
+    let name = if is_windows_reserved_name(&trimmed) { format!("_{trimmed}") } else { trimmed };
     truncate_keeping_extension(&name, MAX_NAME_BYTES)
+}
+
+/// True when `name` is a Windows device name, with or without extensions
+/// and in any case. On Windows, `NUL`, `nul.dcm` and `COM1.tar.gz` in any
+/// folder can open the device rather than a file.
+pub(crate) fn is_windows_reserved_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default().trim_end();
+    WINDOWS_RESERVED.iter().any(|device| device.eq_ignore_ascii_case(stem))
 }
 
 /// True for the Unicode bidirectional formatting characters (Unicode

@@ -233,7 +233,7 @@ pub async fn upload_start(
     let connection = state.connection().await?;
     let patient = state.chosen_patient()?;
     let confirm_reason = confirm_reason.filter(|reason| !reason.trim().is_empty());
-    let staging = connection.context.dirs.profile_data_dir(&connection.context.profile.name).join("staging");
+    let staging = connection.staging_dir();
 
     // Every input is checked before the first transfer starts.
     let mut prepared = Vec::new();

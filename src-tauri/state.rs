@@ -132,10 +132,6 @@ impl Connection {
     /// the `ferry` CLI uses for the same profile.
     pub async fn open(session: Session, options: EngineOptions) -> CommandResult<Connection> {
         let context = session.context().clone();
-        let data_dir = context.dirs.profile_data_dir(&context.profile.name);
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|error| CommandError::new(format!("failed to create {}: {error}", data_dir.display())))?;
-
         let engine = open_engine(&context, &session, options)?;
 
         let (dirs, name, store, info) =
@@ -161,6 +157,12 @@ impl Connection {
 
     pub fn log_path(&self) -> PathBuf {
         self.context.dirs.transfer_log_path(&self.context.profile.name)
+    }
+
+    /// Returns the folder that study folders are packed into before their upload,
+    /// the same folder as the `ferry` CLI's (see [`ferry_core::study::staging`]).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.context.dirs.profile_data_dir(&self.context.profile.name).join("staging")
     }
 
     /// Appends an entry to the signed log on a blocking thread; an entry
@@ -201,6 +203,12 @@ impl Connection {
 /// Builds the transfer engine of a session over the profile's journal.
 fn open_engine(context: &ProfileContext, session: &Session, options: EngineOptions) -> CommandResult<Engine> {
     let grants = GrantClient::new(session.grant_api()?, context.http.clone(), Arc::new(session.clone()));
+    context.dirs.create_profile_data_dir(&context.profile.name).map_err(|error| {
+        CommandError::new(format!(
+            "failed to create the profile's data folder in {}: {error}",
+            context.dirs.data_dir.display()
+        ))
+    })?;
     Ok(Engine::new(context.dirs.journal_path(&context.profile.name), grants, options)?)
 }
 

@@ -146,13 +146,16 @@ async fn fetch_patient(session: &Session, patient_id: &str) -> CommandResult<Fhi
     Ok(FhirPatient::from_json(&resource)?)
 }
 
-/// Packs the scanned folder into `{staging_dir}/{folder name}.zip`. Packing
-/// gives the same bytes for the same files, so a resumed upload matches.
+/// Packs the scanned folder into `{staging_dir}/pack-UUID/{folder name}.zip`,
+/// a folder of its own, so that two study folders of the same name do not
+/// share an archive. Packing gives the same bytes for the same files, so a
+/// resumed upload matches.
 async fn pack_folder(scan: &StudyScan, folder: &Path, staging_dir: &Path) -> CommandResult<PathBuf> {
     let name = Some(file_name(folder)).filter(|name| !name.is_empty()).unwrap_or_else(|| "study".to_owned());
-    std::fs::create_dir_all(staging_dir)
-        .map_err(|error| CommandError::new(format!("failed to create {}: {error}", staging_dir.display())))?;
-    let archive = staging_dir.join(format!("{name}.zip"));
+    let pack_dir = study::staging::create_pack_dir(staging_dir).map_err(|error| {
+        CommandError::new(format!("failed to create a packing folder in {}: {error}", staging_dir.display()))
+    })?;
+    let archive = pack_dir.join(format!("{name}.zip"));
     let scan = scan.clone();
     let destination = archive.clone();
     tokio::task::spawn_blocking(move || study::pack_to_file(&scan, &destination))

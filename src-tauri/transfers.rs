@@ -204,6 +204,9 @@ async fn finish(
         Ok(TransferOutcome::Uploaded { document_id, receipt }) => {
             entry.object = Some(format!("DocumentReference/{document_id}"));
             entry.receipt = serde_json::to_value(receipt).ok();
+            if let Some(source) = record.as_ref().and_then(|record| record.source_path.as_deref()) {
+                remove_staged(connection, source);
+            }
             Finished { outcome: "uploaded", detail: Some(format!("DocumentReference/{document_id}")), error: None }
         }
         Ok(TransferOutcome::Downloaded { path, size, sha256 }) => {
@@ -232,6 +235,14 @@ async fn finish(
         notify(app, title, body);
     }
     lock(&app.state::<AppState>().finished).insert(id.to_owned(), finished);
+}
+
+/// Deletes an archive that the app packed into the staging folder, once its
+/// upload completed. A failure is logged: the upload itself succeeded.
+fn remove_staged(connection: &Connection, source: &std::path::Path) {
+    if let Err(error) = ferry_core::study::staging::remove_staged(&connection.staging_dir(), source) {
+        tracing::warn!(path = %source.display(), %error, "failed to delete a packed archive after its upload");
+    }
 }
 
 /// Returns the title and body of the system notification for a transfer

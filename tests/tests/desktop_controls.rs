@@ -1,7 +1,7 @@
 //! End-to-end tests of the desktop app's controls beyond the main round
-//! trip: a study's series table and patient guard verdict, the pause,
-//! resume, retry and cancel buttons of a running transfer, and the
-//! single-instance rule. They skip with a message when no display, driver
+//! trip: a study's series table and patient guard verdict, two study
+//! folders of the same name uploaded at once, the pause, resume, retry and
+//! cancel buttons of a running transfer, and the single-instance rule. They skip with a message when no display, driver
 //! or D-Bus session is available; scripts/test provides all three.
 
 use std::path::{Path, PathBuf};
@@ -186,6 +186,93 @@ fn study_shows_series_and_guard_verdict() {
     assert_ne!(reason_row_display(&app), "none", "a reason is requested");
     app.screenshot(&screenshot_path("upload-study-blocked"));
     app.close();
+}
+
+/// Counts the transfer rows of `file_name` in `state`.
+fn rows_in_state(app: &App, file_name: &str, state: &str) -> u64 {
+    let count = app.execute(
+        "return [...document.querySelectorAll('#transfers-table tbody tr')]\
+           .filter((row) => row.cells[0] && row.cells[0].textContent === arguments[0]\
+             && row.getAttribute('data-state') === arguments[1]).length;",
+        serde_json::json!([file_name, state]),
+    );
+    count.as_u64().unwrap_or(0)
+}
+
+/// Returns the SHA-256 of every completed transfer of `file_name` in the
+/// signed log at `path`.
+fn completed_sha256(path: &Path, file_name: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["event"]["type"] == "completed" && entry["file_name"] == file_name)
+        .filter_map(|entry| entry["sha256"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn same_named_study_folders_upload_apart() {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let home = tempfile::tempdir().expect("a temporary folder");
+    // Two exports whose folders are both called `ct-study`, with different
+    // instance counts so that their archives differ.
+    let mut folders = Vec::new();
+    for (export, instances) in [("export-a", "4"), ("export-b", "5")] {
+        let out = home.path().join(export);
+        let status = Command::new("python3")
+            .arg(workspace_root().join("scripts/make-test-study.py"))
+            .arg(&out)
+            .args(["--ct-instances", instances, "--only", "ct-study"])
+            .status();
+        if !matches!(status, Ok(status) if status.success()) {
+            eprintln!("skipped: scripts/make-test-study.py failed ({status:?}); install pydicom with pip");
+            return;
+        }
+        folders.push(out.join("ct-study"));
+    }
+    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
+    let driver = start_driver(home.path());
+    let app = driver.launch();
+    sign_in_and_choose_patient(&app, &sandbox, "Müller", "pat-004");
+
+    for folder in &folders {
+        add_upload_path(&app, folder);
+    }
+    app.click("#upload-start");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rows_in_state(&app, "ct-study.zip", "completed") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two uploads did not complete within 120 s; rows: {:?}; error box: {:?}",
+            app.text_of("#transfers-table tbody"),
+            app.text_of("#error"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The app appends a transfer's `completed` entry after it shows the
+    // row as completed and after it removes the packed archive.
+    let log_path = home.path().join("ferry/data/profiles/test/transfer-log.ndjson");
+    let uploaded = loop {
+        let uploaded = completed_sha256(&log_path, "ct-study.zip");
+        if uploaded.len() >= 2 || Instant::now() >= deadline {
+            break uploaded;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    app.close();
+
+    let distinct: std::collections::HashSet<&String> = uploaded.iter().collect();
+    assert_eq!(uploaded.len(), 2, "two completed entries in the signed log: {uploaded:?}");
+    assert_eq!(distinct.len(), 2, "the two folders were uploaded as one archive: {uploaded:?}");
+    let staging = home.path().join("ferry/data/profiles/test/staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|entries| entries.map(|entry| entry.expect("a staging entry").path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging keeps packed archives after their upload: {left:?}");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! End-to-end tests of the desktop app's controls beyond the main round
 //! trip: a study's series table and patient guard verdict, two study
 //! folders of the same name uploaded at once, the pause, resume, retry and
-//! cancel buttons of a running transfer, and the single-instance rule. They skip with a message when no display, driver
-//! or D-Bus session is available; scripts/test provides all three.
+//! cancel buttons of a running transfer, and the single-instance rule.
+//! They skip with a message when no display, driver or D-Bus session is
+//! available; scripts/test provides all three.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

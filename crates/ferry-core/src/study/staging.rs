@@ -35,7 +35,9 @@ pub fn remove_staged(staging_dir: &Path, archive: &Path) -> io::Result<bool> {
     }
 
     std::fs::remove_file(archive)?;
-    let pack_dir = archive.parent().filter(|folder| folder.parent() == Some(staging_dir));
+    let pack_dir = archive
+        .parent()
+        .filter(|folder| folder.parent() == Some(staging_dir));
     if let Some(pack_dir) = pack_dir {
         // `remove_dir` deletes only an empty folder, so a file someone put
         // beside the archive keeps its folder.

@@ -61,14 +61,10 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
     let temp = record.temp_path.clone().unwrap_or_default();
     context.bytes_total.store(size, Ordering::Relaxed);
 
-    let existed = temp.exists();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&temp)
-        .map_err(io_error("creating the temporary file", &temp))?;
+    // `symlink_metadata` sees a planted link, dangling or not, as existing,
+    // so it is reopened without following rather than created through.
+    let existed = std::fs::symlink_metadata(&temp).is_ok();
+    let file = if existed { reopen_temp_file(&temp)? } else { create_temp_file(&temp)? };
     if !existed {
         context.journal.reset_parts(&context.id)?;
     }
@@ -128,6 +124,45 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
     );
     tracing::info!(transfer = %context.id, %document_id, path = %placed.display(), "download completed and verified");
     Ok(TransferOutcome::Downloaded { path: placed, size, sha256: record.sha256.unwrap_or_default() })
+}
+
+/// Creates a download's temporary file, readable and writable by the owner
+/// only on Unix (mode 0600) whatever the umask. `create_new` fails on any
+/// existing entry, a symbolic link included, so nothing outside the folder
+/// is ever opened through the name.
+fn create_temp_file(temp: &Path) -> Result<File, TransferError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(temp).map_err(io_error("creating the temporary file", temp))
+}
+
+/// Reopens the temporary file of an interrupted download. On Unix a
+/// symbolic link at its path is rejected (`O_NOFOLLOW`), as is anything but
+/// a regular file, and the mode is set back to 0600.
+fn reopen_temp_file(temp: &Path) -> Result<File, TransferError> {
+    let stage = "reopening the temporary file";
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let file = options.open(temp).map_err(io_error(stage, temp))?;
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = file.metadata().map_err(io_error(stage, temp))?;
+        if !metadata.is_file() {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a regular file; cancel the download and start it again",
+            );
+            return Err(io_error(stage, temp)(source));
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io_error(stage, temp))?;
+    }
+    Ok(file)
 }
 
 /// Chooses the destination and the temporary file, and records the ranges.
@@ -337,7 +372,7 @@ async fn fetch_range(
                 let network = status.is_none();
                 if !network && attempt >= context.options.retry.max_attempts {
                     return Err(TransferError::RetriesExhausted {
-                        stage: format!("fetching bytes {}-{} from {}", range.offset, range.offset + range.size, grant.url.redacted()),
+                        stage: format!("fetching bytes {}-{} from {}", range.offset, range.offset + range.size - 1, grant.url.redacted()),
                         attempts: attempt,
                         last: message,
                     });
@@ -410,12 +445,9 @@ async fn get_range(
             context.throttle(chunk.len() as u64, &activity).await;
             context.add_bytes(chunk.len() as u64);
             counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if written + (pending_len + chunk.len()) as u64 > range.size {
-                return Err(GetFailure::Retryable {
-                    status: None,
-                    retry_after: None,
-                    message: format!("the store sent more than the {} bytes of the range", range.size),
-                });
+            let received = written + (pending_len + chunk.len()) as u64;
+            if received > range.size {
+                return Err(wrong_length(range, status, format!("at least {received}")));
             }
             pending_len += chunk.len();
             pending.push(chunk);
@@ -432,11 +464,7 @@ async fn get_range(
             written += pending_len as u64;
         }
         if written != range.size {
-            return Err(GetFailure::Retryable {
-                status: None,
-                retry_after: None,
-                message: format!("the store sent {written} bytes for a range of {}", range.size),
-            });
+            return Err(wrong_length(range, status, written.to_string()));
         }
         sync.durable(mark).await.map_err(|source| GetFailure::Fatal(write_error(context, source)))
     };
@@ -449,6 +477,23 @@ async fn get_range(
             })
         }),
         () = context.cancelled() => Err(GetFailure::Fatal(TransferError::Interrupted)),
+    }
+}
+
+/// Maps a complete response whose body is not the range's length to a
+/// failure. The response ended as the store framed it, so the network
+/// worked: the failure carries the response's status, which makes the retry
+/// policy's `max_attempts` apply. A connection that breaks mid-body is a
+/// network failure instead, raised by the body stream.
+fn wrong_length(range: &PartRecord, status: StatusCode, received: String) -> GetFailure {
+    GetFailure::Retryable {
+        status: Some(status.as_u16()),
+        retry_after: None,
+        message: format!(
+            "the store sent {received} bytes for a range of {} bytes (range {}); the store or a proxy \
+             in front of it alters response bodies, so report this to the platform's operators",
+            range.size, range.part_number
+        ),
     }
 }
 
@@ -644,5 +689,81 @@ fn sync_directory(directory: &Path) {
 pub(crate) fn discard(record: &TransferRecord) {
     if let Some(temp) = &record.temp_path {
         let _ = std::fs::remove_file(temp);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn new_temp_file_is_owner_only() {
+        let folder = tempfile::tempdir().unwrap();
+        let temp = folder.path().join(".scan.zip.0123456789abcdef.ferry-part");
+
+        create_temp_file(&temp).unwrap();
+
+        assert_eq!(mode(&temp), 0o600, "mode {:o}", mode(&temp));
+    }
+
+    #[test]
+    fn new_temp_file_rejects_dangling_symlink() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("created-through-link");
+        let temp = folder.path().join(".scan.zip.0123456789abcdef.ferry-part");
+        std::os::unix::fs::symlink(&target, &temp).unwrap();
+
+        let error = create_temp_file(&temp).unwrap_err();
+
+        let TransferError::Io { source, .. } = &error else { panic!("unexpected error {error}") };
+        assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{error}");
+        assert!(!target.exists(), "the link was followed");
+    }
+
+    #[test]
+    fn reopened_temp_file_rejects_symlink() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("victim.txt");
+        std::fs::write(&target, b"unchanged").unwrap();
+        let temp = folder.path().join(".scan.zip.0123456789abcdef.ferry-part");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&target, &temp).unwrap();
+
+        let error = reopen_temp_file(&temp).unwrap_err();
+
+        assert!(error.to_string().starts_with("reopening the temporary file"), "{error}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"unchanged");
+        assert_eq!(mode(&target), 0o644, "the target's mode changed");
+    }
+
+    #[test]
+    fn reopened_temp_file_becomes_owner_only() {
+        let folder = tempfile::tempdir().unwrap();
+        let temp = folder.path().join(".scan.zip.0123456789abcdef.ferry-part");
+        std::fs::write(&temp, b"partial").unwrap();
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        reopen_temp_file(&temp).unwrap();
+
+        assert_eq!(mode(&temp), 0o600, "mode {:o}", mode(&temp));
+    }
+
+    #[test]
+    fn reopened_temp_file_rejects_folder() {
+        let folder = tempfile::tempdir().unwrap();
+        let temp = folder.path().join(".scan.zip.0123456789abcdef.ferry-part");
+        std::fs::create_dir(&temp).unwrap();
+
+        let error = reopen_temp_file(&temp).unwrap_err();
+
+        assert!(error.to_string().starts_with("reopening the temporary file"), "{error}");
     }
 }

@@ -255,3 +255,56 @@ async fn expired_download_url_is_renewed() {
     assert_eq!(std::fs::read(setup.downloads.path().join("renewed.bin")).unwrap(), bytes);
     assert_eq!(setup.server.authorizations.lock().unwrap().len(), 2, "one grant, then one renewal");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn download_is_readable_by_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = setup(Duration::from_secs(300), 1024 * 1024).await;
+    let bytes = pattern(2 * 1024 * 1024 + 7);
+    put_document(&setup.server, "doc-6", "private.zip", bytes.clone(), None).await;
+
+    let handle = setup.engine.download("doc-6", setup.downloads.path(), DownloadOptions::default()).await.unwrap();
+    let TransferOutcome::Downloaded { path, .. } = handle.wait().await.unwrap() else { panic!("not downloaded") };
+
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+/// A download whose object is missing at first fails with its temporary
+/// file left for a resume. A symbolic link then replaces that file, and the
+/// resumed download must not write through it.
+#[cfg(unix)]
+#[tokio::test]
+async fn resume_does_not_follow_planted_symlink() {
+    let setup = setup(Duration::from_secs(300), 1024 * 1024).await;
+    let bytes = pattern(1024 * 1024 + 5);
+    let document = Document {
+        key: "uploads/doc-7".to_owned(),
+        file_name: "linked.zip".to_owned(),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    };
+    setup.server.documents.lock().unwrap().insert("doc-7".to_owned(), document);
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target.txt");
+    std::fs::write(&target, b"not for patient data").unwrap();
+
+    let handle = setup.engine.download("doc-7", setup.downloads.path(), DownloadOptions::default()).await.unwrap();
+    let first = handle.wait().await.unwrap_err();
+    assert!(matches!(*first, TransferError::StoreRejected { status: 404, .. }), "{first}");
+    let temp = setup.engine.get(handle.id()).unwrap().temp_path.expect("a recorded temporary file");
+    assert!(temp.is_file(), "{} was not left for a resume", temp.display());
+    std::fs::remove_file(&temp).unwrap();
+    std::os::unix::fs::symlink(&target, &temp).unwrap();
+    put_document(&setup.server, "doc-7", "linked.zip", bytes, None).await;
+
+    let resumed = setup.engine.resume(handle.id()).unwrap();
+    let error = resumed.wait().await.unwrap_err();
+
+    assert!(error.to_string().contains("reopening the temporary file"), "{error}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"not for patient data");
+    assert!(std::fs::symlink_metadata(&temp).unwrap().file_type().is_symlink());
+    assert!(!setup.downloads.path().join("linked.zip").exists());
+}

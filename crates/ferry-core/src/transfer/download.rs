@@ -61,8 +61,8 @@ pub(crate) async fn run(context: Arc<TransferContext>) -> Result<TransferOutcome
     let temp = record.temp_path.clone().unwrap_or_default();
     context.bytes_total.store(size, Ordering::Relaxed);
 
-    // `symlink_metadata` sees a planted link, dangling or not, as existing,
-    // so it is reopened without following rather than created through.
+    // `symlink_metadata` does not follow links, so a planted link, dangling
+    // or not, counts as existing and is rejected by the reopen.
     let existed = std::fs::symlink_metadata(&temp).is_ok();
     let file = if existed { reopen_temp_file(&temp)? } else { create_temp_file(&temp)? };
     if !existed {
@@ -482,9 +482,9 @@ async fn get_range(
 
 /// Maps a complete response whose body is not the range's length to a
 /// failure. The response ended as the store framed it, so the network
-/// worked: the failure carries the response's status, which makes the retry
-/// policy's `max_attempts` apply. A connection that breaks mid-body is a
-/// network failure instead, raised by the body stream.
+/// worked. The failure carries the response's status, which makes the retry
+/// policy's `max_attempts` apply, whereas a connection that breaks mid-body
+/// is a network failure raised by the body stream.
 fn wrong_length(range: &PartRecord, status: StatusCode, received: String) -> GetFailure {
     GetFailure::Retryable {
         status: Some(status.as_u16()),

@@ -147,6 +147,7 @@ fn reopen_temp_file(temp: &Path) -> Result<File, TransferError> {
     options.read(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    // TODO: on Windows a symbolic link or junction at the path is still followed.
     let file = options.open(temp).map_err(io_error(stage, temp))?;
 
     #[cfg(unix)]

@@ -27,8 +27,9 @@ pub struct RetryPolicy {
     pub initial_delay: Duration,
     /// Longest delay between two attempts.
     pub max_delay: Duration,
-    /// Attempts for server errors (5xx, 429) before the transfer fails.
-    /// Network failures are retried without limit.
+    /// Attempts for server errors (5xx, 429) and for ranges whose body has
+    /// the wrong length before the transfer fails. Network failures are
+    /// retried without limit.
     pub max_attempts: u32,
     /// Longest wait honoured from a `Retry-After` header.
     pub max_retry_after: Duration,

@@ -112,12 +112,16 @@ if wants ferry; then
     mkdir -p "$work/strace"
     strace -ff -y -e trace=pread64,read -o "$work/strace/trace" "$ferry" upload "$fhir" "$source_file" "$work/strace.sqlite" >/dev/null
     ferry_read=$(cat "$work/strace"/trace.* | grep -F "<$source_file>" | sed -n 's/.*= \([0-9]\+\)$/\1/p' | awk '{s += $1} END {printf "%.0f", s}')
+    # The four objects Ferry uploaded (uploads/ in the bucket) take 4 × SIZE
+    # of disk that the later tools need.
+    env -u AWS_CA_BUNDLE rclone purge "sandbox:$bucket/uploads"
 fi
 
 if wants rclone; then
     pair rclone up env -u AWS_CA_BUNDLE rclone copyto --ignore-times "$source_file" "sandbox:$bucket/bench/rclone.bin"
     pair rclone down env -u AWS_CA_BUNDLE rclone copyto --ignore-times "sandbox:$bucket/bench/rclone.bin" "$download_dir/rclone.bin"
     check "$download_dir/rclone.bin"
+    env -u AWS_CA_BUNDLE rclone deletefile "sandbox:$bucket/bench/rclone.bin"
 fi
 
 if wants aws; then

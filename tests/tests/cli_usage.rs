@@ -297,3 +297,22 @@ fn unknown_patient_is_not_found() {
     assert!(stderr.contains("Patient/pat-404 does not exist"), "{stderr}");
     assert!(stderr.contains("ferry patients"), "{stderr}");
 }
+
+#[test]
+fn profiles_remove_names_kept_log_folder() {
+    let home = tempfile::tempdir().unwrap();
+    let added = run(ferry(home.path()).args(["profiles", "add", "hospital", "https://fhir.hospital.example/r4"]));
+    assert!(added.status.success(), "{}", describe(&added));
+    // The log of a profile that has moved files; its content does not matter here.
+    let data = home.path().join("data/profiles/hospital");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("transfer-log.ndjson"), b"").unwrap();
+
+    let removed = run(ferry(home.path()).args(["profiles", "remove", "hospital"]));
+    assert!(removed.status.success(), "{}", describe(&removed));
+    let text = format!("{}{}", String::from_utf8_lossy(&removed.stdout), stderr_of(&removed));
+    assert!(text.contains("Removed profile hospital."), "{text}");
+    assert!(text.contains("signed transfer log and journal stay in"), "{text}");
+    assert!(text.contains(&data.display().to_string()), "the message names the kept folder: {text}");
+    assert!(data.join("transfer-log.ndjson").exists(), "the log stays on disk");
+}

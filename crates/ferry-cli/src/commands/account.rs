@@ -179,8 +179,19 @@ pub fn profiles(action: Option<ProfilesAction>, output: Output) -> CliResult<()>
                     tracing::info!(error = %error.message, "no credential store to clean up")
                 }
             }
-            output.status(format!("Removed profile {name}."));
-            output.json_result(&json!({ "removed": name }));
+            // The signed transfer log is an audit record, so removing a
+            // profile keeps it, its signing key and the journal.
+            let profile_dir = dirs.profile_data_dir(&removed.name);
+            if profile_dir.exists() {
+                output.status(format!(
+                    "Removed profile {name}. Its signed transfer log and journal stay in {} and its log signing key \
+                     stays in the credential store, so the log can still be verified; delete that folder to remove them.",
+                    profile_dir.display()
+                ));
+            } else {
+                output.status(format!("Removed profile {name}."));
+            }
+            output.json_result(&json!({ "removed": name, "kept_data_dir": profile_dir.exists().then(|| profile_dir.display().to_string()) }));
         }
     }
     Ok(())

@@ -822,7 +822,8 @@ fn print_summary(summary: &Summary<'_>, output: Output) {
     text.push(format!(
         "  The gateway's audit for a correlation id is GET {{grant API}}/audit?correlation_id=ID with a bearer token; \
          the demo saved both above. To query it yourself, start `ferry-gateway sandbox --data-dir {} --auto-login {IMAGING_STAFF_USER}`, \
-         sign in with a profile for its FHIR URL (`ferry profiles add`, `ferry login`), and request it with that profile's token.",
+         sign in with a profile for its FHIR URL (`ferry profiles add`, `ferry login`), and run \
+         `ferry --profile NAME log audit CORRELATION_ID`.",
         summary.work_dir.join("gateway-data").display()
     ));
     text.push(format!(

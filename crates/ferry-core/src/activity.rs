@@ -176,7 +176,7 @@ pub fn outcome_entries(
         }
         Ok(TransferOutcome::Paused) => vec![transfer_entry(Event::Paused, record)],
         Ok(TransferOutcome::Cancelled) => vec![transfer_entry(Event::Cancelled, record)],
-        Err(error) => vec![transfer_entry(Event::Failed { reason: error_chain(error.as_ref()) }, record)],
+        Err(error) => vec![transfer_entry(Event::Failed { reason: crate::error_chain(error.as_ref()) }, record)],
     }
 }
 
@@ -211,17 +211,3 @@ pub fn is_completed(result: &Result<TransferOutcome, Arc<TransferError>>) -> boo
     matches!(result, Ok(TransferOutcome::Uploaded { .. } | TransferOutcome::Downloaded { .. }))
 }
 
-/// Joins the error and its sources with ": ".
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.is_empty() && !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}

@@ -263,7 +263,7 @@ pub(super) fn token_error<E: std::error::Error + 'static>(
         return LoginError::TokenEndpointUnavailable {
             url: display_url(&config.token_endpoint),
             stage,
-            detail: error_chain(&error),
+            detail: crate::error_chain(&error),
         };
     }
     let detail = match &error {
@@ -274,7 +274,7 @@ pub(super) fn token_error<E: std::error::Error + 'static>(
         RequestTokenError::Parse(parse_error, _body) => {
             format!("the response is not a valid token response: {parse_error}")
         }
-        other => error_chain(other),
+        other => crate::error_chain(other),
     };
     LoginError::TokenRequest {
         url: display_url(&config.token_endpoint),
@@ -307,17 +307,6 @@ fn is_transient<E: std::error::Error + 'static>(
         ),
         RequestTokenError::Parse(..) | RequestTokenError::Other(_) => false,
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether a server revoked the refresh token at sign-out.
@@ -424,7 +413,7 @@ pub async fn logout_with(
 async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), RevokeFailure> {
     let config = discover(&context.http, &context.profile.fhir_base_url)
         .await
-        .map_err(|error| RevokeFailure::Unreachable(error_chain(&error)))?;
+        .map_err(|error| RevokeFailure::Unreachable(crate::error_chain(&error)))?;
     let Some(endpoint) = config.revocation_endpoint else {
         return Err(RevokeFailure::Refused(
             "the server has no revocation endpoint".to_owned(),
@@ -447,7 +436,7 @@ async fn revoke(context: &ProfileContext, refresh_token: Secret) -> Result<(), R
             RevokeFailure::Unreachable(format!(
                 "the revocation request to {} failed: {}",
                 display_url(&endpoint),
-                error_chain(&error)
+                crate::error_chain(&error)
             ))
         })?;
 

@@ -183,7 +183,7 @@ fn has_dcm_extension(name: &str) -> bool {
 
 /// Maps a dicom-object read error to a reason, with its cause chain.
 fn read_error_reason(error: &dicom_object::ReadError) -> SetAsideReason {
-    let detail = error_chain(error);
+    let detail = crate::error_chain(error);
     match error {
         dicom_object::ReadError::ParseMetaDataSet { .. } => {
             SetAsideReason::InvalidFileMeta { detail }
@@ -192,16 +192,6 @@ fn read_error_reason(error: &dicom_object::ReadError) -> SetAsideReason {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 /// UIDs are padded with a trailing NUL (PS3.5 section 9.1) or, wrongly, a space.
 fn trim_uid(uid: &str) -> &str {

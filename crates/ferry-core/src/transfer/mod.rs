@@ -383,7 +383,8 @@ impl TransferContext {
                 status = error.status(),
                 delay_ms = delay.as_millis() as u64,
                 attempt,
-                "grant API request failed, retrying: {error}"
+                "grant API request failed, retrying: {}",
+                crate::error_chain(&error)
             );
             self.sleep(delay).await?;
         }

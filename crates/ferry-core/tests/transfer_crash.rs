@@ -60,11 +60,23 @@ async fn child_runs_the_transfer_named_in_its_environment() {
 
 /// Starts this executable as a child that runs one transfer.
 async fn spawn_child(fixture: &Fixture, mode: &str, journal: &Path, source: &str, folder: &Path) -> Child {
+    spawn_child_with_grant_api(fixture, fixture.grants.base_url(), mode, journal, source, folder).await
+}
+
+/// Starts the child with `grant_api` as the grant API's base URL.
+async fn spawn_child_with_grant_api(
+    fixture: &Fixture,
+    grant_api: &url::Url,
+    mode: &str,
+    journal: &Path,
+    source: &str,
+    folder: &Path,
+) -> Child {
     let token = fixture.session.access_token().await.unwrap();
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
         .env(CHILD, mode)
-        .env("FERRY_TEST_GRANT_API", fixture.grants.base_url().as_str())
+        .env("FERRY_TEST_GRANT_API", grant_api.as_str())
         .env("FERRY_TEST_TOKEN", token.expose())
         .env("FERRY_TEST_JOURNAL", journal)
         .env("FERRY_TEST_SOURCE", source)
@@ -178,12 +190,18 @@ async fn upload_killed_during_completion_resumes() {
     std::fs::write(&source, &bytes).unwrap();
     let journal_path = fixture.path("journal.sqlite");
     let journal = Journal::open(&journal_path).unwrap();
-    // The gateway reads the object back through the proxy while it
-    // completes, which at 16 MiB/s keeps the completion open for seconds.
-    fixture.proxy().throttle(16 * MIB);
+    // The child reaches the grant API through a proxy that holds each
+    // response for a second, so the completion's response arrives at least
+    // a second after the request and the kill lands inside that window.
+    let gateway = fixture.grants.base_url().socket_addrs(|| None).unwrap()[0];
+    let grant_proxy = StoreProxy::start(gateway).await;
+    grant_proxy.hold_responses(Duration::from_secs(1));
+    let mut grant_api = fixture.grants.base_url().clone();
+    grant_api.set_port(Some(grant_proxy.address.port())).unwrap();
 
-    let mut child = spawn_child(
+    let mut child = spawn_child_with_grant_api(
         &fixture,
+        &grant_api,
         "upload",
         &journal_path,
         source.to_str().unwrap(),
@@ -196,7 +214,6 @@ async fn upload_killed_during_completion_resumes() {
     .await;
     assert_eq!(killed.state, TransferState::Verifying);
 
-    fixture.proxy().throttle(0);
     let outcome = resume_one(&fixture, "journal.sqlite").await;
 
     let TransferOutcome::Uploaded { receipt, .. } = outcome else {

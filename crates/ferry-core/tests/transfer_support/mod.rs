@@ -233,6 +233,8 @@ struct ProxyShared {
     /// New connections that wait `delay` before their first byte is forwarded.
     delayed_connections: AtomicU32,
     delay: Mutex<Duration>,
+    /// Time each chunk from the target waits before it is forwarded.
+    response_hold: Mutex<Duration>,
     /// Byte strings that must never reach the store, and how often they did.
     forbidden: Mutex<Vec<Vec<u8>>>,
     forbidden_seen: AtomicU32,
@@ -250,7 +252,8 @@ pub struct StoreProxy {
 }
 
 impl StoreProxy {
-    async fn start(target: SocketAddr) -> StoreProxy {
+    /// Starts a proxy to `target`, which may also be the gateway's grant API.
+    pub async fn start(target: SocketAddr) -> StoreProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shared = Arc::new(ProxyShared {
@@ -259,6 +262,7 @@ impl StoreProxy {
             rate: AtomicU64::new(0),
             delayed_connections: AtomicU32::new(0),
             delay: Mutex::new(Duration::ZERO),
+            response_hold: Mutex::new(Duration::ZERO),
             forbidden: Mutex::new(vec![b"authorization: bearer".to_vec()]),
             forbidden_seen: AtomicU32::new(0),
             requests: Mutex::new(Vec::new()),
@@ -300,6 +304,11 @@ impl StoreProxy {
     pub fn delay_connections(&self, connections: u32, delay: Duration) {
         *self.shared.delay.lock().unwrap() = delay;
         self.shared.delayed_connections.store(connections, Ordering::Relaxed);
+    }
+
+    /// Holds every chunk of every response for `hold` before forwarding it.
+    pub fn hold_responses(&self, hold: Duration) {
+        *self.shared.response_hold.lock().unwrap() = hold;
     }
 
     /// Adds a byte string that must never reach the store.
@@ -374,6 +383,10 @@ async fn pump(
             tokio::time::sleep(delay).await;
         }
         first = false;
+        let hold = if to_store { Duration::ZERO } else { *shared.response_hold.lock().unwrap() };
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
         if to_store {
             shared.bytes_to_store.fetch_add(read as u64, Ordering::Relaxed);
             scanner.scan(&shared, &buffer[..read]);

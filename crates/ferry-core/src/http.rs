@@ -200,7 +200,7 @@ pub fn build_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError>
 /// Builds the client for requests to the object store, with the TLS, proxy
 /// and redirect rules of [`build_client`] but without its read timeout:
 /// the transfer engine applies its own idle timeout, which also counts the
-/// bytes a part upload sends while the store has nothing to answer yet.
+/// bytes a part upload sends before the store's response starts.
 /// So a loopback store is reached directly even when `HTTP_PROXY` is set,
 /// and a signed URL never reaches a proxy in plain text.
 pub fn build_store_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError> {

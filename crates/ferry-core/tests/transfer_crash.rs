@@ -190,9 +190,9 @@ async fn upload_killed_during_completion_resumes() {
     std::fs::write(&source, &bytes).unwrap();
     let journal_path = fixture.path("journal.sqlite");
     let journal = Journal::open(&journal_path).unwrap();
-    // The child reaches the grant API through a proxy that holds each
-    // response for a second, so the completion's response arrives at least
-    // a second after the request and the kill lands inside that window.
+    // The child reaches the grant API through a proxy that delays each
+    // response by a second. The completion's response therefore arrives a
+    // second or more after the request, and the kill lands in that window.
     let gateway = fixture.grants.base_url().socket_addrs(|| None).unwrap()[0];
     let grant_proxy = StoreProxy::start(gateway).await;
     grant_proxy.hold_responses(Duration::from_secs(1));

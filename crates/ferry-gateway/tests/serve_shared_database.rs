@@ -2,8 +2,8 @@
 //! database) and one s3s-fs store, completing the same upload at once. The
 //! sandbox on loopback is the token issuer. Gateway B reaches the store
 //! through a proxy that delays its requests until gateway A has completed the
-//! upload, so B always loses the race at the same point: after it read the
-//! upload as open and before it records its own completion.
+//! upload. B therefore always loses the race at the same point: after it read
+//! the upload as open and before it records its own completion.
 
 mod grant_support;
 

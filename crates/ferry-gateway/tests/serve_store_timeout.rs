@@ -1,6 +1,6 @@
 //! `ferry-gateway serve` against a store that accepts connections and then
 //! never sends a response. The sandbox on loopback is the token issuer. The store is
-//! a TCP listener started by the test, which holds every connection open
+//! a TCP listener started by the test, which keeps every connection open
 //! without sending a byte.
 
 mod grant_support;

@@ -371,7 +371,7 @@ fn advance(store: &Weak<Inner>, upload_id: &str, tracked: &Tracked) {
                 state.parts.push(hashed);
                 tracked.changed.notify_all();
             }
-            // The next turn of the loop sees the closed state and stops.
+            // The next turn of the loop finds the state closed and stops.
             Some(_) => {}
             // A part stored since the lookup may be the next one.
             None if state.recheck && !state.closed => {}

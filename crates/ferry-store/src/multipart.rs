@@ -290,10 +290,10 @@ impl Store {
     /// Checks that the list is ascending and that every listed part is stored
     /// with the given ETag (and SHA-256, when given). Every part but the last
     /// must have at least the minimum part size. Any failed check changes
-    /// nothing. Then it computes the object's SHA-256, reading the listed parts
-    /// that the SHA-256 hashed ahead does not cover, and records the parts as
-    /// the object's segments in one transaction, so readers see the old object
-    /// or the new one, never a partial one.
+    /// nothing. Then it computes the object's SHA-256, reading only the listed
+    /// parts that the SHA-256 hashed ahead does not cover. It records the parts
+    /// as the object's segments in one transaction, so readers see the old
+    /// object or the new one, never a partial one.
     ///
     /// Repeating a successful completion with the same part list returns the
     /// same result with `replayed` set, as long as the store keeps its record

@@ -196,10 +196,10 @@ pub async fn prepare_study(
 
 /// Packs the scanned folder into `{staging_dir}/pack-UUID/{folder name}.zip`.
 /// Packing is deterministic, so packing the same files again gives the same
-/// bytes. Each pack gets its own folder, because two folders of the same
-/// name (PACS exports are often all called `DICOM`) packed in one command or
-/// by two processes would otherwise replace each other's archive between
-/// the patient check and the upload.
+/// bytes. Each pack gets its own folder, because PACS exports are often all
+/// called `DICOM`. Two such folders packed in one command or by two processes
+/// would otherwise replace each other's archive between the patient check
+/// and the upload.
 async fn pack_folder(
     scan: &StudyScan,
     folder: &Path,

@@ -324,9 +324,8 @@ pub struct LogoutReport {
     pub kept_refresh_token: bool,
 }
 
-/// What sign-out does with the refresh token when the server cannot be
-/// asked to revoke it, because discovery or the revocation request got no
-/// response, or the response had a 5xx status.
+/// Sign-out's handling of the refresh token when the server cannot revoke
+/// it: discovery or the revocation request got no response, or a 5xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnreachableServer {
     /// Delete the token here anyway. It stays valid at the server until it

@@ -110,8 +110,7 @@ impl Engine {
         let store = match &options.store_client {
             Some(client) => client.clone(),
             // The store client follows no redirect, because a store that
-            // answers with one to another host must not receive a part's
-            // bytes. It reaches loopback stores without a proxy and others
+            // redirects to another host must not receive a part's bytes. It reaches loopback stores without a proxy and others
             // through the environment's proxy, as every Ferry client does.
             None => {
                 let http = HttpOptions { connect_timeout: options.connect_timeout, ..HttpOptions::default() };

@@ -83,8 +83,8 @@ impl RangeDigest {
     /// Records that range `part_number` is written and will not be written
     /// again. Reporting a range twice has no effect.
     pub(crate) fn complete(&self, part_number: u32) {
-        // A send fails only after the thread has returned, on a read error
-        // or with every range hashed, and `finish` returns either outcome.
+        // A send fails only once the thread has dropped the receiver, after a
+        // read error or with every range hashed. `finish` returns either one.
         let _ = self.completed.send(part_number);
     }
 

@@ -86,6 +86,42 @@ fn wait_for_state(app: &App, file_name: &str, states: &[&str], timeout: Duration
     }
 }
 
+/// A signed-in app running one upload of a 40 MiB file, with one part in
+/// flight and a 1024 KiB/s cap: about 40 s of transfer, so the row's
+/// buttons act on a running upload.
+struct SlowUpload {
+    app: App,
+    _driver: Driver,
+    _sandbox: Sandbox,
+    source: PathBuf,
+}
+
+impl SlowUpload {
+    /// Starts the sandbox and the app below `home`, then the upload of
+    /// `home/file_name`, and returns once its row shows `running`.
+    fn start(home: &Path, file_name: &str) -> SlowUpload {
+        let source = home.join(file_name);
+        let file = std::fs::File::create(&source).expect("the test file is created");
+        file.set_len(40 * 1024 * 1024).expect("the test file gets its size");
+        drop(file);
+
+        let sandbox = Sandbox::start(&home.join("gateway"), "tech-okafor");
+        let driver = start_driver(home);
+        let app = driver.launch();
+        sign_in_and_choose_patient(&app, &sandbox, "Nwosu", "pat-001");
+        app.open_screen("settings");
+        app.type_into("#settings-parts", "1");
+        app.type_into("#settings-cap", "1024");
+        app.click("#settings-save");
+        app.wait_for("#settings-status:not(:empty)", Duration::from_secs(10));
+
+        add_upload_path(&app, &source);
+        app.click("#upload-start");
+        wait_for_state(&app, file_name, &["running"], Duration::from_secs(120));
+        SlowUpload { app, _driver: driver, _sandbox: sandbox, source }
+    }
+}
+
 /// Counts the entries with `event` in the signed logs of the app's profiles.
 fn signed_log_events(home: &Path, event: &str) -> usize {
     let profiles = home.join("ferry/data/profiles");
@@ -284,52 +320,35 @@ fn transfer_buttons_pause_resume_retry_cancel() {
     }
     let home = tempfile::tempdir().expect("a temporary folder");
     let file_name = "slow-scan.bin";
-    let source = home.path().join(file_name);
-    let file = std::fs::File::create(&source).expect("the test file is created");
-    // 40 MiB at the 1024 KiB/s cap below: about 40 s of transfer, so the
-    // buttons act on a running upload.
-    file.set_len(40 * 1024 * 1024).expect("the test file gets its size");
-    drop(file);
-
-    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
-    let driver = start_driver(home.path());
-    let app = driver.launch();
-    sign_in_and_choose_patient(&app, &sandbox, "Nwosu", "pat-001");
-    app.open_screen("settings");
-    app.type_into("#settings-parts", "1");
-    app.type_into("#settings-cap", "1024");
-    app.click("#settings-save");
-    app.wait_for("#settings-status:not(:empty)", Duration::from_secs(10));
-
-    add_upload_path(&app, &source);
-    app.click("#upload-start");
+    let slow = SlowUpload::start(home.path(), file_name);
+    let app = &slow.app;
+    let source = &slow.source;
     let long = Duration::from_secs(120);
-    wait_for_state(&app, file_name, &["running"], long);
 
-    click_row_button(&app, file_name, "pause");
-    wait_for_state(&app, file_name, &["paused"], long);
+    click_row_button(app, file_name, "pause");
+    wait_for_state(app, file_name, &["paused"], long);
     assert!(app.try_find("#transfers-table button.transfer-resume").is_some(), "a paused row offers Resume");
     app.screenshot(&screenshot_path("transfers-paused"));
 
-    click_row_button(&app, file_name, "resume");
-    wait_for_state(&app, file_name, &["running"], long);
+    click_row_button(app, file_name, "resume");
+    wait_for_state(app, file_name, &["running"], long);
 
     // A transfer whose source went missing fails with its reason; once the
     // file is back, Retry runs it again.
-    click_row_button(&app, file_name, "pause");
-    wait_for_state(&app, file_name, &["paused"], long);
+    click_row_button(app, file_name, "pause");
+    wait_for_state(app, file_name, &["paused"], long);
     let moved = home.path().join("moved-away.bin");
     std::fs::rename(&source, &moved).expect("the source is moved away");
-    click_row_button(&app, file_name, "resume");
-    wait_for_state(&app, file_name, &["failed"], long);
+    click_row_button(app, file_name, "resume");
+    wait_for_state(app, file_name, &["failed"], long);
     let reason = app.text_of("#transfers-table tbody tr[data-state='failed'] .reason").unwrap_or_default();
     assert!(!reason.is_empty(), "a failed row shows its reason");
     std::fs::rename(&moved, &source).expect("the source is moved back");
-    click_row_button(&app, file_name, "retry");
-    wait_for_state(&app, file_name, &["running"], long);
+    click_row_button(app, file_name, "retry");
+    wait_for_state(app, file_name, &["running"], long);
 
-    click_row_button(&app, file_name, "cancel");
-    wait_for_state(&app, file_name, &["cancelled"], long);
+    click_row_button(app, file_name, "cancel");
+    wait_for_state(app, file_name, &["cancelled"], long);
     let cancelled = signed_log_events(home.path(), "cancelled");
     assert_eq!(cancelled, 1, "the signed log records the cancel of a running transfer once");
     let buttons = app.execute(
@@ -337,7 +356,7 @@ fn transfer_buttons_pause_resume_retry_cancel() {
         serde_json::json!([]),
     );
     assert_eq!(buttons, serde_json::json!(0), "a cancelled row offers no action");
-    app.close();
+    slow.app.close();
 }
 
 #[test]
@@ -348,35 +367,19 @@ fn cancel_of_paused_transfer_is_logged() {
     }
     let home = tempfile::tempdir().expect("a temporary folder");
     let file_name = "paused-scan.bin";
-    let source = home.path().join(file_name);
-    let file = std::fs::File::create(&source).expect("the test file is created");
-    file.set_len(40 * 1024 * 1024).expect("the test file gets its size");
-    drop(file);
-
-    let sandbox = Sandbox::start(&home.path().join("gateway"), "tech-okafor");
-    let driver = start_driver(home.path());
-    let app = driver.launch();
-    sign_in_and_choose_patient(&app, &sandbox, "Nwosu", "pat-001");
-    app.open_screen("settings");
-    app.type_into("#settings-parts", "1");
-    app.type_into("#settings-cap", "1024");
-    app.click("#settings-save");
-    app.wait_for("#settings-status:not(:empty)", Duration::from_secs(10));
-
-    add_upload_path(&app, &source);
-    app.click("#upload-start");
+    let slow = SlowUpload::start(home.path(), file_name);
+    let app = &slow.app;
     let long = Duration::from_secs(120);
-    wait_for_state(&app, file_name, &["running"], long);
-    click_row_button(&app, file_name, "pause");
-    wait_for_state(&app, file_name, &["paused"], long);
+    click_row_button(app, file_name, "pause");
+    wait_for_state(app, file_name, &["paused"], long);
 
     // No task runs a paused transfer, so the command itself writes the
     // entry that a running transfer's task would write when it stops.
-    click_row_button(&app, file_name, "cancel");
-    wait_for_state(&app, file_name, &["cancelled"], long);
+    click_row_button(app, file_name, "cancel");
+    wait_for_state(app, file_name, &["cancelled"], long);
     assert_eq!(signed_log_events(home.path(), "paused"), 1, "the signed log records the pause");
     assert_eq!(signed_log_events(home.path(), "cancelled"), 1, "the signed log records the cancel");
-    app.close();
+    slow.app.close();
 }
 
 #[test]
